@@ -1,0 +1,467 @@
+"""DQN family: double DQN, dueling head, n-step returns, prioritized replay, Huber loss, hard/soft targets.
+
+References: Mnih et al. 2015 (DQN), van Hasselt et al. 2016 (double), Wang et al. 2016 (dueling),
+Schaul et al. 2016 (prioritized replay), Hessel et al. 2018 (n-step in Rainbow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlkit.agents.replay import FrameReplayBuffer
+from rlkit.agents.schedules import linear_schedule
+from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays, save_checkpoint
+from rlkit.config import TrainConfig
+from rlkit.envs import episode_stats, make_vec_env
+from rlkit.errors import RLKitError
+from rlkit.evaluation import evaluate
+from rlkit.registry import AGENTS
+from rlkit.vision.encoders import default_encoder, make_encoder
+
+
+@dataclasses.dataclass
+class DQNConfig(TrainConfig):
+    """DQN settings. Defaults follow the SB3 / Nature DQN; presets adapt them per env family."""
+
+    encoder: str = "auto"
+    """Registered encoder (`rlkit encoders`); auto: nature_cnn for images, mlp for vectors."""
+    dueling: bool = False
+    """Dueling head: Q = V + A - mean(A)."""
+    double_dqn: bool = True
+    """Select the next action with the online net, evaluate it with the target net."""
+    n_step: int = 1
+    """Steps of reward summed before bootstrapping (n-step returns)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    buffer_size: int = 100_000
+    """Replay capacity in transitions (each Atari frame stored once)."""
+    learning_starts: int = 10_000
+    """Env steps of experience collected before the first update."""
+    batch_size: int = 32
+    """Transitions per gradient step."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    train_freq: int = 4
+    """Env steps (summed over envs) between gradient updates."""
+    gradient_steps: int = 1
+    """Gradient steps per update."""
+    target_update_interval: int = 1_000
+    """Env steps between target-network updates."""
+    tau: float = 1.0
+    """Target update rate: 1.0 copies the online net, < 1 is a Polyak average."""
+    max_grad_norm: float = 10.0
+    """Gradient-norm clip (0: off)."""
+    loss: Literal["huber", "mse"] = "huber"
+    """TD loss."""
+    exploration_start: float = 1.0
+    """Initial epsilon."""
+    exploration_end: float = 0.01
+    """Final epsilon."""
+    exploration_steps: int = 100_000
+    """Env steps over which epsilon decays linearly."""
+    eval_epsilon: float = 0.0
+    """Epsilon during evaluation (0: greedy; ALE v5 sticky actions still randomise)."""
+    prioritized: bool = False
+    """Proportional prioritized replay."""
+    per_alpha: float = 0.6
+    """Priority exponent."""
+    per_beta_start: float = 0.4
+    """Importance-weight exponent at the start, annealed to 1 over training."""
+    per_eps: float = 1e-6
+    """Added to |TD error| before prioritizing."""
+    save_buffer: bool = False
+    """Save the replay buffer with checkpoints (large for Atari: about 7 KB per transition)."""
+
+
+class QNetwork(nn.Module):
+    """Encoder + linear Q head (or dueling value/advantage heads)."""
+
+    def __init__(self, encoder: nn.Module, n_actions: int, dueling: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dueling = dueling
+        features = encoder.features_dim
+        self.head = nn.Linear(features, n_actions)
+        self.value = nn.Linear(features, 1) if dueling else None
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(observations)
+        advantages = self.head(features)
+        if self.value is None:
+            return advantages
+        return self.value(features) + advantages - advantages.mean(dim=1, keepdim=True)
+
+
+def td_targets(
+    returns: torch.Tensor,
+    discounts: torch.Tensor,
+    next_q_target: torch.Tensor,
+    next_q_online: torch.Tensor | None,
+) -> torch.Tensor:
+    """n-step TD targets: ``R + discount * Q_target(s', a*)``; a* from the online net when double DQN
+    (``next_q_online`` given), else the target net's own argmax."""
+    chooser = next_q_online if next_q_online is not None else next_q_target
+    best = chooser.argmax(dim=1, keepdim=True)
+    return returns + discounts * next_q_target.gather(1, best).squeeze(1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RLKitError(f"unknown device {name!r}; use auto, cpu or cuda[:N].") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RLKitError("device=cuda but no CUDA GPU is available; use device=cpu or auto.")
+    return device
+
+
+@AGENTS.register("dqn")
+class DQN:
+    """Deep Q-learning agent: ``act``, the training loop ``learn``, and checkpoint state."""
+
+    Config = DQNConfig
+
+    def __init__(
+        self,
+        config: DQNConfig,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+    ) -> None:
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise RLKitError(
+                f"dqn needs a Discrete action space, got {action_space}; use ppo or a continuous-control agent."
+            )
+        self.config = config
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.n_actions = int(action_space.n)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        encoder_name = default_encoder(observation_space) if config.encoder == "auto" else config.encoder
+        self.encoder_name = encoder_name
+        self.q_net = QNetwork(make_encoder(encoder_name, observation_space), self.n_actions, config.dueling)
+        self.q_net.to(self.device)
+        self.target_net = QNetwork(make_encoder(encoder_name, observation_space), self.n_actions, config.dueling)
+        self.target_net.to(self.device)
+        self.target_net.load_state_dict(self.q_net.state_dict())
+        self.target_net.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, eps=config.adam_eps)
+        self.rng = np.random.default_rng(config.seed)
+        # Counters that a resume restores.
+        self.global_step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.best_eval = -float("inf")
+        self.next_train_step = 0
+        self.next_target_step = 0
+        self.learning_starts_at = config.learning_starts
+        self.buffer: FrameReplayBuffer | None = None
+        self._replay_rng_state: dict | None = None
+        self.buffer_state: dict[str, np.ndarray] | None = None
+
+    # ---- acting --------------------------------------------------------------------------------------
+    def epsilon(self) -> float:
+        cfg = self.config
+        return linear_schedule(cfg.exploration_start, cfg.exploration_end, cfg.exploration_steps, self.global_step)
+
+    @torch.no_grad()
+    def q_values(self, observations: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(observations, device=self.device)
+        return self.q_net(obs).cpu().numpy()
+
+    def act(self, observations: np.ndarray, deterministic: bool = True, epsilon: float | None = None) -> np.ndarray:
+        """Actions for a batch of observations: greedy, or epsilon-greedy with ``epsilon``
+        (default: the training schedule's value when not deterministic)."""
+        if epsilon is None:
+            epsilon = 0.0 if deterministic else self.epsilon()
+        actions = self.q_values(observations).argmax(axis=1)
+        if epsilon > 0:
+            explore = self.rng.random(len(actions)) < epsilon
+            actions = np.where(explore, self.rng.integers(0, self.n_actions, len(actions)), actions)
+        return actions.astype(np.int64)
+
+    # ---- learning ------------------------------------------------------------------------------------
+    def make_buffer(self, num_envs: int) -> FrameReplayBuffer:
+        cfg = self.config
+        space = self.observation_space
+        stacked = len(space.shape) == 3
+        needed = FrameReplayBuffer.bytes_needed(cfg.buffer_size, space.shape, space.dtype, stacked)
+        available = psutil.virtual_memory().available
+        if needed > 0.9 * available:
+            raise RLKitError(
+                f"replay buffer_size={cfg.buffer_size} needs {needed / 2**30:.2f} GiB but only "
+                f"{available / 2**30:.2f} GiB is available; lower it, e.g. --set buffer_size="
+                f"{int(cfg.buffer_size * 0.8 * available / needed)}."
+            )
+        return FrameReplayBuffer(
+            cfg.buffer_size,
+            num_envs,
+            space.shape,
+            space.dtype,
+            stacked=stacked,
+            n_step=cfg.n_step,
+            gamma=cfg.gamma,
+            prioritized=cfg.prioritized,
+            alpha=cfg.per_alpha,
+            seed=cfg.seed + 1,
+        )
+
+    def train_step(self, buffer: FrameReplayBuffer) -> dict[str, float]:
+        """One gradient step on a replay batch; returns loss statistics."""
+        cfg = self.config
+        beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, self.global_step)
+        batch = buffer.sample(cfg.batch_size, beta=beta, device=self.device)
+        with torch.no_grad():
+            next_q_target = self.target_net(batch.next_observations)
+            next_q_online = self.q_net(batch.next_observations) if cfg.double_dqn else None
+            targets = td_targets(batch.returns, batch.discounts, next_q_target, next_q_online)
+        q = self.q_net(batch.observations).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+        td_error = q - targets
+        if cfg.loss == "huber":
+            per_sample = F.smooth_l1_loss(q, targets, reduction="none")
+        else:
+            per_sample = 0.5 * td_error.pow(2)
+        loss = (batch.weights * per_sample).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if cfg.prioritized:
+            buffer.update_priorities(batch.indices, td_error.detach().cpu().numpy(), cfg.per_eps)
+        return {"td_loss": float(loss.detach()), "q_values": float(q.detach().mean())}
+
+    def update_target(self) -> None:
+        tau = self.config.tau
+        with torch.no_grad():
+            if tau >= 1.0:
+                self.target_net.load_state_dict(self.q_net.state_dict())
+            else:
+                for target, online in zip(self.target_net.parameters(), self.q_net.parameters()):
+                    target.lerp_(online, tau)
+
+    def learn(self, run: Any) -> None:
+        """The training loop: act, step, store, update, log, evaluate, checkpoint (until done or stopped)."""
+        cfg = self.config
+        envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
+        if envs.single_observation_space.shape != self.observation_space.shape:
+            raise RLKitError(
+                f"env {cfg.env_id} gives observations {envs.single_observation_space.shape}, the agent expects "
+                f"{self.observation_space.shape}; check env_kwargs."
+            )
+        buffer = self.make_buffer(cfg.num_envs)
+        resumed = self.global_step > 0
+        if self.buffer_state is not None:
+            buffer.load_state_arrays(self.buffer_state)
+            self.buffer_state = None
+            run.print(f"restored replay buffer: {len(buffer)} transitions")
+        elif resumed:
+            self.learning_starts_at = self.global_step + cfg.learning_starts
+            run.print(
+                f"replay buffer was not saved (save_buffer=false): re-warming it for {cfg.learning_starts} steps "
+                "before updates resume"
+            )
+        if getattr(self, "_replay_rng_state", None) is not None:
+            buffer.rng.bit_generator.state = self._replay_rng_state
+        self.buffer = buffer
+        reset_seed = cfg.seed if not resumed else cfg.seed + 7919 * (1 + self.global_step)
+        obs, _ = envs.reset(seed=reset_seed)
+        if len(buffer) == 0 or not resumed:
+            buffer.start(obs)
+        else:
+            buffer.truncate_streams()
+            buffer.add(
+                np.zeros(cfg.num_envs, np.int64),
+                np.zeros(cfg.num_envs, np.float32),
+                np.zeros(cfg.num_envs, bool),
+                np.zeros(cfg.num_envs, bool),
+                obs,
+                reset_step=np.ones(cfg.num_envs, bool),
+            )
+        reset_next = np.zeros(cfg.num_envs, dtype=bool)
+        recent_returns: deque[float] = deque(maxlen=20)
+        progress = run.progress(cfg.total_steps, self.global_step)
+        last_log_step, last_log_time, sps_step = self.global_step, time.time(), self.global_step
+        next_log = self.global_step + cfg.log_every
+        next_eval = self._next_multiple(cfg.eval_every)
+        next_checkpoint = self._next_multiple(cfg.checkpoint_every)
+        losses: dict[str, float] = {}
+        stopped_early = False
+        try:
+            while self.global_step < cfg.total_steps and not run.stop_requested:
+                epsilon = self.epsilon()
+                actions = self.act(obs, epsilon=epsilon)
+                next_obs, rewards, terminated, truncated, info = envs.step(actions)
+                buffer.add(actions, rewards, terminated, truncated, next_obs, reset_step=reset_next)
+                reset_next = terminated | truncated
+                obs = next_obs
+                self.global_step += cfg.num_envs
+                for _, ret, length in episode_stats(info):
+                    self.episodes += 1
+                    recent_returns.append(ret)
+                    run.log_scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, self.global_step)
+
+                if self.global_step >= self.learning_starts_at and buffer.can_sample():
+                    while self.next_train_step <= self.global_step:
+                        for _ in range(cfg.gradient_steps):
+                            losses = self.train_step(buffer)
+                        self.next_train_step += cfg.train_freq
+                    while self.next_target_step <= self.global_step:
+                        self.update_target()
+                        self.next_target_step += cfg.target_update_interval
+                else:
+                    self.next_train_step = self.global_step
+                    self.next_target_step = self.global_step
+
+                if self.global_step >= next_log:
+                    now = time.time()
+                    sps = (self.global_step - last_log_step) / max(now - last_log_time, 1e-9)
+                    last_log_step, last_log_time = self.global_step, now
+                    scalars = {"charts/sps": sps, "charts/epsilon": epsilon}
+                    scalars.update({f"losses/{k}": v for k, v in losses.items()})
+                    run.log_scalars(scalars, self.global_step)
+                    next_log += cfg.log_every
+                    stats = {"eps": f"{epsilon:.3f}"}
+                    if recent_returns:
+                        stats["ret"] = f"{np.mean(recent_returns):.1f}"
+                    if self.best_eval > -float("inf"):
+                        stats["best_eval"] = f"{self.best_eval:.1f}"
+                    progress.update(self.global_step, stats)
+                    sps_step = self.global_step
+                if next_eval and self.global_step >= next_eval:
+                    next_eval += cfg.eval_every
+                    mean = self.run_evaluation(run)
+                    if cfg.stop_at_return is not None and mean >= cfg.stop_at_return:
+                        run.print(f"eval mean return {mean:.2f} >= stop_at_return {cfg.stop_at_return}: stopping")
+                        stopped_early = True
+                        break
+                if next_checkpoint and self.global_step >= next_checkpoint:
+                    next_checkpoint += cfg.checkpoint_every
+                    self.save(run.checkpoint_dir / f"step_{self.global_step:09d}.safetensors")
+                    self.save(run.checkpoint_dir / "last.safetensors", with_buffer=True)
+            del sps_step
+        finally:
+            progress.close()
+            envs.close()
+            # Ctrl-C, SIGTERM, an error or the end: the last state is always on disk.
+            self.save(run.checkpoint_dir / "last.safetensors", with_buffer=True)
+        if run.stop_requested:
+            run.print(f"stopped at step {self.global_step}; resume with: rlkit train --resume {run.dir}")
+            return
+        if not stopped_early and (not cfg.eval_every or self.global_step % cfg.eval_every):
+            self.run_evaluation(run)
+
+    def _next_multiple(self, every: int) -> int:
+        return (self.global_step // every + 1) * every if every > 0 else 0
+
+    def run_evaluation(self, run: Any) -> float:
+        cfg = self.config
+        started = time.time()
+        result = evaluate(
+            lambda o: self.act(o, epsilon=cfg.eval_epsilon),
+            cfg.env_id,
+            cfg.eval_episodes,
+            seed=cfg.seed + 1_000_003,
+            env_kwargs=cfg.env_kwargs,
+            num_envs=min(cfg.eval_episodes, 10),
+        )
+        summary = result.summary()
+        run.log_scalars({"eval/mean_return": summary["mean"], "eval/std_return": summary["std"]}, self.global_step)
+        record = {"step": self.global_step, **summary, "returns": result.returns, "lengths": result.lengths}
+        with open(run.eval_dir / "evaluations.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        improved = summary["mean"] > self.best_eval
+        if improved:
+            self.best_eval = summary["mean"]
+            self.save(run.checkpoint_dir / "best.safetensors")
+        run.print(
+            f"eval @ {self.global_step}: mean {summary['mean']:.2f} +/- {summary['std']:.2f} over "
+            f"{summary['episodes']} episodes (min {summary['min']:.0f}, max {summary['max']:.0f})"
+            f"{' new best' if improved else ''} [{time.time() - started:.0f}s]"
+        )
+        return summary["mean"]
+
+    # ---- checkpoint state ----------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors (networks, optimizer, torch RNG) and JSON metadata (counters, RNG, config)."""
+        tensors = {f"q_net.{k}": v for k, v in self.q_net.state_dict().items()}
+        tensors.update({f"target_net.{k}": v for k, v in self.target_net.state_dict().items()})
+        optim_tensors, optim_meta = optimizer_tensors(self.optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "algo": "dqn",
+            "config": dataclasses.asdict(self.config),
+            "encoder": self.encoder_name,
+            "observation_shape": list(self.observation_space.shape),
+            "observation_dtype": str(self.observation_space.dtype),
+            "n_actions": self.n_actions,
+            "counters": {
+                "global_step": self.global_step,
+                "updates": self.updates,
+                "episodes": self.episodes,
+                "best_eval": self.best_eval if np.isfinite(self.best_eval) else None,
+                "next_train_step": self.next_train_step,
+                "next_target_step": self.next_target_step,
+                "learning_starts_at": self.learning_starts_at,
+            },
+            "optimizer": optim_meta,
+            "rng": {"explore": self.rng.bit_generator.state},
+        }
+        if self.buffer is not None:
+            meta["rng"]["replay"] = self.buffer.rng.bit_generator.state
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("algo") != "dqn":
+            raise RLKitError(f"checkpoint is for algorithm {meta.get('algo')!r}, not dqn; use `rlkit train {meta.get('algo')}`.")
+        if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["n_actions"] != self.n_actions:
+            raise RLKitError(
+                f"checkpoint expects observations {meta['observation_shape']} and {meta['n_actions']} actions, "
+                f"this env has {list(self.observation_space.shape)} and {self.n_actions}; use the checkpoint's env."
+            )
+        self.q_net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("q_net.")})
+        self.target_net.load_state_dict({k[11:]: v for k, v in tensors.items() if k.startswith("target_net.")})
+        load_optimizer_tensors(self.optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        counters = meta["counters"]
+        self.global_step = counters["global_step"]
+        self.updates = counters["updates"]
+        self.episodes = counters["episodes"]
+        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+        self.next_train_step = counters["next_train_step"]
+        self.next_target_step = counters["next_target_step"]
+        self.learning_starts_at = counters["learning_starts_at"]
+        self.rng.bit_generator.state = meta["rng"]["explore"]
+        self._replay_rng_state = meta["rng"].get("replay")
+
+    def save(self, path: Path, with_buffer: bool = False) -> None:
+        tensors, meta = self.state_dict()
+        save_checkpoint(path, tensors, meta)
+        if with_buffer and self.config.save_buffer and self.buffer is not None:
+            save_arrays(path.parent / "replay.safetensors", self.buffer.state_arrays())
+
+    def restore_buffer(self, checkpoint_dir: Path) -> bool:
+        """Load ``replay.safetensors`` beside the checkpoint if it was saved; True when restored."""
+        path = checkpoint_dir / "replay.safetensors"
+        if not (self.config.save_buffer and path.is_file()):
+            return False
+        self.buffer_state = load_arrays(path)
+        return True

@@ -1,0 +1,146 @@
+"""Env factories: ``make_vec_env`` for training/evaluation, env families for ``rlkit envs``.
+
+``ALE/*`` ids run on ale-py's C++ vectorised env (``rlkit.envs.atari``); every other Gymnasium id goes
+through a synchronous Gymnasium vector env with episode statistics. Our own envs register under ``rlkit/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rlkit.errors import RLKitError, suggest
+
+gym.register(id="rlkit/FakeImage-v0", entry_point="rlkit.envs.fake:FakeImageEnv", max_episode_steps=1000)
+
+FAMILY_BY_ENTRY = {
+    "ale_py": "atari",
+    "gymnasium.envs.classic_control": "classic-control",
+    "gymnasium.envs.toy_text": "toy-text",
+    "gymnasium.envs.box2d": "box2d",
+    "gymnasium.envs.mujoco": "mujoco",
+    "gymnasium.envs.phys2d": "phys2d",
+    "gymnasium.envs.functional_jax_env": "jax",
+    "gymnasium.envs.tabular": "tabular",
+    "rlkit": "rlkit",
+}
+
+
+def _entry_module(spec: gym.envs.registration.EnvSpec) -> str:
+    entry = spec.entry_point
+    return entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+
+
+def env_family(env_id: str) -> str:
+    """The family of a registered id: atari, classic-control, toy-text, rlkit, ..."""
+    if env_id.startswith("ALE/"):
+        return "atari"
+    spec = env_spec(env_id)
+    module = _entry_module(spec)
+    for prefix, family in FAMILY_BY_ENTRY.items():
+        if module.startswith(prefix):
+            return family
+    return "other"
+
+
+def _register_ale() -> None:
+    try:
+        import ale_py
+
+        gym.register_envs(ale_py)
+    except ImportError:  # pragma: no cover - ale-py is a dependency
+        pass
+
+
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The Gymnasium spec of ``env_id``, or a one-line error with close matches."""
+    _register_ale()
+    if env_id not in gym.registry:
+        raise RLKitError(
+            f"unknown env id {env_id!r}; run `rlkit envs` to list ids." + suggest(env_id, gym.registry.keys())
+        )
+    return gym.registry[env_id]
+
+
+def list_envs() -> dict[str, list[str]]:
+    """Registered env ids grouped by family (Atari: v5 ids only)."""
+    _register_ale()
+    groups: dict[str, list[str]] = {}
+    for env_id, spec in gym.registry.items():
+        if env_id.startswith("ALE/") and not env_id.endswith("-v5"):
+            continue
+        if "/" in env_id and not env_id.startswith(("ALE/", "rlkit/")):
+            continue
+        try:
+            family = env_family(env_id)
+        except RLKitError:  # pragma: no cover
+            continue
+        if family in ("jax", "phys2d", "tabular", "other") or "ram" in env_id.lower():
+            continue
+        groups.setdefault(family, []).append(env_id)
+    return {k: sorted(v) for k, v in sorted(groups.items())}
+
+
+def make_vec_env(
+    env_id: str,
+    num_envs: int = 1,
+    seed: int | None = None,
+    mode: str = "train",
+    env_kwargs: dict[str, Any] | None = None,
+    render_mode: str | None = None,
+) -> gym.vector.VectorEnv:
+    """Build ``num_envs`` copies of ``env_id`` as one VectorEnv (next-step autoreset, episode statistics).
+
+    ``mode="eval"`` gives full, unclipped episodes. The resolved env settings are in ``env.settings_dict``.
+    The action space is seeded from ``seed``; pass the same seed to the first ``reset``.
+    """
+    env_kwargs = dict(env_kwargs or {})
+    if mode not in ("train", "eval"):
+        raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
+    if num_envs < 1:
+        raise RLKitError(f"num_envs must be >= 1, got {num_envs}.")
+    if env_family(env_id) == "atari" and render_mode is None:
+        from rlkit.envs.atari import AtariVecEnv, atari_settings
+
+        settings = atari_settings(mode, env_kwargs)
+        envs: gym.vector.VectorEnv = AtariVecEnv(env_id, num_envs, settings, num_threads=min(num_envs, 2))
+        envs.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]
+    else:
+        spec = env_spec(env_id)
+        try:
+            envs = gym.make_vec(
+                spec.id,
+                num_envs=num_envs,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
+                render_mode=render_mode,
+                **env_kwargs,
+            )
+        except TypeError as exc:
+            raise RLKitError(f"bad env_kwargs for {env_id}: {exc}.") from None
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+        envs.settings_dict = {"env_id": env_id, **env_kwargs}  # type: ignore[attr-defined]
+    if seed is not None:
+        envs.action_space.seed(seed)
+        envs.single_action_space.seed(seed)
+    return envs
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
+    """One (non-vectorised) env, e.g. for ``check_env`` or video."""
+    env_spec(env_id)
+    env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def episode_stats(info: dict) -> list[tuple[int, float, int]]:
+    """(env index, return, length) for every episode that finished in this step's ``info``."""
+    if "_episode" not in info:
+        return []
+    done = np.flatnonzero(info["_episode"])
+    return [(int(i), float(info["episode"]["r"][i]), int(info["episode"]["l"][i])) for i in done]

@@ -1,0 +1,138 @@
+"""Atari on ale-py's C++ vectorised env, with the standard (Nature / SB3 zoo) preprocessing.
+
+Rewards are clipped here, in Python, rather than inside ALE so that episode statistics always report the
+real game score. A game ends when ALE says so (or truncates); with ``episodic_life`` a lost life ends the
+training episode but the statistics keep adding up until the game is over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from rlkit.errors import RLKitError
+
+
+@dataclasses.dataclass
+class AtariSettings:
+    """Preprocessing of an ALE/<Game>-v5 env; recorded in the run's config."""
+
+    frame_skip: int = 4
+    frame_stack: int = 4
+    screen_size: int = 84
+    grayscale: bool = True
+    max_pool: bool = True
+    noop_max: int = 30
+    fire_reset: bool = True
+    episodic_life: bool = False
+    clip_rewards: bool = False
+    repeat_action_probability: float = 0.25
+    full_action_space: bool = False
+    max_episode_frames: int = 108_000
+
+
+TRAIN_DEFAULTS = {"episodic_life": True, "clip_rewards": True}
+
+
+def atari_settings(mode: str, env_kwargs: dict[str, Any]) -> AtariSettings:
+    """Resolve settings for ``mode`` ("train" clips rewards and ends episodes on life loss by default;
+    "eval" always plays full, unclipped games)."""
+    valid = {f.name for f in dataclasses.fields(AtariSettings)}
+    unknown = set(env_kwargs) - valid
+    if unknown:
+        raise RLKitError(
+            f"unknown Atari env setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}."
+        )
+    values = dict(TRAIN_DEFAULTS) if mode == "train" else {}
+    values.update(env_kwargs)
+    if mode == "eval":
+        values.update(episodic_life=False, clip_rewards=False)
+    return AtariSettings(**values)
+
+
+def rom_name(env_id: str) -> str:
+    """ALE/MsPacman-v5 -> ms_pacman."""
+    match = re.fullmatch(r"ALE/([A-Za-z0-9]+)-v5", env_id)
+    if not match:
+        raise RLKitError(f"{env_id!r} is not an ALE v5 id; write it as ALE/<Game>-v5, e.g. ALE/Pong-v5.")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", match.group(1)).lower()
+
+
+class AtariVecEnv(VectorEnv):
+    """ale-py ``AtariVectorEnv`` plus Python-side reward clipping and full-game episode statistics.
+
+    ``info["episode"]`` holds ``r`` (game score) and ``l`` (agent steps) where ``info["_episode"]`` is
+    true, the same layout as gymnasium's ``RecordEpisodeStatistics``.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0) -> None:
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.env_id = env_id
+        self.settings = settings
+        self.ale_env = AtariVectorEnv(
+            rom_name(env_id),
+            num_envs,
+            num_threads=num_threads,
+            repeat_action_probability=settings.repeat_action_probability,
+            full_action_space=settings.full_action_space,
+            max_num_frames_per_episode=settings.max_episode_frames,
+            img_height=settings.screen_size,
+            img_width=settings.screen_size,
+            grayscale=settings.grayscale,
+            stack_num=settings.frame_stack,
+            frameskip=settings.frame_skip,
+            maxpool=settings.max_pool,
+            noop_max=settings.noop_max,
+            episodic_life=settings.episodic_life,
+            reward_clipping=False,
+            use_fire_reset=settings.fire_reset,
+            autoreset_mode=AutoresetMode.NEXT_STEP,
+        )
+        self.num_envs = num_envs
+        self.single_observation_space = self.ale_env.single_observation_space
+        self.single_action_space = self.ale_env.single_action_space
+        self.observation_space = self.ale_env.observation_space
+        self.action_space = self.ale_env.action_space
+        self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+        self._game_return = np.zeros(num_envs, dtype=np.float64)
+        self._game_length = np.zeros(num_envs, dtype=np.int64)
+        self._resetting = np.zeros(num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        obs, info = self.ale_env.reset(seed=seed, options=options)
+        self._game_return[:] = 0
+        self._game_length[:] = 0
+        self._resetting[:] = False
+        return obs, dict(info)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, reward, terminated, truncated, info = self.ale_env.step(np.asarray(actions, dtype=np.int64))
+        reward = reward.astype(np.float32)
+        # An env that ended last step is being reset now (next-step autoreset); its step is not counted.
+        counted = ~self._resetting
+        self._game_return += np.where(counted, reward, 0.0)
+        self._game_length += counted
+        done = terminated | truncated
+        life_only = self.settings.episodic_life & (info["lives"] > 0)
+        game_over = truncated | (terminated & ~life_only)
+        game_over &= counted
+        info = dict(info)
+        if game_over.any():
+            info["episode"] = {"r": self._game_return.copy(), "l": self._game_length.copy()}
+            info["_episode"] = game_over
+            self._game_return[game_over] = 0
+            self._game_length[game_over] = 0
+        self._resetting = done.copy()
+        if self.settings.clip_rewards:
+            reward = np.sign(reward)
+        return obs, reward, terminated, truncated, info
+
+    def close(self, **kwargs: Any) -> None:
+        if getattr(self, "ale_env", None) is not None:
+            self.ale_env.close()
+            self.ale_env = None

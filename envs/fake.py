@@ -1,0 +1,52 @@
+"""A fast fake image env for tests: Atari-shaped uint8 frames, a learnable but trivial reward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class FakeImageEnv(gym.Env):
+    """Frames of shape ``(stack, size, size)``; reward 1 when the action equals the frame's brightness class.
+
+    Episodes last ``episode_length`` steps. Costs microseconds per step, so CNN code paths test fast.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(
+        self,
+        size: int = 84,
+        stack: int = 4,
+        n_actions: int = 4,
+        episode_length: int = 50,
+        render_mode: str | None = None,
+    ) -> None:
+        self.size, self.stack, self.n_actions, self.episode_length = size, stack, n_actions, episode_length
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(0, 255, (stack, size, size), np.uint8)
+        self.action_space = gym.spaces.Discrete(n_actions)
+        self._t = 0
+        self._target = 0
+
+    def _obs(self) -> np.ndarray:
+        self._target = int(self.np_random.integers(self.n_actions))
+        level = (self._target + 1) * 255 // (self.n_actions + 1)
+        noise = self.np_random.integers(0, 16, (self.stack, self.size, self.size), dtype=np.uint8)
+        return (noise + np.uint8(level - 8)).astype(np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = float(int(action) == self._target)
+        self._t += 1
+        return self._obs(), reward, False, self._t >= self.episode_length, {}
+
+    def render(self) -> np.ndarray:
+        level = (self._target + 1) * 255 // (self.n_actions + 1)
+        return np.full((self.size, self.size, 3), level, dtype=np.uint8)

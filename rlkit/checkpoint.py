@@ -1,0 +1,111 @@
+"""Checkpoints: one safetensors file of tensors plus JSON metadata in its header, written atomically.
+
+Loading never unpickles: tensors come from safetensors, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_numpy_file
+from safetensors.numpy import save_file as save_numpy_file
+from safetensors.torch import load_file, save_file
+
+from rlkit.errors import RLKitError
+
+FORMAT = "rlkit-checkpoint-v1"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Write tensors and JSON-serialisable metadata to ``path`` atomically (temp file + rename)."""
+    header = {"format": FORMAT, "metadata": json.dumps(metadata)}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint, or a one-line error if it is not an rlkit checkpoint."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise RLKitError(f"checkpoint {path} does not exist; pass a run directory or a .safetensors checkpoint.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RLKitError(f"checkpoint {path} is corrupt or not a safetensors file ({exc}); use another checkpoint.") from None
+    if header.get("format") != FORMAT:
+        raise RLKitError(f"{path} is not an rlkit checkpoint (no {FORMAT} header); pass one written by rlkit train.")
+    return json.loads(header["metadata"])
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a checkpoint written by ``save_checkpoint``."""
+    metadata = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RLKitError(f"checkpoint {path} is corrupt ({exc}); use another checkpoint.") from None
+    return tensors, metadata
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically save numpy arrays (e.g. a replay buffer) as safetensors."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    _atomic_write(Path(path), lambda tmp: save_numpy_file(arrays, tmp, metadata={"format": FORMAT}))
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    try:
+        return load_numpy_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RLKitError(f"replay file {path} is corrupt ({exc}); resume without it (save_buffer=false).") from None
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict[str, torch.Tensor], dict]:
+    """Flatten an optimizer state dict into tensors + JSON (param groups, scalar state)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, param_state in state["state"].items():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{param_id}.{key}"] = value
+            else:
+                scalars.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "optim"
+) -> None:
+    """Inverse of ``optimizer_tensors``."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if not name.startswith(prefix + "."):
+            continue
+        _, param_id, key = name.split(".", 2)
+        state.setdefault(int(param_id), {})[key] = value
+    for param_id, scalars in meta.get("scalars", {}).items():
+        state.setdefault(int(param_id), {}).update(scalars)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

@@ -1,0 +1,288 @@
+"""Command line: ``rlkit train | eval | envs | presets | encoders``.
+
+User mistakes raise ``RLKitError``; ``main`` prints them as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlkit.errors import RLKitError
+
+EXIT_USER_ERROR = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are RLKitErrors (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise RLKitError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+
+
+def _spaces(env_id: str, env_kwargs: dict) -> tuple[Any, Any]:
+    from rlkit.envs import make_vec_env
+
+    envs = make_vec_env(env_id, 1, mode="eval", env_kwargs=env_kwargs)
+    try:
+        return envs.single_observation_space, envs.single_action_space
+    finally:
+        envs.close()
+
+
+def build_train_config(algo: str, args: argparse.Namespace) -> Any:
+    from rlkit.config import apply_overrides, build_config, default_preset, load_preset
+    from rlkit.envs import env_family, env_spec
+    from rlkit.registry import AGENTS
+
+    agent_cls = AGENTS.get(algo)
+    if not args.env:
+        raise RLKitError(f"rlkit train {algo} needs --env ID (see `rlkit envs`).")
+    env_spec(args.env)
+    family = env_family(args.env)
+    preset = args.preset or default_preset(algo, family)
+    values: dict[str, Any] = load_preset(algo, preset) if preset else {}
+    values = apply_overrides(values, args.set or [], agent_cls.Config)
+    values["env_id"] = args.env
+    if args.seed is not None:
+        values["seed"] = args.seed
+    if args.total_steps is not None:
+        values["total_steps"] = args.total_steps
+    config = build_config(agent_cls.Config, values, source=f"{algo} config")
+    return config, preset
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.config import apply_overrides, build_config, config_help
+    from rlkit.registry import AGENTS
+    from rlkit.run import Run, read_run_config, run_name
+
+    if args.resume:
+        saved = read_run_config(args.resume)
+        algo = saved["algo"]
+        if args.algo and args.algo != algo:
+            raise RLKitError(f"{args.resume} is a {algo} run, not {args.algo}; drop ALGO or use `rlkit train {algo}`.")
+        agent_cls = AGENTS.get(algo)
+        values = apply_overrides(saved["config"], args.set or [], agent_cls.Config)
+        if args.total_steps is not None:
+            values["total_steps"] = args.total_steps
+        config = build_config(agent_cls.Config, values, source=f"{algo} config")
+        run_dir = Path(args.resume)
+        checkpoint = run_dir / "checkpoints" / "last.safetensors"
+        if not checkpoint.is_file():
+            raise RLKitError(f"{run_dir} has no checkpoints/last.safetensors to resume from; start a new run.")
+        preset = saved.get("preset")
+    else:
+        if not args.algo:
+            raise RLKitError("rlkit train needs ALGO (e.g. dqn) or --resume RUN_DIR.")
+        agent_cls = AGENTS.get(args.algo)
+        if args.help:
+            print(f"usage: rlkit train {args.algo} --env ID [--preset NAME] [--set key=value ...] [--seed N]")
+            print(f"       [--total-steps N] [--run-dir DIR] [--resume RUN_DIR]\n\n{args.algo} config fields:")
+            print(config_help(agent_cls.Config))
+            return 0
+        algo = args.algo
+        config, preset = build_train_config(algo, args)
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name(config.env_id, algo, config.seed)
+        checkpoint = None
+
+    _set_threads(config.torch_threads)
+    observation_space, action_space = _spaces(config.env_id, config.env_kwargs)
+    agent = agent_cls(config, observation_space, action_space)
+    if checkpoint is not None:
+        tensors, meta = load_checkpoint(checkpoint)
+        agent.load_state_dict(tensors, meta)
+        agent.restore_buffer(checkpoint.parent)
+    record = {k: v for k, v in dataclasses.asdict(config).items()}
+    with Run(run_dir, algo, record, resume=checkpoint is not None) as run:
+        if checkpoint is None:
+            from rlkit.envs import make_vec_env
+
+            probe = make_vec_env(config.env_id, 1, mode="train", env_kwargs=config.env_kwargs)
+            data = {"algo": algo, "preset": preset, "config": record, "env_settings": probe.settings_dict}
+            probe.close()
+            import yaml
+
+            (run.dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+            run.print(f"run directory: {run.dir}")
+            run.print(f"{algo} on {config.env_id} (preset {preset or 'none'}), {config.total_steps} steps, seed {config.seed}")
+        else:
+            run.print(f"resuming {run.dir} at step {agent.global_step}")
+        agent.learn(run)
+        run.print(f"run directory: {run.dir}")
+    return 0
+
+
+def resolve_checkpoint(target: str, which: str = "best") -> Path:
+    """A run directory (its best, else last checkpoint) or a checkpoint file."""
+    path = Path(target)
+    if path.is_dir():
+        directory = path / "checkpoints"
+        order = [which] if which not in ("best", "last") else ([which, "last"] if which == "best" else ["last"])
+        for name in order:
+            candidate = directory / (name if name.endswith(".safetensors") else f"{name}.safetensors")
+            if candidate.is_file():
+                return candidate
+        raise RLKitError(f"{path} has no checkpoint ({', '.join(order)}) under checkpoints/; train it first.")
+    if not path.exists():
+        raise RLKitError(f"{path} does not exist; pass a run directory or a .safetensors checkpoint.")
+    return path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.config import build_config
+    from rlkit.evaluation import evaluate
+    from rlkit.registry import AGENTS
+
+    if args.episodes < 1:
+        raise RLKitError(f"--episodes must be at least 1, got {args.episodes}.")
+    checkpoint = resolve_checkpoint(args.target, args.checkpoint)
+    tensors, meta = load_checkpoint(checkpoint)
+    agent_cls = AGENTS.get(meta["algo"])
+    config = build_config(agent_cls.Config, meta["config"], source="checkpoint config")
+    _set_threads(config.torch_threads)
+    observation_space, action_space = _spaces(config.env_id, config.env_kwargs)
+    agent = agent_cls(config, observation_space, action_space)
+    agent.load_state_dict(tensors, meta)
+    seed = args.seed if args.seed is not None else config.seed + 2_000_003
+    epsilon = args.epsilon if args.epsilon is not None else getattr(config, "eval_epsilon", 0.0)
+    result = evaluate(
+        lambda obs: agent.act(obs, epsilon=epsilon),
+        config.env_id,
+        args.episodes,
+        seed=seed,
+        env_kwargs=config.env_kwargs,
+        num_envs=min(args.episodes, 10),
+    )
+    summary = result.summary()
+    step = meta["counters"]["global_step"]
+    print(f"{config.env_id}  {meta['algo']}  checkpoint {checkpoint.name} (step {step})  seed {seed}")
+    print(
+        f"episodes {summary['episodes']}  mean {summary['mean']:.2f}  std {summary['std']:.2f}  "
+        f"min {summary['min']:.1f}  max {summary['max']:.1f}  mean length {summary['mean_length']:.0f}"
+    )
+    out_dir = Path(args.out) if args.out else (checkpoint.parent.parent / "eval")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "env_id": config.env_id,
+        "algo": meta["algo"],
+        "checkpoint": str(checkpoint),
+        "step": step,
+        "seed": seed,
+        "epsilon": epsilon,
+        **summary,
+        "returns": result.returns,
+        "lengths": result.lengths,
+        "config": dataclasses.asdict(config),
+    }
+    (out_dir / "eval.json").write_text(json.dumps(record, indent=2))
+    print(f"wrote {out_dir / 'eval.json'}")
+    if args.video:
+        from rlkit.video import record_video
+
+        path = record_video(agent, config, out_dir, seed=seed, epsilon=epsilon, step=step)
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from rlkit.envs import list_envs
+
+    for family, ids in list_envs().items():
+        print(f"{family} ({len(ids)}):")
+        print("  " + "  ".join(ids))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from rlkit.config import preset_info, preset_names
+
+    for full in preset_names():
+        algo, name = full.split("-", 1)
+        info = preset_info(full)
+        default = f" [default for {', '.join(info['default_for'])}]" if info["default_for"] else ""
+        print(f"{algo:8s} {name:14s} {info['description']}{default}")
+    return 0
+
+
+def cmd_encoders(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+    import numpy as np
+
+    from rlkit.registry import ENCODERS
+
+    image = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    for name, cls in ENCODERS.items():
+        space = image if name != "mlp" else gym.spaces.Box(-1, 1, (8,), np.float32)
+        encoder = cls(space)
+        params = sum(p.numel() for p in encoder.parameters())
+        print(f"{name:18s} params {params:>10,d}  features {encoder.features_dim:4d}  input {space.shape}")
+    return 0
+
+
+def make_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="rlkit", description="Reinforcement learning and control toolkit.")
+    sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
+
+    train = sub.add_parser("train", help="train an agent", add_help=False)
+    train.add_argument("algo", nargs="?", help="algorithm (dqn)")
+    train.add_argument("--env", help="environment id, e.g. ALE/Pong-v5 (see `rlkit envs`)")
+    train.add_argument("--preset", help="preset name (see `rlkit presets`); default depends on the env family")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--total-steps", type=int)
+    train.add_argument("--run-dir", help="run directory (default runs/<env>__<algo>__<seed>__<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("-h", "--help", action="store_true", help="show config fields of ALGO")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run or checkpoint over full episodes")
+    ev.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--epsilon", type=float, help="exploration during evaluation (default: the config's eval_epsilon)")
+    ev.add_argument("--checkpoint", default="best", help="best | last | step_NNNNNNNNN (for a run directory)")
+    ev.add_argument("--video", action="store_true", help="write an mp4 of the first episode")
+    ev.add_argument("--out", help="output directory (default: the run's eval/)")
+    ev.set_defaults(func=cmd_eval)
+
+    sub.add_parser("envs", help="list environment ids by family").set_defaults(func=cmd_envs)
+    sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)
+    sub.add_parser("encoders", help="list encoders").set_defaults(func=cmd_encoders)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rlkit
+
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return EXIT_USER_ERROR
+        rlkit.load_plugins()
+        return args.func(args)
+    except RLKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Evaluation: full episodes in evaluation-mode envs (Atari: unclipped rewards, no life-loss episodes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlkit.envs import episode_stats, make_vec_env
+
+
+@dataclass
+class EvalResult:
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+    def summary(self) -> dict[str, float]:
+        r = np.asarray(self.returns, dtype=np.float64)
+        return {
+            "episodes": len(r),
+            "mean": float(r.mean()),
+            "std": float(r.std()),
+            "min": float(r.min()),
+            "max": float(r.max()),
+            "mean_length": float(np.mean(self.lengths)),
+        }
+
+
+def evaluate(
+    act: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    episodes: int,
+    seed: int,
+    env_kwargs: dict | None = None,
+    num_envs: int = 8,
+    max_steps: int = 10_000_000,
+) -> EvalResult:
+    """Play ``episodes`` full episodes with ``act`` (batched obs -> actions) on ``num_envs`` parallel envs.
+
+    Episodes are split evenly across envs beforehand, so short episodes are not over-represented.
+    """
+    num_envs = max(1, min(num_envs, episodes))
+    targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    counts = np.zeros(num_envs, dtype=np.int64)
+    envs = make_vec_env(env_id, num_envs, seed=seed, mode="eval", env_kwargs=env_kwargs)
+    result = EvalResult()
+    try:
+        obs, _ = envs.reset(seed=seed)
+        for _ in range(max_steps):
+            obs, _, _, _, info = envs.step(act(obs))
+            for i, ret, length in episode_stats(info):
+                if counts[i] < targets[i]:
+                    counts[i] += 1
+                    result.returns.append(ret)
+                    result.lengths.append(length)
+            if (counts >= targets).all():
+                break
+    finally:
+        envs.close()
+    return result

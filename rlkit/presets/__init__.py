@@ -1,0 +1,1 @@
+"""Preset YAML files, read as package resources (see rlkit.config.load_preset)."""

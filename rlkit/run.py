@@ -1,0 +1,135 @@
+"""A run: its directory, config.yaml, stdout.log, TensorBoard writer, progress display and signal handling.
+
+Layout: ``runs/<env>__<algo>__<seed>__<timestamp>/`` with ``config.yaml``, ``events.out.tfevents.*``,
+``checkpoints/`` (``last``, ``best``, periodic), ``eval/`` and ``stdout.log``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlkit.errors import RLKitError
+
+
+def run_name(env_id: str, algo: str, seed: int) -> str:
+    return f"{env_id.replace('/', '-')}__{algo}__{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The saved ``config.yaml`` of a run (``algo`` + ``config`` mapping)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise RLKitError(f"run directory {run_dir} does not exist; pass a directory made by `rlkit train`.")
+    if not path.is_file():
+        raise RLKitError(f"{run_dir} has no config.yaml, so it is not an rlkit run directory.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RLKitError(f"{path} is not valid YAML ({exc.__class__.__name__}); restore it or start a new run.") from None
+    if not isinstance(data, dict) or "algo" not in data or "config" not in data:
+        raise RLKitError(f"{path} is not an rlkit run config (needs 'algo' and 'config').")
+    return data
+
+
+class Progress:
+    """A live tqdm bar on a terminal; plain periodic lines otherwise."""
+
+    def __init__(self, total: int, initial: int, print_fn: Any, interval_s: float = 30.0) -> None:
+        self.total, self.print_fn, self.interval_s = total, print_fn, interval_s
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.start_time = time.time()
+        self.start_step = initial
+        self.last_print = self.start_time
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.05)
+        self.step = initial
+
+    def update(self, step: int, stats: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.step)
+            self.bar.set_postfix({k: v for k, v in stats.items()}, refresh=False)
+        self.step = step
+        now = time.time()
+        if self.bar is None and now - self.last_print >= self.interval_s:
+            self.last_print = now
+            sps = (step - self.start_step) / max(now - self.start_time, 1e-9)
+            eta = (self.total - step) / max(sps, 1e-9)
+            parts = " ".join(f"{k}={v}" for k, v in stats.items())
+            self.print_fn(f"step {step}/{self.total} ({100 * step / self.total:.1f}%) sps={sps:.0f} {parts} eta={eta / 60:.1f}min")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Run:
+    """Owns a run directory and its writers. Use as a context manager."""
+
+    def __init__(self, run_dir: Path, algo: str, config: dict[str, Any], resume: bool = False) -> None:
+        self.dir = Path(run_dir)
+        self.algo = algo
+        self.config = config
+        self.checkpoint_dir = self.dir / "checkpoints"
+        self.eval_dir = self.dir / "eval"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir.mkdir(exist_ok=True)
+        self.eval_dir.mkdir(exist_ok=True)
+        if not resume:
+            self.write_config()
+        self._log = open(self.dir / "stdout.log", "a", buffering=1)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.dir), flush_secs=30)
+        self.stop_requested = False
+        self._previous_handlers: dict[int, Any] = {}
+
+    def write_config(self) -> None:
+        data = {"algo": self.algo, "config": self.config}
+        (self.dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def print(self, message: str) -> None:
+        """Print a line and append it to stdout.log (above a live progress bar)."""
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=sys.stdout)
+        except ImportError:  # pragma: no cover
+            print(message, flush=True)
+        self._log.write(message + "\n")
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, step)
+
+    def progress(self, total: int, initial: int) -> Progress:
+        return Progress(total, initial, self.print)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_requested:  # second Ctrl-C: give up on the clean stop
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        self.print(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
+
+    def __enter__(self) -> Run:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self.writer.close()
+        self._log.close()
