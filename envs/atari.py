@@ -62,6 +62,34 @@ def rom_name(env_id: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", match.group(1)).lower()
 
 
+def ale_vector_env(
+    env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0, **overrides: Any
+) -> Any:
+    """ale-py's C++ ``AtariVectorEnv`` configured from ``settings`` (rewards unclipped, next-step
+    autoreset); ``overrides`` replace its keyword arguments (e.g. full-colour frames for video)."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    kwargs = dict(
+        num_threads=num_threads,
+        repeat_action_probability=settings.repeat_action_probability,
+        full_action_space=settings.full_action_space,
+        max_num_frames_per_episode=settings.max_episode_frames,
+        img_height=settings.screen_size,
+        img_width=settings.screen_size,
+        grayscale=settings.grayscale,
+        stack_num=settings.frame_stack,
+        frameskip=settings.frame_skip,
+        maxpool=settings.max_pool,
+        noop_max=settings.noop_max,
+        episodic_life=settings.episodic_life,
+        reward_clipping=False,
+        use_fire_reset=settings.fire_reset,
+        autoreset_mode=AutoresetMode.NEXT_STEP,
+    )
+    kwargs.update(overrides)
+    return AtariVectorEnv(rom_name(env_id), num_envs, **kwargs)
+
+
 class AtariVecEnv(VectorEnv):
     """ale-py ``AtariVectorEnv`` plus Python-side reward clipping and full-game episode statistics.
 
@@ -70,29 +98,9 @@ class AtariVecEnv(VectorEnv):
     """
 
     def __init__(self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0) -> None:
-        from ale_py.vector_env import AtariVectorEnv
-
         self.env_id = env_id
         self.settings = settings
-        self.ale_env = AtariVectorEnv(
-            rom_name(env_id),
-            num_envs,
-            num_threads=num_threads,
-            repeat_action_probability=settings.repeat_action_probability,
-            full_action_space=settings.full_action_space,
-            max_num_frames_per_episode=settings.max_episode_frames,
-            img_height=settings.screen_size,
-            img_width=settings.screen_size,
-            grayscale=settings.grayscale,
-            stack_num=settings.frame_stack,
-            frameskip=settings.frame_skip,
-            maxpool=settings.max_pool,
-            noop_max=settings.noop_max,
-            episodic_life=settings.episodic_life,
-            reward_clipping=False,
-            use_fire_reset=settings.fire_reset,
-            autoreset_mode=AutoresetMode.NEXT_STEP,
-        )
+        self.ale_env = ale_vector_env(env_id, num_envs, settings, num_threads=num_threads)
         self.num_envs = num_envs
         self.single_observation_space = self.ale_env.single_observation_space
         self.single_action_space = self.ale_env.single_action_space

@@ -196,8 +196,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video:
         from rlkit.video import record_video
 
-        path = record_video(agent, config, out_dir, seed=seed, epsilon=epsilon, step=step)
-        print(f"wrote {path}")
+        for path in record_video(agent, config, out_dir, seed=seed, epsilon=epsilon, step=step):
+            print(f"wrote {path}")
     return 0
 
 

@@ -1,0 +1,109 @@
+"""Evaluation video: mp4 (H.264, yuv420p, browser-playable) of full episodes in full colour.
+
+Atari: the agent plays its usual 84x84 grayscale stack; a second ALE env with the same seed, settings and
+actions renders the full-colour 210x160 screen. Both consume the same random streams, so they stay in
+lockstep; rewards and episode ends are compared every step and a divergence is an error.
+Other envs: Gymnasium's ``render_mode="rgb_array"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlkit.envs import env_family, make_vec_env
+
+
+def unique_path(directory: Path, stem: str, suffix: str) -> Path:
+    """``directory/stem.suffix``, or ``stem-1``, ``stem-2``... if taken: never overwrite a video."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stem}{suffix}"
+    k = 1
+    while path.exists():
+        path = directory / f"{stem}-{k}{suffix}"
+        k += 1
+    return path
+
+
+def write_mp4(frames: list[np.ndarray], path: Path, fps: int, scale: int = 1) -> None:
+    """Encode RGB frames (H, W, 3 uint8) as H.264 mp4."""
+    import imageio.v2 as imageio
+
+    with imageio.get_writer(
+        str(path), fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1, quality=7
+    ) as writer:
+        for frame in frames:
+            if scale > 1:
+                frame = frame.repeat(scale, axis=0).repeat(scale, axis=1)
+            writer.append_data(np.ascontiguousarray(frame))
+
+
+def _atari_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps: int) -> tuple[list, float]:
+    from rlkit.envs.atari import AtariVecEnv, ale_vector_env, atari_settings
+
+    settings = atari_settings("eval", config.env_kwargs)
+    agent_env = AtariVecEnv(config.env_id, 1, settings, num_threads=1)
+    colour_env = ale_vector_env(
+        config.env_id, 1, settings, num_threads=1, img_height=210, img_width=160, grayscale=False, stack_num=1
+    )
+    try:
+        obs, _ = agent_env.reset(seed=seed)
+        colour, _ = colour_env.reset(seed=seed)
+        frames = [colour[0, 0]]
+        total = 0.0
+        for _ in range(max_steps):
+            action = agent.act(obs, epsilon=epsilon)
+            obs, reward, terminated, truncated, _ = agent_env.step(action)
+            colour, colour_reward, colour_term, colour_trunc, _ = colour_env.step(action)
+            if reward[0] != colour_reward[0] or terminated[0] != colour_term[0] or truncated[0] != colour_trunc[0]:
+                raise RuntimeError("colour video env diverged from the agent's env")
+            frames.append(colour[0, 0])
+            total += float(reward[0])
+            if terminated[0] or truncated[0]:
+                break
+        return frames, total
+    finally:
+        agent_env.close()
+        colour_env.close()
+
+
+def _rendered_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps: int) -> tuple[list, float]:
+    envs = make_vec_env(config.env_id, 1, seed=seed, mode="eval", env_kwargs=config.env_kwargs, render_mode="rgb_array")
+    try:
+        obs, _ = envs.reset(seed=seed)
+        frames = [np.asarray(envs.render()[0])]
+        total = 0.0
+        for _ in range(max_steps):
+            obs, reward, terminated, truncated, _ = envs.step(agent.act(obs, epsilon=epsilon))
+            frames.append(np.asarray(envs.render()[0]))
+            total += float(reward[0])
+            if terminated[0] or truncated[0]:
+                break
+        return frames, total
+    finally:
+        envs.close()
+
+
+def record_video(
+    agent: Any,
+    config: Any,
+    out_dir: Path,
+    seed: int,
+    epsilon: float = 0.0,
+    step: int = 0,
+    episodes: int = 1,
+    max_steps: int = 100_000,
+) -> list[Path]:
+    """Play ``episodes`` episodes and write one mp4 each (reset frame + one frame per step)."""
+    atari = env_family(config.env_id) == "atari"
+    paths = []
+    for episode in range(episodes):
+        play = _atari_episode if atari else _rendered_episode
+        frames, total = play(agent, config, seed + episode, epsilon, max_steps)
+        stem = f"{config.env_id.replace('/', '-')}__step{step}__ep{episode}__return{total:g}"
+        path = unique_path(Path(out_dir), stem, ".mp4")
+        write_mp4(frames, path, fps=30, scale=2 if atari else 1)
+        paths.append(path)
+    return paths
