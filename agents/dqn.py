@@ -18,17 +18,17 @@ import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
+from rlkit.envs import episode_stats, make_vec_env
+from rlkit.vision.encoders import default_encoder, make_encoder
+from torch import nn
+
 from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays, save_checkpoint
 from rlkit.config import TrainConfig
-from rlkit.envs import episode_stats, make_vec_env
 from rlkit.errors import RLKitError
 from rlkit.evaluation import evaluate
 from rlkit.registry import AGENTS
-from rlkit.vision.encoders import default_encoder, make_encoder
 
 
 @dataclasses.dataclass
@@ -298,7 +298,7 @@ class DQN:
         reset_next = np.zeros(cfg.num_envs, dtype=bool)
         recent_returns: deque[float] = deque(maxlen=20)
         progress = run.progress(cfg.total_steps, self.global_step)
-        last_log_step, last_log_time, sps_step = self.global_step, time.time(), self.global_step
+        last_log_step, last_log_time = self.global_step, time.time()
         next_log = self.global_step + cfg.log_every
         next_eval = self._next_multiple(cfg.eval_every)
         next_checkpoint = self._next_multiple(cfg.checkpoint_every)
@@ -344,7 +344,6 @@ class DQN:
                     if self.best_eval > -float("inf"):
                         stats["best_eval"] = f"{self.best_eval:.1f}"
                     progress.update(self.global_step, stats)
-                    sps_step = self.global_step
                 if next_eval and self.global_step >= next_eval:
                     next_eval += cfg.eval_every
                     mean = self.run_evaluation(run)
@@ -356,7 +355,6 @@ class DQN:
                     next_checkpoint += cfg.checkpoint_every
                     self.save(run.checkpoint_dir / f"step_{self.global_step:09d}.safetensors")
                     self.save(run.checkpoint_dir / "last.safetensors", with_buffer=True)
-            del sps_step
         finally:
             progress.close()
             envs.close()
@@ -367,6 +365,9 @@ class DQN:
             return
         if not stopped_early and (not cfg.eval_every or self.global_step % cfg.eval_every):
             self.run_evaluation(run)
+            # last.safetensors was written before this evaluation: record its best_eval there too, or a
+            # resumed run would compare later evaluations against a stale best and overwrite best.safetensors.
+            self.save(run.checkpoint_dir / "last.safetensors")
 
     def _next_multiple(self, every: int) -> int:
         return (self.global_step // every + 1) * every if every > 0 else 0
@@ -431,7 +432,8 @@ class DQN:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         if meta.get("algo") != "dqn":
-            raise RLKitError(f"checkpoint is for algorithm {meta.get('algo')!r}, not dqn; use `rlkit train {meta.get('algo')}`.")
+            algo = meta.get("algo")
+            raise RLKitError(f"checkpoint is for algorithm {algo!r}, not dqn; use it with `rlkit eval` or train {algo}.")
         if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["n_actions"] != self.n_actions:
             raise RLKitError(
                 f"checkpoint expects observations {meta['observation_shape']} and {meta['n_actions']} actions, "

@@ -44,6 +44,8 @@ class SumTree:
 
     def update(self, indices: np.ndarray, values: np.ndarray) -> None:
         nodes = np.asarray(indices, dtype=np.int64) + self.leaves
+        if len(nodes) == 0:
+            return
         self.tree[nodes] = values
         nodes = np.unique(nodes // 2)
         while nodes[0] >= 1:
@@ -234,7 +236,8 @@ class FrameReplayBuffer:
                 raise RuntimeError("replay buffer has no complete transitions to sample yet")
             bounds = np.linspace(0.0, total, batch_size + 1)
             prefix = bounds[:-1] + self.rng.random(batch_size) * (bounds[1:] - bounds[:-1])
-            leaves = np.minimum(self.tree.find(np.minimum(prefix, np.nextafter(total, 0))), self.num_envs * self.slots - 1)
+            prefix = np.minimum(prefix, np.nextafter(total, 0))
+            leaves = np.minimum(self.tree.find(prefix), self.num_envs * self.slots - 1)
             probs = self.tree.get(leaves) / total
             count = int((self.tree.tree[self.tree.leaves:] > 0).sum())
             weights = (count * probs) ** (-beta)

@@ -68,7 +68,7 @@ def list_envs() -> dict[str, list[str]]:
     """Registered env ids grouped by family (Atari: v5 ids only)."""
     _register_ale()
     groups: dict[str, list[str]] = {}
-    for env_id, spec in gym.registry.items():
+    for env_id in list(gym.registry):
         if env_id.startswith("ALE/") and not env_id.endswith("-v5"):
             continue
         if "/" in env_id and not env_id.startswith(("ALE/", "rlkit/")):

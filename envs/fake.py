@@ -9,9 +9,12 @@ import numpy as np
 
 
 class FakeImageEnv(gym.Env):
-    """Frames of shape ``(stack, size, size)``; reward 1 when the action equals the frame's brightness class.
+    """Frames of shape ``(stack, size, size)``; reward 1 when the action equals the newest frame's brightness
+    class.
 
-    Episodes last ``episode_length`` steps. Costs microseconds per step, so CNN code paths test fast.
+    Observations are a rolling frame stack like Atari's (each step drops the oldest frame and appends one new
+    frame), which the frame-deduplicating replay buffer relies on. Episodes last ``episode_length`` steps.
+    Costs microseconds per step, so CNN code paths test fast.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -30,22 +33,25 @@ class FakeImageEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(n_actions)
         self._t = 0
         self._target = 0
+        self._frames = np.zeros((stack, size, size), dtype=np.uint8)
 
-    def _obs(self) -> np.ndarray:
+    def _frame(self) -> np.ndarray:
         self._target = int(self.np_random.integers(self.n_actions))
         level = (self._target + 1) * 255 // (self.n_actions + 1)
-        noise = self.np_random.integers(0, 16, (self.stack, self.size, self.size), dtype=np.uint8)
+        noise = self.np_random.integers(0, 16, (self.size, self.size), dtype=np.uint8)
         return (noise + np.uint8(level - 8)).astype(np.uint8)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._t = 0
-        return self._obs(), {}
+        self._frames = np.stack([self._frame() for _ in range(self.stack)])
+        return self._frames.copy(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         reward = float(int(action) == self._target)
         self._t += 1
-        return self._obs(), reward, False, self._t >= self.episode_length, {}
+        self._frames = np.concatenate([self._frames[1:], self._frame()[None]])
+        return self._frames.copy(), reward, False, self._t >= self.episode_length, {}
 
     def render(self) -> np.ndarray:
         level = (self._target + 1) * 255 // (self.n_actions + 1)

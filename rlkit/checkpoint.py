@@ -53,7 +53,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RLKitError(f"checkpoint {path} is corrupt or not a safetensors file ({exc}); use another checkpoint.") from None
+        raise RLKitError(
+            f"checkpoint {path} is corrupt or not a safetensors file ({exc}); use another checkpoint."
+        ) from None
     if header.get("format") != FORMAT:
         raise RLKitError(f"{path} is not an rlkit checkpoint (no {FORMAT} header); pass one written by rlkit train.")
     return json.loads(header["metadata"])

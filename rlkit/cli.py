@@ -118,7 +118,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             (run.dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
             run.print(f"run directory: {run.dir}")
-            run.print(f"{algo} on {config.env_id} (preset {preset or 'none'}), {config.total_steps} steps, seed {config.seed}")
+            run.print(
+                f"{algo} on {config.env_id} (preset {preset or 'none'}), {config.total_steps} steps, seed {config.seed}"
+            )
         else:
             run.print(f"resuming {run.dir} at step {agent.global_step}")
         agent.learn(run)
@@ -236,6 +238,13 @@ def cmd_encoders(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rlkit.plotting import plot_run
+
+    print(f"wrote {plot_run(args.run, args.output, title=args.title)}")
+    return 0
+
+
 def make_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="rlkit", description="Reinforcement learning and control toolkit.")
     sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
@@ -261,6 +270,12 @@ def make_parser() -> ArgumentParser:
     ev.add_argument("--video", action="store_true", help="write an mp4 of the first episode")
     ev.add_argument("--out", help="output directory (default: the run's eval/)")
     ev.set_defaults(func=cmd_eval)
+
+    plot = sub.add_parser("plot", help="plot a run's learning curve")
+    plot.add_argument("run", metavar="RUN_DIR")
+    plot.add_argument("-o", "--output", default="curve.png")
+    plot.add_argument("--title")
+    plot.set_defaults(func=cmd_plot)
 
     sub.add_parser("envs", help="list environment ids by family").set_defaults(func=cmd_envs)
     sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)

@@ -32,7 +32,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise RLKitError(f"{path} is not valid YAML ({exc.__class__.__name__}); restore it or start a new run.") from None
+        raise RLKitError(f"{path} is not valid YAML ({type(exc).__name__}); restore it or start a new run.") from None
     if not isinstance(data, dict) or "algo" not in data or "config" not in data:
         raise RLKitError(f"{path} is not an rlkit run config (needs 'algo' and 'config').")
     return data
@@ -46,8 +46,8 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.bar = None
         self.start_time = time.time()
-        self.start_step = initial
         self.last_print = self.start_time
+        self.last_step = initial
         if self.tty:
             from tqdm import tqdm
 
@@ -61,11 +61,12 @@ class Progress:
         self.step = step
         now = time.time()
         if self.bar is None and now - self.last_print >= self.interval_s:
-            self.last_print = now
-            sps = (step - self.start_step) / max(now - self.start_time, 1e-9)
+            sps = (step - self.last_step) / max(now - self.last_print, 1e-9)
+            self.last_print, self.last_step = now, step
             eta = (self.total - step) / max(sps, 1e-9)
             parts = " ".join(f"{k}={v}" for k, v in stats.items())
-            self.print_fn(f"step {step}/{self.total} ({100 * step / self.total:.1f}%) sps={sps:.0f} {parts} eta={eta / 60:.1f}min")
+            percent = 100 * step / self.total
+            self.print_fn(f"step {step}/{self.total} ({percent:.1f}%) sps={sps:.0f} {parts} eta={eta / 60:.1f}min")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -103,6 +104,7 @@ class Run:
             from tqdm import tqdm
 
             tqdm.write(message, file=sys.stdout)
+            sys.stdout.flush()
         except ImportError:  # pragma: no cover
             print(message, flush=True)
         self._log.write(message + "\n")

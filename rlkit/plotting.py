@@ -1,0 +1,61 @@
+"""Learning-curve plots from a run's TensorBoard events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rlkit.errors import RLKitError
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of scalar ``tag`` across every events file of a run directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = Path(run_dir)
+    files = sorted(run_dir.glob("events.out.tfevents.*"))
+    if not files:
+        raise RLKitError(f"{run_dir} has no TensorBoard events; pass a run directory made by `rlkit train`.")
+    points: dict[int, float] = {}
+    for path in files:
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            for event in acc.Scalars(tag):
+                points[event.step] = event.value
+    steps = np.array(sorted(points), dtype=np.int64)
+    return steps, np.array([points[s] for s in steps], dtype=np.float64)
+
+
+def plot_run(run_dir: str | Path, out: str | Path, title: str | None = None, smooth: int = 20) -> Path:
+    """Training episode returns (raw and moving average) and evaluation means against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, returns = read_scalars(run_dir, "charts/episodic_return")
+    eval_steps, eval_means = read_scalars(run_dir, "eval/mean_return")
+    if len(steps) == 0 and len(eval_steps) == 0:
+        raise RLKitError(f"{run_dir} has no episode returns logged yet; train longer before plotting.")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(steps):
+        ax.plot(steps, returns, color="tab:blue", alpha=0.25, lw=0.8, label="training episodes")
+        if len(returns) >= smooth:
+            kernel = np.ones(smooth) / smooth
+            ax.plot(steps[smooth - 1 :], np.convolve(returns, kernel, "valid"), color="tab:blue",
+                    label=f"training, mean of {smooth}")
+    if len(eval_steps):
+        ax.plot(eval_steps, eval_means, "o-", color="tab:red", label="evaluation mean (full games)")
+    ax.set_xlabel("environment steps (agent steps; frames = 4x)")
+    ax.set_ylabel("episode return")
+    ax.set_title(title or Path(run_dir).name)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

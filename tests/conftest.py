@@ -1,0 +1,27 @@
+"""Shared test setup: one torch thread (the suite shares a small CPU) and a temporary run directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A not-yet-existing run directory inside pytest's temporary directory."""
+    return tmp_path / "run"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """``rlkit train`` calls ``torch.set_num_threads``; restore one thread after each test."""
+    yield
+    torch.set_num_threads(1)
