@@ -433,7 +433,7 @@ class DQN:
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         if meta.get("algo") != "dqn":
             algo = meta.get("algo")
-            raise RLKitError(f"checkpoint is for algorithm {algo!r}, not dqn; use it with `rlkit eval` or train {algo}.")
+            raise RLKitError(f"checkpoint is for algorithm {algo!r}, not dqn; evaluate it or train {algo} with it.")
         if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["n_actions"] != self.n_actions:
             raise RLKitError(
                 f"checkpoint expects observations {meta['observation_shape']} and {meta['n_actions']} actions, "
