@@ -18,17 +18,17 @@ import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
-from rlkit.agents.replay import FrameReplayBuffer
-from rlkit.agents.schedules import linear_schedule
-from rlkit.envs import episode_stats, make_vec_env
-from rlkit.vision.encoders import default_encoder, make_encoder
 from torch import nn
 
+from rlkit.agents.replay import FrameReplayBuffer
+from rlkit.agents.schedules import linear_schedule
 from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays, save_checkpoint
 from rlkit.config import TrainConfig
+from rlkit.envs import episode_stats, make_vec_env
 from rlkit.errors import RLKitError
 from rlkit.evaluation import evaluate
 from rlkit.registry import AGENTS
+from rlkit.vision.encoders import default_encoder, make_encoder
 
 
 @dataclasses.dataclass
