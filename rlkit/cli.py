@@ -144,6 +144,18 @@ def resolve_checkpoint(target: str, which: str = "best") -> Path:
     return path
 
 
+def format_table(summary: dict[str, float]) -> str:
+    """A two-line table of evaluation statistics."""
+    columns = ["episodes", "mean", "std", "median", "iqm", "min", "max", "mean_length", "human_normalized_mean"]
+    names = {"mean_length": "mean len", "human_normalized_mean": "human-norm"}
+    present = [c for c in columns if c in summary]
+    header = "  ".join(f"{names.get(c, c):>10s}" for c in present)
+    values = "  ".join(
+        f"{summary[c]:>10d}" if c == "episodes" else f"{summary[c]:>10.2f}" for c in present
+    )
+    return f"{header}\n{values}"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -151,6 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rlkit.config import build_config
     from rlkit.evaluation import evaluate
     from rlkit.registry import AGENTS
+    from rlkit.stats import human_normalized
 
     if args.episodes < 1:
         raise RLKitError(f"--episodes must be at least 1, got {args.episodes}.")
@@ -173,12 +186,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         num_envs=min(args.episodes, 10),
     )
     summary = result.summary()
+    normalized = human_normalized(config.env_id, summary["mean"])
+    if normalized is not None:
+        summary["human_normalized_mean"] = normalized
     step = meta["counters"]["global_step"]
-    print(f"{config.env_id}  {meta['algo']}  checkpoint {checkpoint.name} (step {step})  seed {seed}")
-    print(
-        f"episodes {summary['episodes']}  mean {summary['mean']:.2f}  std {summary['std']:.2f}  "
-        f"min {summary['min']:.1f}  max {summary['max']:.1f}  mean length {summary['mean_length']:.0f}"
-    )
+    print(f"{config.env_id}  {meta['algo']}  {checkpoint.name} (step {step})  seed {seed}  epsilon {epsilon}")
+    print(format_table(summary))
     out_dir = Path(args.out) if args.out else (checkpoint.parent.parent / "eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rlkit.envs import episode_stats, make_vec_env
+from rlkit.stats import summarize
 
 
 @dataclass
@@ -24,15 +25,8 @@ class EvalResult:
         return float(np.std(self.returns))
 
     def summary(self) -> dict[str, float]:
-        r = np.asarray(self.returns, dtype=np.float64)
-        return {
-            "episodes": len(r),
-            "mean": float(r.mean()),
-            "std": float(r.std()),
-            "min": float(r.min()),
-            "max": float(r.max()),
-            "mean_length": float(np.mean(self.lengths)),
-        }
+        """episodes, mean, std, median, iqm, min, max, mean_length."""
+        return summarize(self.returns, self.lengths)
 
 
 def evaluate(

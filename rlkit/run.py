@@ -123,7 +123,7 @@ class Run:
         self.print(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
 
     def __enter__(self) -> Run:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread
