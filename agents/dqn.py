@@ -190,11 +190,16 @@ class DQN:
         (default: the training schedule's value when not deterministic)."""
         if epsilon is None:
             epsilon = 0.0 if deterministic else self.epsilon()
-        actions = self.q_values(observations).argmax(axis=1)
-        if epsilon > 0:
-            explore = self.rng.random(len(actions)) < epsilon
-            actions = np.where(explore, self.rng.integers(0, self.n_actions, len(actions)), actions)
-        return actions.astype(np.int64)
+        count = len(observations)
+        if epsilon <= 0:
+            return self.q_values(observations).argmax(axis=1).astype(np.int64)
+        explore = self.rng.random(count) < epsilon
+        actions = self.rng.integers(0, self.n_actions, count).astype(np.int64)
+        # The network runs only for envs that act greedily (none while epsilon is 1).
+        if not explore.all():
+            greedy = ~explore
+            actions[greedy] = self.q_values(observations[greedy]).argmax(axis=1)
+        return actions
 
     # ---- learning ------------------------------------------------------------------------------------
     def make_buffer(self, num_envs: int) -> FrameReplayBuffer:

@@ -6,6 +6,7 @@ through a synchronous Gymnasium vector env with episode statistics. Our own envs
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -105,7 +106,8 @@ def make_vec_env(
         from rlkit.envs.atari import AtariVecEnv, atari_settings
 
         settings = atari_settings(mode, env_kwargs)
-        envs: gym.vector.VectorEnv = AtariVecEnv(env_id, num_envs, settings, num_threads=min(num_envs, 2))
+        threads = min(num_envs, os.cpu_count() or 1)
+        envs: gym.vector.VectorEnv = AtariVecEnv(env_id, num_envs, settings, num_threads=threads)
         envs.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]
     else:
         spec = env_spec(env_id)
