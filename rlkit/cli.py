@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,13 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
 
 
-def _spaces(env_id: str, env_kwargs: dict) -> tuple[Any, Any]:
+def _probe_env(env_id: str, env_kwargs: dict, mode: str = "train") -> tuple[Any, Any, dict]:
+    """Observation space, action space and resolved settings of ``env_id`` (one env, then closed)."""
     from rlkit.envs import make_vec_env
 
-    envs = make_vec_env(env_id, 1, mode="eval", env_kwargs=env_kwargs)
+    envs = make_vec_env(env_id, 1, mode=mode, env_kwargs=env_kwargs)
     try:
-        return envs.single_observation_space, envs.single_action_space
+        return envs.single_observation_space, envs.single_action_space, envs.settings_dict
     finally:
         envs.close()
 
@@ -96,27 +98,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         algo = args.algo
         config, preset = build_train_config(algo, args)
+        if args.seeds:
+            return train_group(algo, config, args)
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name(config.env_id, algo, config.seed)
+        if (run_dir / "config.yaml").exists():
+            raise RLKitError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or use another --run-dir.")
         checkpoint = None
 
     _set_threads(config.torch_threads)
-    observation_space, action_space = _spaces(config.env_id, config.env_kwargs)
+    observation_space, action_space, env_settings = _probe_env(config.env_id, config.env_kwargs)
     agent = agent_cls(config, observation_space, action_space)
     if checkpoint is not None:
         tensors, meta = load_checkpoint(checkpoint)
         agent.load_state_dict(tensors, meta)
         agent.restore_buffer(checkpoint.parent)
-    record = {k: v for k, v in dataclasses.asdict(config).items()}
-    with Run(run_dir, algo, record, resume=checkpoint is not None) as run:
+    record = {"algo": algo, "preset": preset, "config": dataclasses.asdict(config), "env_settings": env_settings}
+    with Run(run_dir, record, resume=checkpoint is not None) as run:
         if checkpoint is None:
-            from rlkit.envs import make_vec_env
-
-            probe = make_vec_env(config.env_id, 1, mode="train", env_kwargs=config.env_kwargs)
-            data = {"algo": algo, "preset": preset, "config": record, "env_settings": probe.settings_dict}
-            probe.close()
-            import yaml
-
-            (run.dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
             run.print(f"run directory: {run.dir}")
             run.print(
                 f"{algo} on {config.env_id} (preset {preset or 'none'}), {config.total_steps} steps, seed {config.seed}"
@@ -125,6 +123,79 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.print(f"resuming {run.dir} at step {agent.global_step}")
         agent.learn(run)
         run.print(f"run directory: {run.dir}")
+    return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' or '0-4' -> list of seeds."""
+    try:
+        if "-" in text and "," not in text:
+            low, high = (int(x) for x in text.split("-"))
+            seeds = list(range(low, high + 1))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise RLKitError(f"--seeds {text!r} is not a list of integers; write e.g. 0,1,2 or 0-4.") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RLKitError(f"--seeds {text!r} must name distinct seeds, e.g. --seeds 0,1,2.")
+    return seeds
+
+
+def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
+    """One run per seed, each its own process (at most ``--workers`` at once), in one group directory."""
+    import subprocess
+    import time
+
+    import yaml
+
+    seeds = parse_seeds(args.seeds)
+    if args.workers < 1:
+        raise RLKitError(f"--workers must be at least 1, got {args.workers}.")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    default_group = Path("runs") / f"{config.env_id.replace('/', '-')}__{algo}__group__{stamp}"
+    group = Path(args.run_dir) if args.run_dir else default_group
+    if group.exists() and any(group.iterdir()):
+        raise RLKitError(f"{group} already exists and is not empty; pick another --run-dir.")
+    group.mkdir(parents=True, exist_ok=True)
+    base = [sys.executable, "-m", "rlkit.cli", "train", algo, "--env", config.env_id]
+    if args.preset:
+        base += ["--preset", args.preset]
+    for item in args.set or []:
+        base += ["--set", item]
+    if args.total_steps is not None:
+        base += ["--total-steps", str(args.total_steps)]
+    commands = {seed: base + ["--seed", str(seed), "--run-dir", str(group / f"seed_{seed}")] for seed in seeds}
+    (group / "group.yaml").write_text(
+        yaml.safe_dump({"algo": algo, "env_id": config.env_id, "seeds": seeds, "command": base}, sort_keys=False)
+    )
+    print(f"group directory: {group} ({len(seeds)} seeds, {args.workers} at a time)")
+    pending, running, failed = list(seeds), {}, []
+    try:
+        while pending or running:
+            while pending and len(running) < args.workers:
+                seed = pending.pop(0)
+                log = open(group / f"seed_{seed}.log", "w")
+                running[seed] = (subprocess.Popen(commands[seed], stdout=log, stderr=subprocess.STDOUT), log)
+                print(f"seed {seed}: started (log {group / f'seed_{seed}.log'})")
+            for seed, (proc, log) in list(running.items()):
+                if proc.poll() is not None:
+                    log.close()
+                    del running[seed]
+                    status = "done" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+                    if proc.returncode != 0:
+                        failed.append(seed)
+                    print(f"seed {seed}: {status}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for proc, _ in running.values():
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in running.values():
+            proc.wait()
+        print(f"stopped; each seed saved its checkpoint: resume with rlkit train --resume {group}/seed_N")
+        return 0
+    print(f"group directory: {group}")
+    if failed:
+        raise RLKitError(f"seeds {failed} failed; see their logs in {group}.")
     return 0
 
 
@@ -172,7 +243,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     agent_cls = AGENTS.get(meta["algo"])
     config = build_config(agent_cls.Config, meta["config"], source="checkpoint config")
     _set_threads(config.torch_threads)
-    observation_space, action_space = _spaces(config.env_id, config.env_kwargs)
+    observation_space, action_space, _ = _probe_env(config.env_id, config.env_kwargs, mode="eval")
     agent = agent_cls(config, observation_space, action_space)
     agent.load_state_dict(tensors, meta)
     seed = args.seed if args.seed is not None else config.seed + 2_000_003
@@ -271,6 +342,8 @@ def make_parser() -> ArgumentParser:
     train.add_argument("--total-steps", type=int)
     train.add_argument("--run-dir", help="run directory (default runs/<env>__<algo>__<seed>__<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--seeds", help="train one run per seed into a group directory, e.g. 0,1,2 or 0-4")
+    train.add_argument("--workers", type=int, default=1, help="seeds trained in parallel processes (with --seeds)")
     train.add_argument("-h", "--help", action="store_true", help="show config fields of ALGO")
     train.set_defaults(func=cmd_train)
 

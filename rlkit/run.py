@@ -76,10 +76,10 @@ class Progress:
 class Run:
     """Owns a run directory and its writers. Use as a context manager."""
 
-    def __init__(self, run_dir: Path, algo: str, config: dict[str, Any], resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, record: dict[str, Any], resume: bool = False) -> None:
+        """``record`` is written as config.yaml (algo, preset, config, env settings) unless resuming."""
         self.dir = Path(run_dir)
-        self.algo = algo
-        self.config = config
+        self.record = record
         self.checkpoint_dir = self.dir / "checkpoints"
         self.eval_dir = self.dir / "eval"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -95,8 +95,7 @@ class Run:
         self._previous_handlers: dict[int, Any] = {}
 
     def write_config(self) -> None:
-        data = {"algo": self.algo, "config": self.config}
-        (self.dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        (self.dir / "config.yaml").write_text(yaml.safe_dump(self.record, sort_keys=False))
 
     def print(self, message: str) -> None:
         """Print a line and append it to stdout.log (above a live progress bar)."""

@@ -37,7 +37,7 @@ What is measured (everything printed is measured in this run; nothing is hard-co
    mode="train")`` stepping random actions) versus raw ALE: ``ale_py.ALEInterface`` with the Pong ROM,
    sticky actions 0.25, one agent step = 4 ``act()`` calls with ``getScreenGrayscale`` on the last two
    frames, no resize / stacking. Like for like on the same cores: rlkit with 1 env (1 ALE thread) versus
-   one raw ALE process; rlkit with 8 envs (``make_vec_env`` uses ``min(num_envs, 2)`` ALE threads) versus
+   one raw ALE process; rlkit with 8 envs (``make_vec_env`` uses ``min(num_envs, cores)`` ALE threads) versus
    that many raw ALE processes stepping in parallel (aggregate steps/s).
 
 Run (from the repository root)::
@@ -220,8 +220,8 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     dqn_module.make_vec_env = timed_make_vec_env
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            record = dataclasses.asdict(config)
-            with TimedRun(Path(tmp) / "run", "dqn", record) as run:
+            record = {"algo": "dqn", "config": dataclasses.asdict(config), "env_settings": env_settings}
+            with TimedRun(Path(tmp) / "run", record) as run:
                 agent.learn(run)
     finally:
         dqn_module.make_vec_env = original_make_vec_env
