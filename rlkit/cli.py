@@ -323,9 +323,22 @@ def cmd_encoders(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from rlkit.plotting import plot_run
+    from rlkit.plotting import plot_groups, plot_run
+    from rlkit.results import find_runs
 
-    print(f"wrote {plot_run(args.run, args.output, title=args.title)}")
+    single = len(args.targets) == 1 and len(find_runs(args.targets[0])) == 1
+    if single:
+        out = plot_run(find_runs(args.targets[0])[0], args.output, title=args.title)
+    else:
+        out = plot_groups(args.targets, args.output, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rlkit.results import compare_table, format_compare
+
+    print(format_compare(compare_table(args.targets, reps=args.reps)))
     return 0
 
 
@@ -357,11 +370,16 @@ def make_parser() -> ArgumentParser:
     ev.add_argument("--out", help="output directory (default: the run's eval/)")
     ev.set_defaults(func=cmd_eval)
 
-    plot = sub.add_parser("plot", help="plot a run's learning curve")
-    plot.add_argument("run", metavar="RUN_DIR")
+    plot = sub.add_parser("plot", help="learning curves of runs or groups (mean and 95%% CI over seeds)")
+    plot.add_argument("targets", nargs="+", metavar="RUN_OR_GROUP")
     plot.add_argument("-o", "--output", default="curve.png")
     plot.add_argument("--title")
     plot.set_defaults(func=cmd_plot)
+
+    compare = sub.add_parser("compare", help="final scores of runs or groups: mean, median, IQM with 95%% CIs")
+    compare.add_argument("targets", nargs="+", metavar="RUN_OR_GROUP")
+    compare.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
+    compare.set_defaults(func=cmd_compare)
 
     sub.add_parser("envs", help="list environment ids by family").set_defaults(func=cmd_envs)
     sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)

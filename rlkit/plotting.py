@@ -59,3 +59,32 @@ def plot_run(run_dir: str | Path, out: str | Path, title: str | None = None, smo
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_groups(targets: list[str], out: str | Path, title: str | None = None) -> Path:
+    """Evaluation curves of runs or groups: mean across seeds with a 95% bootstrap CI band, x = env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlkit.results import curve_band, load_group
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for target in targets:
+        results = load_group(target)
+        steps, mean, low, high = curve_band(results)
+        line = ax.plot(steps, mean, label=f"{Path(target).name} ({len(results)} runs)")[0]
+        if len(results) > 1:
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment steps (agent steps; Atari frames = 4x)")
+    ax.set_ylabel("evaluation mean return")
+    ax.set_title(title or "evaluation return (mean, 95% CI over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -65,26 +65,29 @@ def summarize(returns: Sequence[float], lengths: Sequence[int] | None = None) ->
 
 
 def stratified_bootstrap_ci(
-    scores: np.ndarray,
+    scores: np.ndarray | Sequence[np.ndarray],
     statistic: Callable[[np.ndarray], float],
     reps: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Point estimate and percentile CI of ``statistic`` over a (runs, tasks) score matrix.
+    """Point estimate and percentile CI of ``statistic`` under the stratified bootstrap.
 
-    Each bootstrap replicate resamples the runs independently within every task (column).
+    ``scores`` is a (runs, tasks) matrix or a list with one array of run scores per task. Each replicate
+    resamples runs with replacement independently within every task and applies ``statistic`` to all the
+    resampled scores together.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim == 1:
-        scores = scores[:, None]
-    runs, tasks = scores.shape
+    if isinstance(scores, np.ndarray):
+        matrix = scores if scores.ndim == 2 else scores[:, None]
+        per_task = [matrix[:, t] for t in range(matrix.shape[1])]
+    else:
+        per_task = [np.asarray(task, dtype=np.float64).ravel() for task in scores]
+    if not per_task or any(len(task) == 0 for task in per_task):
+        raise ValueError("every task needs at least one run score")
     rng = np.random.default_rng(seed)
     estimates = np.empty(reps)
-    columns = np.arange(tasks)
     for k in range(reps):
-        rows = rng.integers(0, runs, size=(runs, tasks))
-        estimates[k] = statistic(scores[rows, columns])
+        estimates[k] = statistic(np.concatenate([task[rng.integers(0, len(task), len(task))] for task in per_task]))
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(estimates, [alpha, 1 - alpha])
-    return float(statistic(scores)), float(low), float(high)
+    return float(statistic(np.concatenate(per_task))), float(low), float(high)
