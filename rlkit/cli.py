@@ -16,6 +16,7 @@ from typing import Any
 from rlkit.errors import RLKitError
 
 EXIT_USER_ERROR = 2
+STOCHASTIC_EPSILON = 0.05  # epsilon of --stochastic evaluation for value-based agents (Nature DQN's eval value)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -204,12 +205,17 @@ def resolve_checkpoint(target: str, which: str = "best") -> Path:
     path = Path(target)
     if path.is_dir():
         directory = path / "checkpoints"
-        order = [which] if which not in ("best", "last") else ([which, "last"] if which == "best" else ["last"])
+        if which.isdigit():
+            order = [f"step_{int(which):09d}"]
+        else:
+            order = ["best", "last"] if which == "best" else [which.removesuffix(".safetensors")]
         for name in order:
-            candidate = directory / (name if name.endswith(".safetensors") else f"{name}.safetensors")
+            candidate = directory / f"{name}.safetensors"
             if candidate.is_file():
                 return candidate
-        raise RLKitError(f"{path} has no checkpoint ({', '.join(order)}) under checkpoints/; train it first.")
+        saved = sorted(p.stem for p in directory.glob("*.safetensors") if p.stem != "replay")
+        hint = f"saved: {', '.join(saved)}" if saved else "train it first"
+        raise RLKitError(f"{path} has no checkpoint {' or '.join(order)} under checkpoints/; {hint}.")
     if not path.exists():
         raise RLKitError(f"{path} does not exist; pass a run directory or a .safetensors checkpoint.")
     return path
@@ -238,16 +244,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise RLKitError(f"--episodes must be at least 1, got {args.episodes}.")
+    if args.video_episodes < 1:
+        raise RLKitError(f"--video-episodes must be at least 1, got {args.video_episodes}.")
     checkpoint = resolve_checkpoint(args.target, args.checkpoint)
     tensors, meta = load_checkpoint(checkpoint)
     agent_cls = AGENTS.get(meta["algo"])
     config = build_config(agent_cls.Config, meta["config"], source="checkpoint config")
+    if args.env and args.env != config.env_id:
+        raise RLKitError(
+            f"{checkpoint} was trained on {config.env_id}, not {args.env}; evaluate it on {config.env_id} (drop --env)."
+        )
     _set_threads(config.torch_threads)
     observation_space, action_space, _ = _probe_env(config.env_id, config.env_kwargs, mode="eval")
     agent = agent_cls(config, observation_space, action_space)
     agent.load_state_dict(tensors, meta)
     seed = args.seed if args.seed is not None else config.seed + 2_000_003
-    epsilon = args.epsilon if args.epsilon is not None else getattr(config, "eval_epsilon", 0.0)
+    if args.epsilon is not None:
+        epsilon = args.epsilon
+    elif args.stochastic:
+        epsilon = max(getattr(config, "eval_epsilon", 0.0), STOCHASTIC_EPSILON)
+    else:
+        epsilon = getattr(config, "eval_epsilon", 0.0)
     result = evaluate(
         lambda obs: agent.act(obs, epsilon=epsilon),
         config.env_id,
@@ -282,7 +299,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video:
         from rlkit.video import record_video
 
-        for path in record_video(agent, config, out_dir, seed=seed, epsilon=epsilon, step=step):
+        run_label = checkpoint.parent.parent.name if checkpoint.parent.name == "checkpoints" else checkpoint.stem
+        paths = record_video(
+            agent,
+            config,
+            out_dir,
+            seed=seed,
+            epsilon=epsilon,
+            step=step,
+            episodes=args.video_episodes,
+            label=run_label,
+            gif=args.gif,
+        )
+        for path in paths:
             print(f"wrote {path}")
     return 0
 
@@ -364,9 +393,15 @@ def make_parser() -> ArgumentParser:
     ev.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--seed", type=int)
+    ev.add_argument("--env", help="env id to check against the checkpoint's (evaluation always uses the training env)")
+    mode = ev.add_mutually_exclusive_group()
+    mode.add_argument("--deterministic", action="store_true", help="greedy actions (default)")
+    mode.add_argument("--stochastic", action="store_true", help=f"epsilon-greedy with epsilon {STOCHASTIC_EPSILON}")
     ev.add_argument("--epsilon", type=float, help="exploration during evaluation (default: the config's eval_epsilon)")
-    ev.add_argument("--checkpoint", default="best", help="best | last | step_NNNNNNNNN (for a run directory)")
-    ev.add_argument("--video", action="store_true", help="write an mp4 of the first episode")
+    ev.add_argument("--checkpoint", default="best", help="best | last | STEP (a periodic checkpoint's env step)")
+    ev.add_argument("--video", action="store_true", help="write an mp4 of each of the first K episodes")
+    ev.add_argument("--video-episodes", type=int, default=1, metavar="K", help="episodes recorded with --video")
+    ev.add_argument("--gif", action="store_true", help="write GIF instead of mp4")
     ev.add_argument("--out", help="output directory (default: the run's eval/)")
     ev.set_defaults(func=cmd_eval)
 
@@ -388,6 +423,8 @@ def make_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gymnasium.error import DependencyNotInstalled
+
     import rlkit
 
     parser = make_parser()
@@ -400,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except RLKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (ImportError, DependencyNotInstalled) as exc:
+        print(f"error: a dependency is missing ({exc}); install it and retry.", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

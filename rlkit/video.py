@@ -8,6 +8,7 @@ Other envs: Gymnasium's ``render_mode="rgb_array"``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,13 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: int, scale: int = 1) ->
             writer.append_data(np.ascontiguousarray(frame))
 
 
+def write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
+    """Write RGB frames as an animated GIF."""
+    import imageio.v2 as imageio
+
+    imageio.mimsave(str(path), [np.ascontiguousarray(f) for f in frames], duration=1000 / fps, loop=0)
+
+
 def _atari_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps: int) -> tuple[list, float]:
     from rlkit.envs.atari import AtariVecEnv, ale_vector_env, atari_settings
 
@@ -70,6 +78,8 @@ def _atari_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps
 
 
 def _rendered_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps: int) -> tuple[list, float]:
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     envs = make_vec_env(config.env_id, 1, seed=seed, mode="eval", env_kwargs=config.env_kwargs, render_mode="rgb_array")
     try:
         obs, _ = envs.reset(seed=seed)
@@ -95,15 +105,21 @@ def record_video(
     step: int = 0,
     episodes: int = 1,
     max_steps: int = 100_000,
+    label: str | None = None,
+    gif: bool = False,
 ) -> list[Path]:
-    """Play ``episodes`` episodes and write one mp4 each (reset frame + one frame per step)."""
+    """Play ``episodes`` episodes and write one video each: the reset frame plus one frame per step,
+    named ``<label>__step<S>__ep<K>.mp4`` (never overwriting an existing file)."""
     atari = env_family(config.env_id) == "atari"
+    label = label or config.env_id.replace("/", "-")
     paths = []
     for episode in range(episodes):
         play = _atari_episode if atari else _rendered_episode
-        frames, total = play(agent, config, seed + episode, epsilon, max_steps)
-        stem = f"{config.env_id.replace('/', '-')}__step{step}__ep{episode}__return{total:g}"
-        path = unique_path(Path(out_dir), stem, ".mp4")
-        write_mp4(frames, path, fps=30, scale=2 if atari else 1)
+        frames, _ = play(agent, config, seed + episode, epsilon, max_steps)
+        path = unique_path(Path(out_dir), f"{label}__step{step}__ep{episode}", ".gif" if gif else ".mp4")
+        if gif:
+            write_gif(frames, path, fps=30)
+        else:
+            write_mp4(frames, path, fps=30, scale=2 if atari else 1)
         paths.append(path)
     return paths
