@@ -233,19 +233,27 @@ def format_table(summary: dict[str, float]) -> str:
     return f"{header}\n{values}"
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
+    """(agent, config-like object with env_id/env_kwargs, checkpoint path, description) for ``rlkit eval``."""
     import dataclasses
+    from types import SimpleNamespace
 
     from rlkit.checkpoint import load_checkpoint
     from rlkit.config import build_config
-    from rlkit.evaluation import evaluate
     from rlkit.registry import AGENTS
-    from rlkit.stats import human_normalized
 
-    if args.episodes < 1:
-        raise RLKitError(f"--episodes must be at least 1, got {args.episodes}.")
-    if args.video_episodes < 1:
-        raise RLKitError(f"--video-episodes must be at least 1, got {args.video_episodes}.")
+    if args.sb3:
+        from rlkit.sb3 import SB3Agent
+
+        if not args.env:
+            raise RLKitError("--sb3 needs --env ID: the env the SB3 model was trained on, e.g. --env ALE/Pong-v5.")
+        agent = SB3Agent(args.sb3)
+        config = SimpleNamespace(env_id=args.env, env_kwargs={}, seed=0, eval_epsilon=0.0)
+        observation_space, action_space, _ = _probe_env(args.env, {}, mode="eval")
+        agent.check_env(observation_space, action_space, args.env)
+        return agent, config, Path(args.sb3), {**agent.describe(), "step": None, "config": None}
+    if not args.target:
+        raise RLKitError("rlkit eval needs RUN_DIR or CHECKPOINT (or --sb3 MODEL.zip --env ID).")
     checkpoint = resolve_checkpoint(args.target, args.checkpoint)
     tensors, meta = load_checkpoint(checkpoint)
     agent_cls = AGENTS.get(meta["algo"])
@@ -258,6 +266,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     observation_space, action_space, _ = _probe_env(config.env_id, config.env_kwargs, mode="eval")
     agent = agent_cls(config, observation_space, action_space)
     agent.load_state_dict(tensors, meta)
+    info = {"algo": meta["algo"], "step": meta["counters"]["global_step"], "config": dataclasses.asdict(config)}
+    return agent, config, checkpoint, info
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlkit.evaluation import evaluate
+    from rlkit.stats import human_normalized
+
+    if args.episodes < 1:
+        raise RLKitError(f"--episodes must be at least 1, got {args.episodes}.")
+    if args.video_episodes < 1:
+        raise RLKitError(f"--video-episodes must be at least 1, got {args.video_episodes}.")
+    agent, config, checkpoint, info = _load_for_eval(args)
     seed = args.seed if args.seed is not None else config.seed + 2_000_003
     if args.epsilon is not None:
         epsilon = args.epsilon
@@ -277,14 +298,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     normalized = human_normalized(config.env_id, summary["mean"])
     if normalized is not None:
         summary["human_normalized_mean"] = normalized
-    step = meta["counters"]["global_step"]
-    print(f"{config.env_id}  {meta['algo']}  {checkpoint.name} (step {step})  seed {seed}  epsilon {epsilon}")
+    step = info["step"]
+    print(f"{config.env_id}  {info['algo']}  {checkpoint.name} (step {step})  seed {seed}  epsilon {epsilon}")
     print(format_table(summary))
-    out_dir = Path(args.out) if args.out else (checkpoint.parent.parent / "eval")
+    if args.out:
+        out_dir = Path(args.out)
+    elif args.sb3:
+        out_dir = checkpoint.parent / f"{checkpoint.stem}_eval"
+    else:
+        out_dir = checkpoint.parent.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "env_id": config.env_id,
-        "algo": meta["algo"],
+        "algo": info["algo"],
         "checkpoint": str(checkpoint),
         "step": step,
         "seed": seed,
@@ -292,7 +318,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         **summary,
         "returns": result.returns,
         "lengths": result.lengths,
-        "config": dataclasses.asdict(config),
+        "config": info["config"],
     }
     (out_dir / "eval.json").write_text(json.dumps(record, indent=2))
     print(f"wrote {out_dir / 'eval.json'}")
@@ -306,7 +332,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             out_dir,
             seed=seed,
             epsilon=epsilon,
-            step=step,
+            step=step or 0,
             episodes=args.video_episodes,
             label=run_label,
             gif=args.gif,
@@ -390,10 +416,11 @@ def make_parser() -> ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a run or checkpoint over full episodes")
-    ev.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
+    ev.add_argument("target", nargs="?", metavar="RUN_DIR|CHECKPOINT")
+    ev.add_argument("--sb3", metavar="MODEL.zip", help="evaluate a Stable-Baselines3 DQN/PPO/A2C model (needs --env)")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--seed", type=int)
-    ev.add_argument("--env", help="env id to check against the checkpoint's (evaluation always uses the training env)")
+    ev.add_argument("--env", help="env id: required with --sb3; otherwise checked against the checkpoint's env")
     mode = ev.add_mutually_exclusive_group()
     mode.add_argument("--deterministic", action="store_true", help="greedy actions (default)")
     mode.add_argument("--stochastic", action="store_true", help=f"epsilon-greedy with epsilon {STOCHASTIC_EPSILON}")
