@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlkit.errors import RLKitError
+
 
 @dataclass
 class ReplayBatch:
@@ -305,7 +307,11 @@ class FrameReplayBuffer:
         for name in ("frames", "actions", "rewards", "terminated", "episode_end", "valid", "head"):
             target = getattr(self, name)
             if arrays[name].shape != target.shape:
-                raise ValueError(f"replay array {name} has shape {arrays[name].shape}, expected {target.shape}")
+                raise RLKitError(
+                    f"the saved replay buffer's {name} has shape {arrays[name].shape}, this config needs "
+                    f"{target.shape}; resume with the run's buffer_size, num_envs and n_step, or with "
+                    "--set save_buffer=false."
+                )
             target[...] = arrays[name]
         self.max_priority = float(arrays["max_priority"][0])
         if self.tree is not None and "tree" in arrays:

@@ -81,7 +81,10 @@ def ale_vector_env(
         frameskip=settings.frame_skip,
         maxpool=settings.max_pool,
         noop_max=settings.noop_max,
-        episodic_life=settings.episodic_life,
+        # ale-py's own episodic_life resets the whole game at every lost life; life_loss_info only signals
+        # termination and play goes on (the Nature / SB3 EpisodicLifeEnv behaviour).
+        episodic_life=False,
+        life_loss_info=settings.episodic_life,
         reward_clipping=False,
         use_fire_reset=settings.fire_reset,
         autoreset_mode=AutoresetMode.NEXT_STEP,
@@ -125,17 +128,17 @@ class AtariVecEnv(VectorEnv):
         counted = ~self._resetting
         self._game_return += np.where(counted, reward, 0.0)
         self._game_length += counted
-        done = terminated | truncated
         life_only = self.settings.episodic_life & (info["lives"] > 0)
-        game_over = truncated | (terminated & ~life_only)
-        game_over &= counted
+        # ALE resets a game that is over (or truncated) on the next step; after a lost life play goes on.
+        ended = truncated | (terminated & ~life_only)
+        game_over = ended & counted
         info = dict(info)
         if game_over.any():
             info["episode"] = {"r": self._game_return.copy(), "l": self._game_length.copy()}
             info["_episode"] = game_over
             self._game_return[game_over] = 0
             self._game_length[game_over] = 0
-        self._resetting = done.copy()
+        self._resetting = ended
         if self.settings.clip_rewards:
             reward = np.sign(reward)
         return obs, reward, terminated, truncated, info

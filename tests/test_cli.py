@@ -1,0 +1,221 @@
+"""The command line in-process: user mistakes exit 2 with exactly one line on stderr and no traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import save_file
+
+from rlkit.agents.dqn import DQN, DQNConfig
+from rlkit.checkpoint import load_checkpoint, save_checkpoint
+from rlkit.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(capsys, argv: list[str], *needles: str) -> str:
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def dqn_run(tmp_path: Path) -> Path:
+    """A run directory with a real (untrained) CartPole DQN checkpoint and its config.yaml."""
+    config = DQNConfig(env_id="CartPole-v1", device="cpu", torch_threads=1)
+    agent = DQN(config, gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
+    run = tmp_path / "dqn-run"
+    agent.save(run / "checkpoints" / "last.safetensors")
+    data = {"algo": "dqn", "preset": None, "config": dataclasses.asdict(config)}
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    return run
+
+
+def test_no_command_prints_help(capsys):
+    code, out, _ = run_cli(capsys)
+    assert code == 2 and "usage: rlkit" in out
+
+
+def test_unknown_algorithm(capsys):
+    assert_user_error(capsys, ["train", "dqnn", "--env", "CartPole-v1"], "unknown algorithm 'dqnn'", "dqn")
+
+
+def test_unknown_command(capsys):
+    assert_user_error(capsys, ["trian"], "invalid choice")
+
+
+def test_unknown_env_suggests_close_match(capsys):
+    assert_user_error(capsys, ["train", "dqn", "--env", "ALE/Pnog-v5"], "unknown env id 'ALE/Pnog-v5'",
+                      "Did you mean: ALE/Pong-v5")
+
+
+def test_train_needs_env(capsys):
+    assert_user_error(capsys, ["train", "dqn"], "--env")
+
+
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("lerning_rate=1", ["unknown config key 'lerning_rate'"]),
+        ("lr=abc", ["lr='abc' is not a float"]),
+        ("batch_size=2.5", ["batch_size=2.5 is not a int"]),
+        ("loss=l1", ["loss='l1' is not valid", "huber|mse"]),
+        ("lr", ["bad override 'lr'"]),
+    ],
+)
+def test_bad_set(capsys, override, needles):
+    assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--set", override], *needles)
+
+
+def test_bad_env_kwarg_for_atari(capsys, tmp_path):
+    assert_user_error(
+        capsys,
+        ["train", "dqn", "--env", "ALE/Pong-v5", "--set", "env_kwargs.frameskip=2", "--run-dir", str(tmp_path / "r")],
+        "unknown Atari env setting(s) frameskip",
+    )
+
+
+def test_bad_argument_type(capsys):
+    assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--total-steps", "many"], "invalid int")
+
+
+def test_resume_missing_run_dir(capsys, tmp_path):
+    assert_user_error(capsys, ["train", "--resume", str(tmp_path / "nope")], "does not exist")
+
+
+def test_resume_dir_without_checkpoint(capsys, dqn_run):
+    (dqn_run / "checkpoints" / "last.safetensors").unlink()
+    assert_user_error(capsys, ["train", "--resume", str(dqn_run)], "no checkpoints/last.safetensors")
+
+
+def test_resume_dir_without_config(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_user_error(capsys, ["train", "--resume", str(tmp_path / "empty")], "no config.yaml")
+
+
+def test_eval_missing_target(capsys, tmp_path):
+    assert_user_error(capsys, ["eval", str(tmp_path / "missing.safetensors")], "does not exist")
+
+
+def test_eval_run_dir_without_checkpoints(capsys, tmp_path):
+    (tmp_path / "run").mkdir()
+    assert_user_error(capsys, ["eval", str(tmp_path / "run")], "has no checkpoint")
+
+
+def test_eval_random_bytes(capsys, tmp_path):
+    path = tmp_path / "random.safetensors"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    assert_user_error(capsys, ["eval", str(path), "--episodes", "1"], "corrupt")
+
+
+def test_eval_empty_file(capsys, tmp_path):
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(b"")
+    assert_user_error(capsys, ["eval", str(path), "--episodes", "1"], "corrupt")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_eval_truncated_checkpoint(capsys, dqn_run, keep):
+    data = (dqn_run / "checkpoints" / "last.safetensors").read_bytes()
+    path = dqn_run / "checkpoints" / "cut.safetensors"
+    path.write_bytes(data[: int(len(data) * keep)])
+    assert_user_error(capsys, ["eval", str(path), "--episodes", "1"], "corrupt")
+    # the same through a run directory whose only checkpoint is truncated
+    (dqn_run / "checkpoints" / "last.safetensors").write_bytes(data[: int(len(data) * keep)])
+    assert_user_error(capsys, ["eval", str(dqn_run), "--episodes", "1"], "corrupt")
+
+
+def test_eval_safetensors_file_that_is_no_rlkit_checkpoint(capsys, tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(path))
+    assert_user_error(capsys, ["eval", str(path)], "not an rlkit checkpoint")
+
+
+def test_eval_checkpoint_of_another_algorithm(capsys, dqn_run, tmp_path):
+    tensors, meta = load_checkpoint(dqn_run / "checkpoints" / "last.safetensors")
+    assert meta["algo"] == "dqn"
+    meta["algo"] = "ppo"
+    path = tmp_path / "ppo.safetensors"
+    save_checkpoint(path, tensors, meta)
+    assert_user_error(capsys, ["eval", str(path), "--episodes", "1"], "ppo")
+
+
+def test_resume_with_checkpoint_of_another_algorithm(capsys, dqn_run):
+    last = dqn_run / "checkpoints" / "last.safetensors"
+    tensors, meta = load_checkpoint(last)
+    meta["algo"] = "ppo"
+    save_checkpoint(last, tensors, meta)
+    assert_user_error(capsys, ["train", "--resume", str(dqn_run)], "checkpoint is for algorithm 'ppo', not dqn")
+
+
+def test_resume_run_of_another_algorithm(capsys, dqn_run):
+    data = yaml.safe_load((dqn_run / "config.yaml").read_text())
+    data["algo"] = "ppo"
+    (dqn_run / "config.yaml").write_text(yaml.safe_dump(data))
+    assert_user_error(capsys, ["train", "dqn", "--resume", str(dqn_run)], "is a ppo run, not dqn")
+    assert_user_error(capsys, ["train", "--resume", str(dqn_run)], "unknown algorithm 'ppo'")
+
+
+def test_resume_with_corrupt_config_yaml(capsys, dqn_run):
+    (dqn_run / "config.yaml").write_text("algo: [dqn\n")
+    assert_user_error(capsys, ["train", "--resume", str(dqn_run)], "not valid YAML")
+
+
+def test_resume_with_bad_set(capsys, dqn_run):
+    assert_user_error(capsys, ["train", "--resume", str(dqn_run), "--set", "gamma=high"], "gamma='high'")
+
+
+def test_envs_lists_families(capsys):
+    code, out, _ = run_cli(capsys, "envs")
+    assert code == 0
+    ids = out.split()
+    for env_id in ("ALE/Pong-v5", "ALE/Breakout-v5", "CartPole-v1", "rlkit/FakeImage-v0"):
+        assert env_id in ids
+    assert "atari" in out and "classic-control" in out
+    assert "ALE/Pong-v4" not in ids and not any("ram" in i.lower() for i in ids)
+
+
+def test_presets_lists_every_preset_with_defaults(capsys):
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 3
+    by_name = {line.split()[1]: line for line in lines}
+    assert set(by_name) == {"atari", "atari-cpu", "classic"}
+    assert all(line.split()[0] == "dqn" for line in lines)
+    assert "[default for atari]" in by_name["atari-cpu"]
+    assert "[default for classic-control, rlkit]" in by_name["classic"]
+    assert "default for" not in by_name["atari"]
+
+
+def test_train_help_lists_every_config_field(capsys):
+    code, out, _ = run_cli(capsys, "train", "dqn", "--help")
+    assert code == 0
+    for field in dataclasses.fields(DQNConfig):
+        assert f"  {field.name} (" in out, field.name
+    assert "Adam learning rate." in out
+
+
+def test_encoders(capsys):
+    code, out, _ = run_cli(capsys, "encoders")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.strip().splitlines()}
+    assert set(rows) == {"nature_cnn", "nature_cnn_small", "mlp"}
+    # hand count: Nature CNN on (4, 84, 84): convs 8,224 + 32,832 + 36,928, fc 3136*512 + 512 = 1,606,144
+    assert "params  1,684,128" in rows["nature_cnn"]
+    assert "features  512" in rows["nature_cnn"]

@@ -1,0 +1,137 @@
+"""Typed configs: presets, type checks, overrides, help text, default presets per env family."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rlkit.agents.dqn import DQNConfig
+from rlkit.config import (
+    apply_overrides,
+    build_config,
+    config_help,
+    default_preset,
+    field_docs,
+    load_preset,
+    parse_value,
+    preset_names,
+)
+from rlkit.errors import RLKitError
+
+
+def test_load_atari_cpu_preset():
+    values = load_preset("dqn", "atari-cpu")
+    assert "description" not in values and "default_for" not in values
+    assert values["num_envs"] == 8
+    assert values["encoder"] == "nature_cnn_small"
+    assert values["n_step"] == 3
+    assert values["lr"] == pytest.approx(1e-4) and isinstance(values["lr"], float)
+    assert values["env_kwargs"] == {"episodic_life": True, "clip_rewards": True}
+    config = build_config(DQNConfig, values)
+    assert config.dueling is True and config.adam_eps == pytest.approx(1.5e-4)
+    assert config.env_id == "CartPole-v1"  # presets carry no env; the CLI sets it
+
+
+@pytest.mark.parametrize("name", ["atari", "atari-cpu", "classic"])
+def test_every_shipped_preset_builds(name):
+    assert f"dqn-{name}" in preset_names("dqn")
+    config = build_config(DQNConfig, load_preset("dqn", name))
+    assert isinstance(config, DQNConfig)
+
+
+def test_unknown_preset_suggests_close_name():
+    with pytest.raises(RLKitError, match=r"unknown preset 'atari-cp'.*Did you mean: atari-cpu"):
+        load_preset("dqn", "atari-cp")
+
+
+def test_default_preset_per_family():
+    assert default_preset("dqn", "atari") == "atari-cpu"
+    assert default_preset("dqn", "classic-control") == "classic"
+    assert default_preset("dqn", "mujoco") is None
+
+
+def test_int_accepted_for_float_and_integral_float_for_int():
+    config = build_config(DQNConfig, {"lr": 1, "buffer_size": 5000.0, "stop_at_return": 19})
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.buffer_size == 5000 and isinstance(config.buffer_size, int)
+    assert config.stop_at_return == 19.0 and isinstance(config.stop_at_return, float)
+    assert build_config(DQNConfig, {"stop_at_return": None}).stop_at_return is None
+
+
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"lr": "abc"}, "lr"),
+        ({"batch_size": 3.5}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"dueling": "maybe"}, "dueling"),
+        ({"env_kwargs": 3}, "env_kwargs"),
+        ({"stop_at_return": "high"}, "stop_at_return"),
+    ],
+)
+def test_wrong_type_names_the_field(values, field):
+    with pytest.raises(RLKitError) as info:
+        build_config(DQNConfig, values)
+    message = str(info.value)
+    assert message.startswith(f"{field}=")
+    assert "\n" not in message
+
+
+def test_unknown_key_lists_keys_and_suggests():
+    with pytest.raises(RLKitError) as info:
+        build_config(DQNConfig, {"lerning_starts": 5}, source="dqn config")
+    message = str(info.value)
+    assert "unknown dqn config key 'lerning_starts'" in message
+    assert "Did you mean: learning_starts" in message
+
+
+def test_literal_field_lists_choices():
+    with pytest.raises(RLKitError, match=r"loss='foo' is not valid; choose one of: huber\|mse"):
+        build_config(DQNConfig, {"loss": "foo"})
+    assert build_config(DQNConfig, {"loss": "mse"}).loss == "mse"
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("1e-4", 1e-4), ("3", 3), ("2.5", 2.5), ("true", True), ("false", False), ("null", None),
+     ("[1, 2]", [1, 2]), ("cpu", "cpu"), ("ALE/Pong-v5", "ALE/Pong-v5")],
+)
+def test_parse_value(text, value):
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_apply_overrides_plain_and_dotted():
+    preset = load_preset("dqn", "atari-cpu")
+    values = apply_overrides(
+        preset, ["env_kwargs.episodic_life=false", "lr=3e-4", "env_kwargs.frame_skip=2", "loss=mse"], DQNConfig
+    )
+    assert values["env_kwargs"] == {"episodic_life": False, "clip_rewards": True, "frame_skip": 2}
+    assert values["lr"] == pytest.approx(3e-4)
+    assert preset["env_kwargs"] == {"episodic_life": True, "clip_rewards": True}  # input not mutated
+    config = build_config(DQNConfig, values)
+    assert config.env_kwargs["episodic_life"] is False and config.loss == "mse"
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(RLKitError, match=r"bad override 'lr': write it as key=value"):
+        apply_overrides({}, ["lr"], DQNConfig)
+
+
+def test_override_unknown_key_suggests():
+    with pytest.raises(RLKitError, match=r"unknown config key 'gama'.*Did you mean: gamma\?"):
+        apply_overrides({}, ["gama=0.9"], DQNConfig)
+    with pytest.raises(RLKitError, match=r"unknown config key 'env_kwarg'"):
+        apply_overrides({}, ["env_kwarg.frame_skip=2"], DQNConfig)
+
+
+def test_config_help_documents_every_field():
+    text = config_help(DQNConfig)
+    docs = field_docs(DQNConfig)
+    for f in dataclasses.fields(DQNConfig):
+        assert f"  {f.name} (" in text, f.name
+        assert docs.get(f.name), f"{f.name} has no description"
+        assert docs[f.name] in text
+    assert "loss (huber|mse, default 'huber')" in text
+    assert "stop_at_return (float | None, default None)" in text

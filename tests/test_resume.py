@@ -1,0 +1,182 @@
+"""Resuming runs: counters, schedules, optimizer and replay state continue; Ctrl-C saves; runs are deterministic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlkit.agents.dqn import DQN, DQNConfig
+from rlkit.checkpoint import load_checkpoint
+from rlkit.cli import main
+
+SMALL = ["--set", "learning_starts=500", "--set", "train_freq=4", "--set", "gradient_steps=1",
+         "--set", "eval_every=0", "--set", "eval_episodes=1", "--set", "torch_threads=1"]
+
+
+def train(*argv: str) -> None:
+    assert main(["train", *argv]) == 0
+
+
+def last_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.safetensors")
+
+
+def adam_steps(tensors: dict[str, torch.Tensor], meta: dict) -> set[float]:
+    steps = {float(v) for k, v in tensors.items() if k.startswith("optim.") and k.endswith(".step")}
+    steps |= {float(s["step"]) for s in meta["optimizer"]["scalars"].values() if "step" in s}
+    return steps
+
+
+def epsilon_of(meta: dict) -> float:
+    config = DQNConfig(**{**meta["config"], "device": "cpu"})
+    agent = DQN(config, gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
+    agent.global_step = meta["counters"]["global_step"]
+    return agent.epsilon()
+
+
+def evaluations(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "eval" / "evaluations.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def resumed_pair(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("resume")
+    a, b = root / "a", root / "b"
+    common = ["dqn", "--env", "CartPole-v1", *SMALL, "--set", "save_buffer=true"]
+    train(*common, "--total-steps", "3000", "--run-dir", str(a))
+    train(*common, "--total-steps", "1500", "--run-dir", str(b))
+    assert (b / "checkpoints" / "replay.safetensors").is_file()
+    train("--resume", str(b), "--total-steps", "3000")
+    return a, b
+
+
+def test_resume_continues_counters_and_schedules(resumed_pair):
+    a, b = resumed_pair
+    tensors_a, meta_a = last_checkpoint(a)
+    tensors_b, meta_b = last_checkpoint(b)
+    for meta in (meta_a, meta_b):
+        counters = meta["counters"]
+        assert counters["global_step"] == 3000
+        # trains at step 500 (schedule anchored at 499), then 503, 507, ..., 2999: 1 + 625 updates
+        assert counters["updates"] == 626
+        assert counters["next_train_step"] == 3003
+        # target copies every 10 steps from 499: next one due at 3009
+        assert counters["next_target_step"] == 3009
+        assert counters["learning_starts_at"] == 500
+        # classic preset epsilon: 1.0 -> 0.04 over 8000 steps
+        assert epsilon_of(meta) == pytest.approx(1.0 - 0.96 * 3000 / 8000)
+    assert adam_steps(tensors_a, meta_a) == {626.0}
+    assert adam_steps(tensors_b, meta_b) == {626.0}
+    assert meta_b["config"]["total_steps"] == 3000
+
+
+def test_resume_restores_replay_buffer(resumed_pair):
+    _, b = resumed_pair
+    log = (b / "stdout.log").read_text()
+    assert "resuming" in log and "at step 1500" in log
+    line = next(x for x in log.splitlines() if x.startswith("restored replay buffer"))
+    transitions = int(line.split(":")[1].split()[0])
+    assert 1000 < transitions <= 1500  # one transition per step except the autoreset steps
+    assert "re-warming" not in log
+
+
+def test_resume_keeps_best_evaluation(resumed_pair):
+    _, b = resumed_pair
+    records = evaluations(b)
+    assert [r["step"] for r in records] == [1500, 3000]
+    best = max(records, key=lambda r: r["mean"])
+    _, meta = last_checkpoint(b)
+    assert meta["counters"]["best_eval"] == pytest.approx(best["mean"])
+    _, best_meta = load_checkpoint(b / "checkpoints" / "best.safetensors")
+    # best.safetensors is the checkpoint of the best evaluation, not of a later, worse one
+    assert best_meta["counters"]["global_step"] == best["step"]
+    assert best_meta["counters"]["best_eval"] == pytest.approx(best["mean"])
+
+
+def test_resume_without_saved_buffer_rewarms(tmp_path, capsys):
+    run = tmp_path / "c"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--total-steps", "1500", "--run-dir", str(run))
+    assert not (run / "checkpoints" / "replay.safetensors").exists()
+    capsys.readouterr()
+    train("--resume", str(run), "--total-steps", "2000")
+    out = capsys.readouterr().out
+    assert "replay buffer was not saved (save_buffer=false): re-warming it for 500 steps" in out
+    tensors, meta = last_checkpoint(run)
+    counters = meta["counters"]
+    assert counters["global_step"] == 2000
+    assert counters["learning_starts_at"] == 2000
+    # 251 updates before the stop (500, 503, ..., 1499), then one at step 2000 once the buffer is re-warmed
+    assert counters["updates"] == 252
+    assert adam_steps(tensors, meta) == {252.0}
+
+
+def test_sigint_saves_and_exits_cleanly(tmp_path):
+    run = tmp_path / "interrupted"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "rlkit.cli", "train", "dqn", "--env", "CartPole-v1", "--total-steps",
+               "10000000", "--set", "torch_threads=1", "--set", "eval_every=0", "--run-dir", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 60
+        log = run / "stdout.log"
+        while time.time() < deadline and not (log.is_file() and "dqn on CartPole-v1" in log.read_text()):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        time.sleep(3)  # let it train for a moment
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert "received SIGINT" in out
+    assert f"resume with: rlkit train --resume {run}" in out
+    _, meta = last_checkpoint(run)
+    step = meta["counters"]["global_step"]
+    assert 0 < step < 10_000_000
+    assert f"stopped at step {step}" in out
+
+
+def test_same_seed_same_weights(tmp_path):
+    def final_weights(name: str, seed: int) -> dict[str, torch.Tensor]:
+        run = tmp_path / name
+        train("dqn", "--env", "CartPole-v1", "--total-steps", "1500", "--seed", str(seed), "--set", "eval_episodes=1",
+              "--set", "torch_threads=1", "--run-dir", str(run))
+        tensors, meta = last_checkpoint(run)
+        assert meta["counters"]["updates"] == 256  # classic preset: 128 gradient steps at 1000 and at 1256
+        return {k: v for k, v in tensors.items() if k.startswith("q_net.")}
+
+    first, second, other = final_weights("x", 3), final_weights("y", 3), final_weights("z", 4)
+    assert first.keys() == second.keys() and len(first) == 6
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_resume_with_saved_buffer_of_another_size_is_a_user_error(tmp_path, capsys):
+    run = tmp_path / "sized"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "save_buffer=true", "--total-steps", "600",
+          "--run-dir", str(run))
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run), "--total-steps", "800", "--set", "buffer_size=500"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "save_buffer=false" in lines[0]
+    # the hint works: without the saved buffer the run resumes and re-warms
+    assert main(["train", "--resume", str(run), "--total-steps", "800", "--set", "buffer_size=500",
+                 "--set", "save_buffer=false"]) == 0
+    _, meta = last_checkpoint(run)
+    assert meta["counters"]["global_step"] == 800
