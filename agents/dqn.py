@@ -185,16 +185,23 @@ class DQN:
         obs = torch.as_tensor(observations, device=self.device)
         return self.q_net(obs).cpu().numpy()
 
-    def act(self, observations: np.ndarray, deterministic: bool = True, epsilon: float | None = None) -> np.ndarray:
-        """Actions for a batch of observations: greedy, or epsilon-greedy with ``epsilon``
-        (default: the training schedule's value when not deterministic)."""
+    def act(
+        self,
+        observations: np.ndarray,
+        deterministic: bool = True,
+        epsilon: float | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Actions for a batch of observations: greedy, or epsilon-greedy with ``epsilon`` (default: the
+        training schedule's value when not deterministic), drawing from ``rng`` (default: the agent's)."""
         if epsilon is None:
             epsilon = 0.0 if deterministic else self.epsilon()
         count = len(observations)
         if epsilon <= 0:
             return self.q_values(observations).argmax(axis=1).astype(np.int64)
-        explore = self.rng.random(count) < epsilon
-        actions = self.rng.integers(0, self.n_actions, count).astype(np.int64)
+        rng = self.rng if rng is None else rng
+        explore = rng.random(count) < epsilon
+        actions = rng.integers(0, self.n_actions, count).astype(np.int64)
         # The network runs only for envs that act greedily (none while epsilon is 1).
         if not explore.all():
             greedy = ~explore
@@ -202,10 +209,11 @@ class DQN:
         return actions
 
     # ---- learning ------------------------------------------------------------------------------------
-    def make_buffer(self, num_envs: int) -> FrameReplayBuffer:
+    def make_buffer(self, num_envs: int, stacked: bool = False) -> FrameReplayBuffer:
+        """Replay for ``num_envs`` streams; ``stacked`` observations (first axis a frame stack, newest
+        last, rolling by one frame per step) are stored one frame per step."""
         cfg = self.config
         space = self.observation_space
-        stacked = len(space.shape) == 3
         needed = FrameReplayBuffer.bytes_needed(cfg.buffer_size, space.shape, space.dtype, stacked)
         available = psutil.virtual_memory().available
         if needed > 0.9 * available:
@@ -271,7 +279,7 @@ class DQN:
                 f"env {cfg.env_id} gives observations {envs.single_observation_space.shape}, the agent expects "
                 f"{self.observation_space.shape}; check env_kwargs."
             )
-        buffer = self.make_buffer(cfg.num_envs)
+        buffer = self.make_buffer(cfg.num_envs, stacked=getattr(envs, "frames_stacked", False))
         resumed = self.global_step > 0
         if self.buffer_state is not None:
             buffer.load_state_arrays(self.buffer_state)
@@ -380,8 +388,9 @@ class DQN:
     def run_evaluation(self, run: Any) -> float:
         cfg = self.config
         started = time.time()
+        eval_rng = np.random.default_rng(cfg.seed + 1_000_003)  # evaluation never shifts training exploration
         result = evaluate(
-            lambda o: self.act(o, epsilon=cfg.eval_epsilon),
+            lambda o: self.act(o, epsilon=cfg.eval_epsilon, rng=eval_rng),
             cfg.env_id,
             cfg.eval_episodes,
             seed=cfg.seed + 1_000_003,

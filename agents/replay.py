@@ -304,15 +304,24 @@ class FrameReplayBuffer:
         return arrays
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        for name in ("frames", "actions", "rewards", "terminated", "episode_end", "valid", "head"):
-            target = getattr(self, name)
-            if arrays[name].shape != target.shape:
+        """Restore arrays from ``state_arrays`` after checking they fit this buffer's settings."""
+        names = ("frames", "actions", "rewards", "terminated", "episode_end", "valid", "head")
+        for name in names:
+            expected = getattr(self, name).shape
+            if name not in arrays or arrays[name].shape != expected:
+                found = arrays[name].shape if name in arrays else "nothing"
                 raise RLKitError(
-                    f"the saved replay buffer's {name} has shape {arrays[name].shape}, this config needs "
-                    f"{target.shape}; resume with the run's buffer_size, num_envs and n_step, or with "
-                    "--set save_buffer=false."
+                    f"the saved replay buffer's {name} has shape {found}, this config needs {expected}; resume "
+                    "with the run's buffer_size, num_envs and n_step, or with --set save_buffer=false."
                 )
-            target[...] = arrays[name]
+        if (self.tree is not None) != ("tree" in arrays):
+            saved = "with" if "tree" in arrays else "without"
+            raise RLKitError(
+                f"the saved replay buffer was written {saved} prioritized replay; resume with the run's "
+                "prioritized setting, or with --set save_buffer=false."
+            )
+        for name in names:
+            getattr(self, name)[...] = arrays[name]
         self.max_priority = float(arrays["max_priority"][0])
-        if self.tree is not None and "tree" in arrays:
+        if self.tree is not None:
             self.tree.tree[...] = arrays["tree"]

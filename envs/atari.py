@@ -98,6 +98,11 @@ class AtariVecEnv(VectorEnv):
 
     ``info["episode"]`` holds ``r`` (game score) and ``l`` (agent steps) where ``info["_episode"]`` is
     true, the same layout as gymnasium's ``RecordEpisodeStatistics``.
+
+    With ``episodic_life`` a lost life is reported as a termination and the following step behaves like a
+    next-step autoreset, as consumers of a Gymnasium vector env expect: the agent's action is replaced by
+    FIRE (or NOOP) and its reward is reported as 0, while the game itself goes on with its remaining lives
+    (the Nature / SB3 EpisodicLifeEnv + FireResetEnv behaviour). The reward still counts in the statistics.
     """
 
     def __init__(self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0) -> None:
@@ -113,16 +118,27 @@ class AtariVecEnv(VectorEnv):
         self._game_return = np.zeros(num_envs, dtype=np.float64)
         self._game_length = np.zeros(num_envs, dtype=np.int64)
         self._resetting = np.zeros(num_envs, dtype=bool)
+        self._life_reset = np.zeros(num_envs, dtype=bool)
+        from ale_py import Action
+
+        action_set = list(self.ale_env.ale.get_action_set())
+        fire = settings.fire_reset and Action.FIRE in action_set
+        self._life_reset_action = action_set.index(Action.FIRE) if fire else 0
+        # Frames are stacked along the first observation axis, newest last (for frame-deduplicating replay).
+        self.frames_stacked = settings.frame_stack > 1
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         obs, info = self.ale_env.reset(seed=seed, options=options)
         self._game_return[:] = 0
         self._game_length[:] = 0
         self._resetting[:] = False
+        self._life_reset[:] = False
         return obs, dict(info)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        obs, reward, terminated, truncated, info = self.ale_env.step(np.asarray(actions, dtype=np.int64))
+        actions = np.array(actions, dtype=np.int64)
+        actions[self._life_reset] = self._life_reset_action
+        obs, reward, terminated, truncated, info = self.ale_env.step(actions)
         reward = reward.astype(np.float32)
         # An env that ended last step is being reset now (next-step autoreset); its step is not counted.
         counted = ~self._resetting
@@ -139,6 +155,8 @@ class AtariVecEnv(VectorEnv):
             self._game_return[game_over] = 0
             self._game_length[game_over] = 0
         self._resetting = ended
+        reward[self._life_reset] = 0.0  # a life-reset step is a reset step for the learner
+        self._life_reset = terminated & life_only & ~ended
         if self.settings.clip_rewards:
             reward = np.sign(reward)
         return obs, reward, terminated, truncated, info

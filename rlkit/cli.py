@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         agent.load_state_dict(tensors, meta)
         agent.restore_buffer(checkpoint.parent)
     record = {"algo": algo, "preset": preset, "config": dataclasses.asdict(config), "env_settings": env_settings}
-    with Run(run_dir, record, resume=checkpoint is not None) as run:
+    with Run(run_dir, record) as run:
         if checkpoint is None:
             run.print(f"run directory: {run.dir}")
             run.print(

@@ -76,8 +76,9 @@ class Progress:
 class Run:
     """Owns a run directory and its writers. Use as a context manager."""
 
-    def __init__(self, run_dir: Path, record: dict[str, Any], resume: bool = False) -> None:
-        """``record`` is written as config.yaml (algo, preset, config, env settings) unless resuming."""
+    def __init__(self, run_dir: Path, record: dict[str, Any]) -> None:
+        """``record`` (algo, preset, config, env settings) is written as config.yaml; a resume rewrites it
+        with the overrides it was given (e.g. a longer total_steps)."""
         self.dir = Path(run_dir)
         self.record = record
         self.checkpoint_dir = self.dir / "checkpoints"
@@ -85,8 +86,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir.mkdir(exist_ok=True)
         self.eval_dir.mkdir(exist_ok=True)
-        if not resume:
-            self.write_config()
+        self.write_config()
         self._log = open(self.dir / "stdout.log", "a", buffering=1)
         from torch.utils.tensorboard import SummaryWriter
 

@@ -203,8 +203,8 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     agent.train_step = timer.wrap("train", agent.train_step)  # type: ignore[method-assign]
     original_make_buffer = agent.make_buffer
 
-    def make_buffer(num_envs: int) -> FrameReplayBuffer:
-        buffer = original_make_buffer(num_envs)
+    def make_buffer(num_envs: int, stacked: bool = False) -> FrameReplayBuffer:
+        buffer = original_make_buffer(num_envs, stacked)
         buffer.add = timer.wrap("replay_add", buffer.add)  # type: ignore[method-assign]
         buffer.sample = timer.wrap("sample", buffer.sample)  # type: ignore[method-assign]
         return buffer
