@@ -232,3 +232,27 @@ def test_fake_image_reward_follows_newest_frame_brightness():
         obs, reward, *_ = env.step(target)
         assert reward == 1.0
     env.close()
+
+
+def test_life_loss_step_is_a_reset_step_that_fires_and_pays_nothing():
+    """After a lost life (episodic_life) the next step replaces the action by FIRE and reports reward 0,
+    while the game goes on with its remaining lives (no real reset)."""
+    envs = make_vec_env("ALE/Breakout-v5", 1, seed=3, mode="train")
+    fire = envs._life_reset_action
+    assert fire == 1  # Breakout's action set is NOOP, FIRE, RIGHT, LEFT
+    obs, info = envs.reset(seed=3)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(3000):
+        obs, reward, terminated, truncated, info = envs.step(rng.integers(0, 4, 1))
+        if terminated[0] and info["lives"][0] > 0:
+            lives = int(info["lives"][0])
+            assert envs._life_reset[0]
+            obs, reward, terminated, truncated, info = envs.step(np.array([3]))
+            assert reward[0] == 0.0
+            assert int(info["lives"][0]) == lives  # same game, not a new one with full lives
+            checked += 1
+        if checked >= 2:
+            break
+    envs.close()
+    assert checked >= 2
