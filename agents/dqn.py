@@ -315,6 +315,7 @@ class DQN:
         next_log = self.global_step + cfg.log_every
         next_eval = self._next_multiple(cfg.eval_every)
         next_checkpoint = self._next_multiple(cfg.checkpoint_every)
+        next_video = self._next_multiple(cfg.video_every)
         losses: dict[str, float] = {}
         stopped_early = False
         try:
@@ -364,6 +365,9 @@ class DQN:
                         run.print(f"eval mean return {mean:.2f} >= stop_at_return {cfg.stop_at_return}: stopping")
                         stopped_early = True
                         break
+                if next_video and self.global_step >= next_video:
+                    next_video += cfg.video_every
+                    self.record_training_video(run)
                 if next_checkpoint and self.global_step >= next_checkpoint:
                     next_checkpoint += cfg.checkpoint_every
                     self.save(run.checkpoint_dir / f"step_{self.global_step:09d}.safetensors")
@@ -381,6 +385,18 @@ class DQN:
             # last.safetensors was written before this evaluation: record its best_eval there too, or a
             # resumed run would compare later evaluations against a stale best and overwrite best.safetensors.
             self.save(run.checkpoint_dir / "last.safetensors")
+
+    def record_training_video(self, run: Any) -> None:
+        """One evaluation episode: mp4 under eval/ and an animated GIF under TensorBoard's videos/eval."""
+        from rlkit.video import log_gif, play_episode, unique_path, write_mp4
+
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed + 3_000_017)  # never shifts training exploration
+        frames = play_episode(lambda o: self.act(o, epsilon=cfg.eval_epsilon, rng=rng), cfg, seed=cfg.seed + 3_000_017)
+        path = unique_path(run.eval_dir, f"{run.dir.name}__step{self.global_step}__ep0", ".mp4")
+        write_mp4(frames, path, fps=30, scale=2 if len(frames[0]) < 300 else 1)
+        log_gif(run.writer, "videos/eval", frames, self.global_step)
+        run.print(f"video @ {self.global_step}: {path} ({len(frames)} frames)")
 
     def _next_multiple(self, every: int) -> int:
         return (self.global_step // every + 1) * every if every > 0 else 0

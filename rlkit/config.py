@@ -45,6 +45,8 @@ class TrainConfig:
     """Full episodes per evaluation."""
     stop_at_return: float | None = None
     """Stop early once an evaluation's mean return reaches this value (None: never)."""
+    video_every: int = 0
+    """Record one evaluation episode as mp4 in eval/ and as a GIF in TensorBoard every N env steps (0: never)."""
     checkpoint_every: int = 100_000
     """Write a periodic checkpoint every N env steps (0: only last/best)."""
     log_every: int = 2_000

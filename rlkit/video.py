@@ -9,12 +9,15 @@ Other envs: Gymnasium's ``render_mode="rgb_array"``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlkit.envs import env_family, make_vec_env
+
+Act = Callable[[np.ndarray], np.ndarray]
 
 
 def unique_path(directory: Path, stem: str, suffix: str) -> Path:
@@ -48,7 +51,7 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
     imageio.mimsave(str(path), [np.ascontiguousarray(f) for f in frames], duration=1000 / fps, loop=0)
 
 
-def _atari_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps: int) -> tuple[list, float]:
+def _atari_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.ndarray]:
     from rlkit.envs.atari import AtariVecEnv, ale_vector_env, atari_settings
 
     settings = atari_settings("eval", config.env_kwargs)
@@ -60,40 +63,59 @@ def _atari_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps
         obs, _ = agent_env.reset(seed=seed)
         colour, _ = colour_env.reset(seed=seed)
         frames = [colour[0, 0]]
-        total = 0.0
         for _ in range(max_steps):
-            action = agent.act(obs, epsilon=epsilon)
+            action = act(obs)
             obs, reward, terminated, truncated, _ = agent_env.step(action)
             colour, colour_reward, colour_term, colour_trunc, _ = colour_env.step(action)
             if reward[0] != colour_reward[0] or terminated[0] != colour_term[0] or truncated[0] != colour_trunc[0]:
                 raise RuntimeError("colour video env diverged from the agent's env")
             frames.append(colour[0, 0])
-            total += float(reward[0])
             if terminated[0] or truncated[0]:
                 break
-        return frames, total
+        return frames
     finally:
         agent_env.close()
         colour_env.close()
 
 
-def _rendered_episode(agent: Any, config: Any, seed: int, epsilon: float, max_steps: int) -> tuple[list, float]:
+def _rendered_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.ndarray]:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     envs = make_vec_env(config.env_id, 1, seed=seed, mode="eval", env_kwargs=config.env_kwargs, render_mode="rgb_array")
     try:
         obs, _ = envs.reset(seed=seed)
         frames = [np.asarray(envs.render()[0])]
-        total = 0.0
         for _ in range(max_steps):
-            obs, reward, terminated, truncated, _ = envs.step(agent.act(obs, epsilon=epsilon))
+            obs, reward, terminated, truncated, _ = envs.step(act(obs))
             frames.append(np.asarray(envs.render()[0]))
-            total += float(reward[0])
             if terminated[0] or truncated[0]:
                 break
-        return frames, total
+        return frames
     finally:
         envs.close()
+
+
+def play_episode(act: Act, config: Any, seed: int, max_steps: int = 100_000) -> list[np.ndarray]:
+    """Full-colour frames of one evaluation episode (reset frame + one per step); ``act`` maps a batch
+    of observations to actions."""
+    play = _atari_episode if env_family(config.env_id) == "atari" else _rendered_episode
+    return play(act, config, seed, max_steps)
+
+
+def log_gif(writer: Any, tag: str, frames: list[np.ndarray], step: int, fps: int = 30, max_frames: int = 400) -> None:
+    """Log frames to TensorBoard as an animated GIF (what SummaryWriter.add_video writes, without moviepy)."""
+    import io
+
+    import imageio.v2 as imageio
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    stride = max(1, len(frames) // max_frames)
+    clip = [np.ascontiguousarray(f) for f in frames[::stride]]
+    buffer = io.BytesIO()
+    imageio.mimsave(buffer, clip, format="GIF", duration=1000 * stride / fps, loop=0)
+    height, width = clip[0].shape[:2]
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def record_video(
@@ -114,8 +136,7 @@ def record_video(
     label = label or config.env_id.replace("/", "-")
     paths = []
     for episode in range(episodes):
-        play = _atari_episode if atari else _rendered_episode
-        frames, _ = play(agent, config, seed + episode, epsilon, max_steps)
+        frames = play_episode(lambda obs: agent.act(obs, epsilon=epsilon), config, seed + episode, max_steps)
         path = unique_path(Path(out_dir), f"{label}__step{step}__ep{episode}", ".gif" if gif else ".mp4")
         if gif:
             write_gif(frames, path, fps=30)
