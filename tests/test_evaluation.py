@@ -1,0 +1,196 @@
+"""Evaluation tools: statistics against hand-checked values, video files, eval.json, groups, SB3 models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+from test_cli import assert_user_error
+
+from rlkit.cli import main
+from rlkit.stats import human_normalized, iqm, stratified_bootstrap_ci, summarize
+
+
+def test_iqm_hand_checked():
+    # sorted: 1 2 3 4 5 6 10 100 -> drop two from each end -> mean(3, 4, 5, 6) = 4.5
+    assert iqm([10, 1, 2, 3, 100, 4, 5, 6]) == pytest.approx(4.5)
+    # n=5: floor(5/4)=1 dropped from each end -> mean(2, 3, 40) = 15
+    assert iqm([1, 2, 3, 40, 500]) == pytest.approx(15.0)
+    assert iqm([7.0]) == 7.0
+
+
+def test_summary_table_values():
+    s = summarize([1, 2, 3, 4], [10, 20, 30, 40])
+    assert s["mean"] == 2.5 and s["median"] == 2.5 and s["iqm"] == 2.5
+    assert s["min"] == 1 and s["max"] == 4 and s["mean_length"] == 25
+    assert s["std"] == pytest.approx(np.std([1, 2, 3, 4]))
+
+
+def test_human_normalized_reference_scores():
+    assert human_normalized("ALE/Pong-v5", 14.6) == pytest.approx(1.0)
+    assert human_normalized("ALE/Pong-v5", -20.7) == pytest.approx(0.0)
+    assert human_normalized("ALE/Breakout-v5", 30.5) == pytest.approx(1.0)
+    assert human_normalized("CartPole-v1", 500) is None
+
+
+def test_stratified_bootstrap_resamples_within_tasks():
+    # Task A always scores 0 and task B always 1: resampling within tasks keeps the mean at exactly 0.5,
+    # while resampling across the pooled scores would not.
+    scores = np.array([[0.0, 1.0]] * 5)
+    point, low, high = stratified_bootstrap_ci(scores, np.mean, reps=500)
+    assert point == low == high == 0.5
+
+
+def test_bootstrap_ci_matches_normal_theory():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 2.0, 400)
+    point, low, high = stratified_bootstrap_ci([x], np.mean, reps=4000, seed=2)
+    half_width = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
+    assert point == pytest.approx(x.mean())
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.1)
+    assert low < x.mean() < high
+
+
+@pytest.fixture(scope="module")
+def trained_cartpole(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("eval") / "cp"
+    code = main(
+        ["train", "dqn", "--env", "CartPole-v1", "--total-steps", "2000", "--run-dir", str(run),
+         "--set", "torch_threads=1", "--set", "eval_episodes=2", "--set", "learning_starts=500"]
+    )
+    assert code == 0
+    return run
+
+
+def test_eval_json_schema_and_video_frames(trained_cartpole, capsys):
+    out_dir = trained_cartpole / "eval-test"
+    code = main(["eval", str(trained_cartpole), "--episodes", "3", "--video", "--video-episodes", "2",
+                 "--seed", "5", "--out", str(out_dir)])
+    assert code == 0
+    record = json.loads((out_dir / "eval.json").read_text())
+    for key in ("env_id", "algo", "checkpoint", "step", "seed", "epsilon", "episodes", "mean", "std", "median",
+                "iqm", "min", "max", "mean_length", "returns", "lengths", "config"):
+        assert key in record, key
+    assert record["episodes"] == 3 and len(record["returns"]) == 3 and len(record["lengths"]) == 3
+    assert record["mean"] == pytest.approx(np.mean(record["returns"]))
+    videos = sorted(out_dir.glob("*.mp4"))
+    assert [v.name.split("__")[-1] for v in videos] == ["ep0.mp4", "ep1.mp4"]
+    for video in videos:
+        reader = imageio.get_reader(str(video))
+        meta = reader.get_meta_data()
+        assert meta["codec"] == "h264" and "yuv420p" in meta["pix_fmt"]
+        frames = [frame for frame in reader]
+        assert frames[0].ndim == 3 and frames[0].shape[2] == 3
+        assert len(frames) >= 2
+    # Playing the same seed again reproduces the first video's length: episode length + 1 frames.
+    from rlkit.agents.dqn import DQN, DQNConfig
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.config import build_config
+    from rlkit.envs import make_vec_env
+
+    tensors, meta = load_checkpoint(trained_cartpole / "checkpoints" / "best.safetensors")
+    config = build_config(DQNConfig, meta["config"])
+    env = make_vec_env("CartPole-v1", 1, mode="eval")
+    agent = DQN(config, env.single_observation_space, env.single_action_space)
+    agent.load_state_dict(tensors, meta)
+    obs, _ = env.reset(seed=5)
+    length = 0
+    while True:
+        obs, _, terminated, truncated, _ = env.step(agent.act(obs))
+        length += 1
+        if terminated[0] or truncated[0]:
+            break
+    env.close()
+    assert len([f for f in imageio.get_reader(str(videos[0]))]) == length + 1
+
+
+def test_videos_are_never_overwritten(trained_cartpole):
+    out_dir = trained_cartpole / "eval-twice"
+    for _ in range(2):
+        assert main(["eval", str(trained_cartpole), "--episodes", "1", "--video", "--out", str(out_dir)]) == 0
+    assert len(list(out_dir.glob("*.mp4"))) == 2
+
+
+def test_gif_option(trained_cartpole):
+    out_dir = trained_cartpole / "eval-gif"
+    assert main(["eval", str(trained_cartpole), "--episodes", "1", "--video", "--gif", "--out", str(out_dir)]) == 0
+    (gif,) = out_dir.glob("*.gif")
+    assert len(imageio.mimread(str(gif))) >= 2
+
+
+def test_eval_bad_input(capsys, trained_cartpole, tmp_path):
+    assert_user_error(capsys, ["eval", str(trained_cartpole), "--episodes", "0"], "--episodes")
+    (tmp_path / "empty-run" / "checkpoints").mkdir(parents=True)
+    assert_user_error(capsys, ["eval", str(tmp_path / "empty-run")], "no checkpoint")
+    assert_user_error(capsys, ["eval", str(trained_cartpole), "--env", "Acrobot-v1"], "CartPole-v1", "Acrobot-v1")
+    assert_user_error(capsys, ["eval", str(trained_cartpole), "--checkpoint", "12345"], "step_000012345")
+
+
+def test_two_seeds_make_two_runs_and_one_comparison(tmp_path, capsys):
+    group = tmp_path / "group"
+    code = main(["train", "dqn", "--env", "CartPole-v1", "--seeds", "0,1", "--workers", "2", "--total-steps", "1000",
+                 "--run-dir", str(group), "--set", "torch_threads=1", "--set", "eval_episodes=2",
+                 "--set", "learning_starts=300"])
+    assert code == 0
+    runs = sorted(p.name for p in group.iterdir() if (p / "config.yaml").is_file())
+    assert runs == ["seed_0", "seed_1"]
+    capsys.readouterr()
+    assert main(["compare", str(group)]) == 0
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if line.startswith(str(group)[-40:])]
+    assert len(row) == 1 and row[0].split()[1] == "2"
+    assert main(["plot", str(group), "-o", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_bad_seeds(capsys):
+    assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--seeds", "0,x"], "--seeds")
+    assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--seeds", "1,1"], "distinct")
+
+
+@pytest.mark.parametrize("algo", ["DQN", "PPO"])
+def test_sb3_models_act_like_sb3(tmp_path, algo):
+    import gymnasium as gym
+    import stable_baselines3 as sb3
+
+    import rlkit.envs  # noqa: F401  (registers rlkit/FakeImage-v0)
+    from rlkit.sb3 import SB3Agent
+
+    for env_id, policy in (("CartPole-v1", "MlpPolicy"), ("rlkit/FakeImage-v0", "CnnPolicy")):
+        kwargs = {"buffer_size": 100} if algo == "DQN" else {"n_steps": 64, "batch_size": 64}
+        model = getattr(sb3, algo)(policy, gym.make(env_id), seed=0, **kwargs)
+        path = tmp_path / f"{algo}-{policy}.zip"
+        model.save(path)
+        agent = SB3Agent(path)
+        obs = np.stack([model.observation_space.sample() for _ in range(32)])
+        expected, _ = model.predict(obs, deterministic=True)
+        np.testing.assert_array_equal(agent.act(obs), expected)
+
+
+def test_sb3_eval_cli_and_bad_input(tmp_path, capsys):
+    import gymnasium as gym
+    from stable_baselines3 import PPO, SAC
+
+    path = tmp_path / "ppo.zip"
+    PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=64, batch_size=64).save(path)
+    assert main(["eval", "--sb3", str(path), "--env", "CartPole-v1", "--episodes", "2"]) == 0
+    assert json.loads((tmp_path / "ppo_eval" / "eval.json").read_text())["algo"] == "sb3-ppo"
+    capsys.readouterr()
+    sac = tmp_path / "sac.zip"
+    SAC("MlpPolicy", gym.make("Pendulum-v1"), buffer_size=100).save(sac)
+    assert_user_error(capsys, ["eval", "--sb3", str(sac), "--env", "Pendulum-v1"], "sac", "supports DQN, PPO")
+    assert_user_error(capsys, ["eval", "--sb3", str(path)], "--env")
+    assert_user_error(capsys, ["eval", "--sb3", str(path), "--env", "Acrobot-v1"], "expects observations")
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    assert_user_error(capsys, ["eval", "--sb3", str(tmp_path / "junk.zip"), "--env", "CartPole-v1"], "not a readable")
+
+
+def test_group_training_runs_as_separate_processes_module_entry():
+    # `python -m rlkit.cli` is the entry each seed's process uses.
+    out = subprocess.run([sys.executable, "-m", "rlkit.cli", "presets"], capture_output=True, text=True, check=True)
+    assert "atari-cpu" in out.stdout
