@@ -1,0 +1,121 @@
+"""Evaluation speed: rlkit's vectorised evaluation vs SB3's ``evaluate_policy``, same model, same episodes.
+
+Both sides play 10 full Pong games (ALE/Pong-v5: sticky actions 0.25, no reward clipping, no life-loss
+episodes) with the *same* greedy NatureCNN Q-network: rlkit's DQN agent (a trained checkpoint with
+``--checkpoint``, else a freshly initialised one) and an SB3 ``DQN("CnnPolicy")`` whose weights are copied
+from it, so both policies are identical and play games of similar length.
+
+- rlkit: ``rlkit.evaluation.evaluate`` on ale-py's C++ vector env, 10 envs (one episode each).
+- SB3: ``evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)`` on the standard SB3 Atari
+  pipeline (``make_atari_env`` with ``clip_reward=False, terminal_on_life_loss=False`` + ``VecFrameStack(4)``),
+  once with 1 env (the usual call) and once with 10 envs (``DummyVecEnv``).
+
+Printed: wall time, agent steps/s and the speed ratio (steps/s, so episode-length differences cancel).
+
+    python scripts/bench_eval.py [--checkpoint runs/RUN/checkpoints/best.safetensors] [--episodes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+def build_rlkit_agent(checkpoint: str | None, seed: int):
+    import rlkit
+    from rlkit.agents.dqn import DQN, DQNConfig
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.config import build_config
+
+    rlkit.load_plugins()
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    if checkpoint:
+        tensors, meta = load_checkpoint(checkpoint)
+        config = build_config(DQNConfig, meta["config"])
+        if config.encoder != "nature_cnn" or config.dueling:
+            raise SystemExit("--checkpoint must be a nature_cnn DQN without dueling head (SB3's architecture)")
+        agent = DQN(config, space, gym.spaces.Discrete(meta["n_actions"]))
+        agent.load_state_dict(tensors, meta)
+    else:
+        config = DQNConfig(env_id="ALE/Pong-v5", encoder="nature_cnn", seed=seed, device="cpu")
+        agent = DQN(config, space, gym.spaces.Discrete(6))
+    return agent
+
+
+def copy_into_sb3(agent, model) -> None:
+    """rlkit NatureCNN Q-network -> SB3 CnnPolicy q_net (the layers match one to one)."""
+    ours = agent.q_net.state_dict()
+    mapping = {f"features_extractor.cnn.{i}.{p}": f"encoder.convs.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
+    mapping.update({f"features_extractor.linear.0.{p}": f"encoder.head.0.{p}" for p in ("weight", "bias")})
+    mapping.update({f"q_net.{p}": f"head.{p}" for p in ("weight", "bias")})
+    state = {k: ours[v].contiguous() for k, v in mapping.items()}
+    model.policy.q_net.load_state_dict(state)
+    model.policy.q_net_target.load_state_dict(state)
+
+
+def bench_rlkit(agent, episodes: int, seed: int) -> dict:
+    from rlkit.evaluation import evaluate
+
+    start = time.perf_counter()
+    result = evaluate(lambda obs: agent.act(obs, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "steps": int(sum(result.lengths)), "mean": result.mean}
+
+
+def bench_sb3(agent, episodes: int, seed: int, n_envs: int) -> dict:
+    import ale_py
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    env = make_atari_env(
+        "ALE/Pong-v5",
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs={"frameskip": 1, "repeat_action_probability": 0.25},
+        wrapper_kwargs={"clip_reward": False, "terminal_on_life_loss": False},
+    )
+    env = VecFrameStack(env, n_stack=4)
+    model = DQN("CnnPolicy", env, buffer_size=1, learning_starts=0, device="cpu", seed=seed)
+    copy_into_sb3(agent, model)
+    start = time.perf_counter()
+    rewards, lengths = evaluate_policy(
+        model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
+    )
+    seconds = time.perf_counter() - start
+    env.close()
+    return {"seconds": seconds, "steps": int(sum(lengths)), "mean": float(np.mean(rewards))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="a nature_cnn, non-dueling rlkit DQN checkpoint (default: random init)")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    agent = build_rlkit_agent(args.checkpoint, args.seed)
+    print(f"{args.episodes} full ALE/Pong-v5 games, greedy NatureCNN DQN "
+          f"({'checkpoint ' + args.checkpoint if args.checkpoint else 'random init'}), "
+          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.2f}")
+    rows = [("rlkit evaluate, 10 envs", bench_rlkit(agent, args.episodes, args.seed))]
+    rows.append(("SB3 evaluate_policy, 1 env", bench_sb3(agent, args.episodes, args.seed, 1)))
+    rows.append((f"SB3 evaluate_policy, {args.episodes} envs", bench_sb3(agent, args.episodes, args.seed, args.episodes)))
+    print(f"{'':32s} {'wall s':>8s} {'steps':>8s} {'steps/s':>9s} {'mean return':>12s}")
+    for name, r in rows:
+        print(f"{name:32s} {r['seconds']:8.1f} {r['steps']:8d} {r['steps'] / r['seconds']:9.0f} {r['mean']:12.2f}")
+    ours = rows[0][1]["steps"] / rows[0][1]["seconds"]
+    for name, r in rows[1:]:
+        print(f"rlkit / {name}: {ours / (r['steps'] / r['seconds']):.2f}x steps/s (target >= 3x)")
+
+
+if __name__ == "__main__":
+    main()
