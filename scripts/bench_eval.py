@@ -50,7 +50,8 @@ def build_rlkit_agent(checkpoint: str | None, seed: int):
 def copy_into_sb3(agent, model) -> None:
     """rlkit NatureCNN Q-network -> SB3 CnnPolicy q_net (the layers match one to one)."""
     ours = agent.q_net.state_dict()
-    mapping = {f"features_extractor.cnn.{i}.{p}": f"encoder.convs.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
+    params = ("weight", "bias")
+    mapping = {f"features_extractor.cnn.{i}.{p}": f"encoder.convs.{i}.{p}" for i in (0, 2, 4) for p in params}
     mapping.update({f"features_extractor.linear.0.{p}": f"encoder.head.0.{p}" for p in ("weight", "bias")})
     mapping.update({f"q_net.{p}": f"head.{p}" for p in ("weight", "bias")})
     state = {k: ours[v].contiguous() for k, v in mapping.items()}
@@ -108,7 +109,8 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.2f}")
     rows = [("rlkit evaluate, 10 envs", bench_rlkit(agent, args.episodes, args.seed))]
     rows.append(("SB3 evaluate_policy, 1 env", bench_sb3(agent, args.episodes, args.seed, 1)))
-    rows.append((f"SB3 evaluate_policy, {args.episodes} envs", bench_sb3(agent, args.episodes, args.seed, args.episodes)))
+    many = bench_sb3(agent, args.episodes, args.seed, args.episodes)
+    rows.append((f"SB3 evaluate_policy, {args.episodes} envs", many))
     print(f"{'':32s} {'wall s':>8s} {'steps':>8s} {'steps/s':>9s} {'mean return':>12s}")
     for name, r in rows:
         print(f"{name:32s} {r['seconds']:8.1f} {r['steps']:8d} {r['steps'] / r['seconds']:9.0f} {r['mean']:12.2f}")
