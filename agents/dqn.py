@@ -7,7 +7,6 @@ Schaul et al. 2016 (prioritized replay), Hessel et al. 2018 (n-step in Rainbow).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import deque
 from pathlib import Path
@@ -26,8 +25,9 @@ from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tens
 from rlkit.config import TrainConfig
 from rlkit.envs import episode_stats, make_vec_env
 from rlkit.errors import RLKitError
-from rlkit.evaluation import evaluate
+from rlkit.evaluation import evaluate_during_training
 from rlkit.registry import AGENTS
+from rlkit.video import record_training_video
 from rlkit.vision.encoders import default_encoder, make_encoder
 
 
@@ -367,7 +367,7 @@ class DQN:
                         break
                 if next_video and self.global_step >= next_video:
                     next_video += cfg.video_every
-                    self.record_training_video(run)
+                    record_training_video(self, run)
                 if next_checkpoint and self.global_step >= next_checkpoint:
                     next_checkpoint += cfg.checkpoint_every
                     self.save(run.checkpoint_dir / f"step_{self.global_step:09d}.safetensors")
@@ -386,48 +386,11 @@ class DQN:
             # resumed run would compare later evaluations against a stale best and overwrite best.safetensors.
             self.save(run.checkpoint_dir / "last.safetensors")
 
-    def record_training_video(self, run: Any) -> None:
-        """One evaluation episode: mp4 under eval/ and an animated GIF under TensorBoard's videos/eval."""
-        from rlkit.video import log_gif, play_episode, unique_path, write_mp4
-
-        cfg = self.config
-        rng = np.random.default_rng(cfg.seed + 3_000_017)  # never shifts training exploration
-        frames = play_episode(lambda o: self.act(o, epsilon=cfg.eval_epsilon, rng=rng), cfg, seed=cfg.seed + 3_000_017)
-        path = unique_path(run.eval_dir, f"{run.dir.name}__step{self.global_step}__ep0", ".mp4")
-        write_mp4(frames, path, fps=30, scale=2 if len(frames[0]) < 300 else 1)
-        log_gif(run.writer, "videos/eval", frames, self.global_step)
-        run.print(f"video @ {self.global_step}: {path} ({len(frames)} frames)")
-
     def _next_multiple(self, every: int) -> int:
         return (self.global_step // every + 1) * every if every > 0 else 0
 
     def run_evaluation(self, run: Any) -> float:
-        cfg = self.config
-        started = time.time()
-        eval_rng = np.random.default_rng(cfg.seed + 1_000_003)  # evaluation never shifts training exploration
-        result = evaluate(
-            lambda o: self.act(o, epsilon=cfg.eval_epsilon, rng=eval_rng),
-            cfg.env_id,
-            cfg.eval_episodes,
-            seed=cfg.seed + 1_000_003,
-            env_kwargs=cfg.env_kwargs,
-            num_envs=min(cfg.eval_episodes, 10),
-        )
-        summary = result.summary()
-        run.log_scalars({"eval/mean_return": summary["mean"], "eval/std_return": summary["std"]}, self.global_step)
-        record = {"step": self.global_step, **summary, "returns": result.returns, "lengths": result.lengths}
-        with open(run.eval_dir / "evaluations.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        improved = summary["mean"] > self.best_eval
-        if improved:
-            self.best_eval = summary["mean"]
-            self.save(run.checkpoint_dir / "best.safetensors")
-        run.print(
-            f"eval @ {self.global_step}: mean {summary['mean']:.2f} +/- {summary['std']:.2f} over "
-            f"{summary['episodes']} episodes (min {summary['min']:.0f}, max {summary['max']:.0f})"
-            f"{' new best' if improved else ''} [{time.time() - started:.0f}s]"
-        )
-        return summary["mean"]
+        return evaluate_during_training(self, run)
 
     # ---- checkpoint state ----------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -144,3 +144,17 @@ def record_video(
             write_mp4(frames, path, fps=30, scale=2 if atari else 1)
         paths.append(path)
     return paths
+
+
+def record_training_video(agent: Any, run: Any) -> Path:
+    """One evaluation episode of a training agent: mp4 under eval/ and a GIF under TensorBoard videos/eval."""
+    cfg = agent.config
+    seed = cfg.seed + 3_000_017
+    rng = np.random.default_rng(seed)  # never shifts training exploration
+    epsilon = getattr(cfg, "eval_epsilon", 0.0)
+    frames = play_episode(lambda obs: agent.act(obs, epsilon=epsilon, rng=rng), cfg, seed=seed)
+    path = unique_path(run.eval_dir, f"{run.dir.name}__step{agent.global_step}__ep0", ".mp4")
+    write_mp4(frames, path, fps=30, scale=2 if len(frames[0]) < 300 else 1)
+    log_gif(run.writer, "videos/eval", frames, agent.global_step)
+    run.print(f"video @ {agent.global_step}: {path} ({len(frames)} frames)")
+    return path
