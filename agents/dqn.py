@@ -7,8 +7,6 @@ Schaul et al. 2016 (prioritized replay), Hessel et al. 2018 (n-step in Rainbow).
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,11 +21,10 @@ from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
 from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays, save_checkpoint
 from rlkit.config import TrainConfig
-from rlkit.envs import episode_stats, make_vec_env
+from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
-from rlkit.evaluation import evaluate_during_training
+from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
-from rlkit.video import record_training_video
 from rlkit.vision.encoders import default_encoder, make_encoder
 
 
@@ -309,15 +306,8 @@ class DQN:
                 reset_step=np.ones(cfg.num_envs, bool),
             )
         reset_next = np.zeros(cfg.num_envs, dtype=bool)
-        recent_returns: deque[float] = deque(maxlen=20)
-        progress = run.progress(cfg.total_steps, self.global_step)
-        last_log_step, last_log_time = self.global_step, time.time()
-        next_log = self.global_step + cfg.log_every
-        next_eval = self._next_multiple(cfg.eval_every)
-        next_checkpoint = self._next_multiple(cfg.checkpoint_every)
-        next_video = self._next_multiple(cfg.video_every)
+        monitor = LoopMonitor(self, run)
         losses: dict[str, float] = {}
-        stopped_early = False
         try:
             while self.global_step < cfg.total_steps and not run.stop_requested:
                 epsilon = self.epsilon()
@@ -327,10 +317,7 @@ class DQN:
                 reset_next = terminated | truncated
                 obs = next_obs
                 self.global_step += cfg.num_envs
-                for _, ret, length in episode_stats(info):
-                    self.episodes += 1
-                    recent_returns.append(ret)
-                    run.log_scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, self.global_step)
+                monitor.episodes(info)
 
                 if self.global_step >= self.learning_starts_at and buffer.can_sample():
                     while self.next_train_step <= self.global_step:
@@ -344,53 +331,13 @@ class DQN:
                     self.next_train_step = self.global_step
                     self.next_target_step = self.global_step
 
-                if self.global_step >= next_log:
-                    now = time.time()
-                    sps = (self.global_step - last_log_step) / max(now - last_log_time, 1e-9)
-                    last_log_step, last_log_time = self.global_step, now
-                    scalars = {"charts/sps": sps, "charts/epsilon": epsilon}
-                    scalars.update({f"losses/{k}": v for k, v in losses.items()})
-                    run.log_scalars(scalars, self.global_step)
-                    next_log += cfg.log_every
-                    stats = {"eps": f"{epsilon:.3f}"}
-                    if recent_returns:
-                        stats["ret"] = f"{np.mean(recent_returns):.1f}"
-                    if self.best_eval > -float("inf"):
-                        stats["best_eval"] = f"{self.best_eval:.1f}"
-                    progress.update(self.global_step, stats)
-                if next_eval and self.global_step >= next_eval:
-                    next_eval += cfg.eval_every
-                    mean = self.run_evaluation(run)
-                    if cfg.stop_at_return is not None and mean >= cfg.stop_at_return:
-                        run.print(f"eval mean return {mean:.2f} >= stop_at_return {cfg.stop_at_return}: stopping")
-                        stopped_early = True
-                        break
-                if next_video and self.global_step >= next_video:
-                    next_video += cfg.video_every
-                    record_training_video(self, run)
-                if next_checkpoint and self.global_step >= next_checkpoint:
-                    next_checkpoint += cfg.checkpoint_every
-                    self.save(run.checkpoint_dir / f"step_{self.global_step:09d}.safetensors")
-                    self.save(run.checkpoint_dir / "last.safetensors", with_buffer=True)
+                if monitor.tick({"charts/epsilon": epsilon, **{f"losses/{k}": v for k, v in losses.items()}}):
+                    break
         finally:
-            progress.close()
             envs.close()
             # Ctrl-C, SIGTERM, an error or the end: the last state is always on disk.
             self.save(run.checkpoint_dir / "last.safetensors", with_buffer=True)
-        if run.stop_requested:
-            run.print(f"stopped at step {self.global_step}; resume with: rlkit train --resume {run.dir}")
-            return
-        if not stopped_early and (not cfg.eval_every or self.global_step % cfg.eval_every):
-            self.run_evaluation(run)
-            # last.safetensors was written before this evaluation: record its best_eval there too, or a
-            # resumed run would compare later evaluations against a stale best and overwrite best.safetensors.
-            self.save(run.checkpoint_dir / "last.safetensors")
-
-    def _next_multiple(self, every: int) -> int:
-        return (self.global_step // every + 1) * every if every > 0 else 0
-
-    def run_evaluation(self, run: Any) -> float:
-        return evaluate_during_training(self, run)
+        monitor.finish()
 
     # ---- checkpoint state ----------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
