@@ -16,6 +16,8 @@ from rlkit.errors import RLKitError, suggest
 
 gym.register(id="rlkit/FakeImage-v0", entry_point="rlkit.envs.fake:FakeImageEnv", max_episode_steps=1000)
 
+EVAL_MAX_EPISODE_STEPS = 10_000  # evaluation episodes of envs without a time limit (CliffWalking) must end
+
 FAMILY_BY_ENTRY = {
     "ale_py": "atari",
     "gymnasium.envs.classic_control": "classic-control",
@@ -111,6 +113,8 @@ def make_vec_env(
         envs.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]
     else:
         spec = env_spec(env_id)
+        if mode == "eval" and spec.max_episode_steps is None and "max_episode_steps" not in env_kwargs:
+            env_kwargs["max_episode_steps"] = EVAL_MAX_EPISODE_STEPS
         try:
             envs = gym.make_vec(
                 spec.id,
