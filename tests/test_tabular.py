@@ -74,16 +74,19 @@ def test_softmax_and_epsilon_policies():
     np.testing.assert_allclose(agent.policy_probs(np.array([0]), 1.0)[0], expected)
 
 
-# Q-learning is off-policy: with a uniformly random behaviour policy it learns Q* on every reachable state.
-# Deterministic envs use step size 1 (each backup exact); stochastic ones the 1/n(s,a)**0.6 schedule.
+# Q-learning is off-policy: it learns Q* on every state-action its behaviour keeps visiting. Deterministic
+# envs use step size 1 (each backup exact) with optimistic initial values (FrozenLake's returns are <= 1,
+# CliffWalking's <= 0) and epsilon 0.3, which drive the agent to every reachable state; Taxi and slippery
+# FrozenLake use a uniformly random behaviour policy, the latter with 1/n(s,a)**0.6 step sizes.
 # (env id, env kwargs, step budget, overrides): the documented budgets within which the greedy policy is optimal.
-DETERMINISTIC = ["lr_schedule=constant", "lr=1.0"]
+OPTIMISTIC = ["lr_schedule=constant", "lr=1.0", "exploration_start=0.3", "exploration_end=0.3"]
+RANDOM = ["exploration_start=1.0", "exploration_end=1.0"]
 CASES = [
-    ("FrozenLake-v1", {"is_slippery": False}, 20_000, DETERMINISTIC),
-    ("FrozenLake-v1", {"map_name": "8x8", "is_slippery": False}, 300_000, DETERMINISTIC),
-    ("CliffWalking-v1", {}, 50_000, DETERMINISTIC),
-    ("Taxi-v4", {}, 300_000, DETERMINISTIC),
-    ("FrozenLake-v1", {"is_slippery": True}, 500_000, []),
+    ("FrozenLake-v1", {"is_slippery": False}, 20_000, [*OPTIMISTIC, "initial_q=1.0"]),
+    ("FrozenLake-v1", {"map_name": "8x8", "is_slippery": False}, 50_000, [*OPTIMISTIC, "initial_q=1.0"]),
+    ("CliffWalking-v1", {}, 50_000, OPTIMISTIC),
+    ("Taxi-v4", {}, 300_000, [*RANDOM, "lr_schedule=constant", "lr=1.0"]),
+    ("FrozenLake-v1", {"is_slippery": True}, 500_000, RANDOM),
 ]
 
 
@@ -94,8 +97,7 @@ CASES = [
 def test_q_learning_greedy_policy_is_optimal(tmp_path, env_id, env_kwargs, steps, overrides):
     run = tmp_path / "run"
     args = ["train", "q_learning", "--env", env_id, "--total-steps", str(steps), "--run-dir", str(run),
-            "--set", "eval_every=0", "--set", "eval_episodes=10", "--set", "exploration_start=1.0",
-            "--set", "exploration_end=1.0"]
+            "--set", "eval_every=0", "--set", "eval_episodes=10"]
     for item in overrides:
         args += ["--set", item]
     for key, value in env_kwargs.items():
