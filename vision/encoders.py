@@ -89,7 +89,12 @@ class SmallNatureCNN(NatureCNN):
 class MLP(Encoder):
     """Fully connected ReLU layers (default 256-256) on flattened vector observations."""
 
-    def __init__(self, observation_space: gym.spaces.Space, hidden: tuple[int, ...] = (256, 256)) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        hidden: tuple[int, ...] = (256, 256),
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
         super().__init__()
         if not isinstance(observation_space, gym.spaces.Box):
             raise RLKitError(
@@ -100,13 +105,21 @@ class MLP(Encoder):
         layers: list[nn.Module] = [nn.Flatten()]
         size = int(np.prod(observation_space.shape))
         for width in hidden:
-            layers += [nn.Linear(size, width), nn.ReLU()]
+            layers += [nn.Linear(size, width), activation()]
             size = width
         self.net = nn.Sequential(*layers)
         self.features_dim = size
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+@ENCODERS.register("mlp_tanh")
+class TanhMLP(MLP):
+    """Two tanh layers of 64 units: the usual actor / critic network of PPO and A2C on vector observations."""
+
+    def __init__(self, observation_space: gym.spaces.Space) -> None:
+        super().__init__(observation_space, hidden=(64, 64), activation=nn.Tanh)
 
 
 def make_encoder(name: str, observation_space: gym.spaces.Space) -> Encoder:

@@ -1,0 +1,459 @@
+"""Policy-gradient family on vectorised envs: PPO (Schulman et al. 2017) and A2C (Mnih et al. 2016).
+
+A2C is the same loop with one full-batch gradient step per rollout and no clipping. Discrete actions use a
+categorical policy; Box actions a Gaussian with state-independent log-std, optionally squashed by tanh with
+the change-of-variables log-prob correction. Advantages are GAE(lambda); a truncated episode bootstraps from
+the value of its final observation (next-step autoreset keeps it in the rollout, on the reset step, which is
+masked out of the loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlkit.agents.dqn import resolve_device
+from rlkit.agents.optim import OptimizerName, make_optimizer
+from rlkit.agents.schedules import linear_schedule, lr_multiplier
+from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from rlkit.config import TrainConfig
+from rlkit.envs import make_vec_env
+from rlkit.errors import RLKitError
+from rlkit.loop import LoopMonitor
+from rlkit.registry import AGENTS
+from rlkit.vision.encoders import make_encoder
+
+
+@dataclasses.dataclass
+class PPOConfig(TrainConfig):
+    """PPO settings (defaults: CleanRL's ppo.py for classic control)."""
+
+    encoder: str = "auto"
+    """Registered encoder; auto: nature_cnn (shared by actor and critic) for images, separate mlp_tanh otherwise."""
+    num_envs: int = 4
+    """Parallel environments."""
+    rollout_steps: int = 128
+    """Steps per env per rollout (batch = num_envs x rollout_steps)."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    minibatches: int = 4
+    """Minibatches per pass."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (1: Monte-Carlo advantages)."""
+    clip_range: float = 0.2
+    """PPO ratio clip (0: no clipping, the plain policy gradient as in A2C)."""
+    anneal_clip: bool = False
+    """Anneal the clip range linearly to 0 with training progress."""
+    clip_value_loss: bool = True
+    """Clip the value update around the rollout's values with clip_range."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+    normalize_advantages: bool = True
+    """Normalise advantages in each minibatch."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip (0: off)."""
+    target_kl: float | None = None
+    """Stop a rollout's epochs early once the approximate KL exceeds this."""
+    optimizer: OptimizerName = "adam"
+    """adam, adamw, rmsprop, adagrad or sgd (momentum 0.9)."""
+    lr: float = 2.5e-4
+    """Learning rate at the start."""
+    lr_schedule: Literal["constant", "linear", "cosine", "step"] = "linear"
+    """Learning-rate schedule over training (step: halve every quarter)."""
+    optimizer_eps: float = 1e-5
+    """Optimizer epsilon (Adam / RMSprop)."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of a Gaussian policy."""
+    squash: bool = False
+    """tanh-squash Gaussian actions into the action bounds (else: clip at the env)."""
+    normalize_observations: bool = False
+    """Running mean/std normalisation of vector observations (saved with checkpoints)."""
+    normalize_rewards: bool = False
+    """Scale rewards by the running std of the discounted return."""
+    eval_deterministic: bool = True
+    """Evaluate with the distribution's mode (argmax / mean) rather than samples."""
+
+
+@dataclasses.dataclass
+class A2CConfig(PPOConfig):
+    """A2C settings (defaults: SB3's A2C)."""
+
+    num_envs: int = 8
+    rollout_steps: int = 5
+    epochs: int = 1
+    minibatches: int = 1
+    gae_lambda: float = 1.0
+    clip_range: float = 0.0
+    clip_value_loss: bool = False
+    normalize_advantages: bool = False
+    optimizer: OptimizerName = "rmsprop"
+    lr: float = 7e-4
+    lr_schedule: Literal["constant", "linear", "cosine", "step"] = "constant"
+
+
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_value: np.ndarray,
+    terminated: np.ndarray,
+    ended: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimates and returns for (T, N) arrays.
+
+    ``values[t]`` is V(obs_t); the value after step t is ``values[t + 1]`` (``next_value`` after the last
+    step), which after a truncation is the final observation's value. No bootstrap past a termination; the
+    advantage recursion stops at every episode end (``ended`` = terminated or truncated).
+    """
+    steps = len(rewards)
+    advantages = np.zeros_like(rewards, dtype=np.float64)
+    last = np.zeros(rewards.shape[1:], dtype=np.float64)
+    for t in reversed(range(steps)):
+        following = values[t + 1] if t + 1 < steps else next_value
+        delta = rewards[t] + gamma * following * (1.0 - terminated[t]) - values[t]
+        last = delta + gamma * lam * (1.0 - ended[t]) * last
+        advantages[t] = last
+    return advantages.astype(np.float32), (advantages + values).astype(np.float32)
+
+
+class RunningMeanStd:
+    """Running mean and variance (parallel algorithm of Chan et al.)."""
+
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        self.mean = np.zeros(shape)
+        self.var = np.ones(shape)
+        self.count = 1e-4
+
+    def update(self, x: np.ndarray) -> None:
+        batch_mean, batch_var, n = x.mean(axis=0), x.var(axis=0), x.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+
+class ActorCritic(nn.Module):
+    """Policy and value heads over one shared encoder (images) or two separate ones (vectors)."""
+
+    def __init__(self, config: PPOConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
+        super().__init__()
+        image = isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
+        name = config.encoder if config.encoder != "auto" else ("nature_cnn" if image else "mlp_tanh")
+        self.actor_encoder = make_encoder(name, observation_space)
+        self.critic_encoder = None if image else make_encoder(name, observation_space)
+        features = self.actor_encoder.features_dim
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        if self.discrete:
+            self.policy_head = nn.Linear(features, int(action_space.n))
+        else:
+            dim = int(np.prod(action_space.shape))
+            self.policy_head = nn.Linear(features, dim)
+            self.log_std = nn.Parameter(torch.full((dim,), float(config.log_std_init)))
+        self.value_head = nn.Linear(features, 1)
+        self.squash = config.squash
+        # Orthogonal initialisation (as in the PPO implementations we compare against).
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.orthogonal_(module.weight, math.sqrt(2))
+                nn.init.zeros_(module.bias)
+        nn.init.orthogonal_(self.policy_head.weight, 0.01)
+        nn.init.orthogonal_(self.value_head.weight, 1.0)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        encoder = self.critic_encoder if self.critic_encoder is not None else self.actor_encoder
+        return self.value_head(encoder(obs)).squeeze(-1)
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
+        out = self.policy_head(self.actor_encoder(obs))
+        if self.discrete:
+            return torch.distributions.Categorical(logits=out)
+        return torch.distributions.Normal(out, self.log_std.exp().expand_as(out))
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of stored (pre-squash) actions and the policy entropy."""
+        dist = self.distribution(obs)
+        if self.discrete:
+            return dist.log_prob(actions.long()), dist.entropy()
+        log_prob = dist.log_prob(actions).sum(-1)
+        if not self.squash:
+            return log_prob, dist.entropy().sum(-1)
+        log_prob = log_prob - tanh_log_det(actions)
+        return log_prob, -log_prob  # no closed form under tanh: a one-sample entropy estimate
+
+
+def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
+    """sum log(1 - tanh(u)^2), computed stably as 2 * (log 2 - u - softplus(-2u))."""
+    return (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
+
+class PPO:
+    """Proximal policy optimisation; ``A2C`` below is the same loop with A2C's settings."""
+
+    Config = PPOConfig
+    name = "ppo"
+
+    def __init__(self, config: PPOConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
+        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise RLKitError(f"{self.name} supports Discrete and Box actions, not {action_space}.")
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise RLKitError(
+                f"{self.name} needs Box observations, got {observation_space}; for Discrete observations use "
+                "q_learning, sarsa or expected_sarsa."
+            )
+        self.config = config
+        self.observation_space, self.action_space = observation_space, action_space
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.net = ActorCritic(config, observation_space, action_space).to(self.device)
+        self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr, eps=config.optimizer_eps)
+        self.rng = np.random.default_rng(config.seed)
+        self.obs_rms = RunningMeanStd(observation_space.shape) if config.normalize_observations else None
+        self.return_rms = RunningMeanStd() if config.normalize_rewards else None
+        self.global_step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.best_eval = -float("inf")
+
+    # ---- acting --------------------------------------------------------------------------------------
+    def _obs(self, observations: np.ndarray) -> torch.Tensor:
+        obs = np.asarray(observations)
+        if self.obs_rms is not None:
+            obs = np.clip((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8), -10, 10).astype(np.float32)
+        return torch.as_tensor(obs, device=self.device)
+
+    def to_env_action(self, actions: np.ndarray) -> np.ndarray:
+        """Map sampled (pre-squash) actions to the env's action space."""
+        if self.net.discrete:
+            return actions.astype(np.int64)
+        low, high = self.action_space.low, self.action_space.high
+        if self.config.squash:
+            return (low + (np.tanh(actions) + 1.0) * 0.5 * (high - low)).astype(np.float32)
+        return np.clip(actions, low, high).astype(np.float32)
+
+    @torch.no_grad()
+    def act(
+        self,
+        observations: np.ndarray,
+        deterministic: bool = True,
+        epsilon: float | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Env actions for a batch: the distribution's mode when deterministic, else a sample."""
+        deterministic = deterministic and self.config.eval_deterministic
+        dist = self.net.distribution(self._obs(observations))
+        if deterministic:
+            raw = dist.probs.argmax(-1) if self.net.discrete else dist.mean
+        else:
+            raw = dist.sample()
+        return self.to_env_action(raw.cpu().numpy())
+
+    # ---- learning ------------------------------------------------------------------------------------
+    def learn(self, run: Any) -> None:
+        """Collect ``rollout_steps`` x ``num_envs`` steps, compute GAE, optimise, repeat."""
+        cfg = self.config
+        envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
+        T, N = cfg.rollout_steps, cfg.num_envs
+        obs_shape, act_shape = self.observation_space.shape, self.action_space.shape
+        obs_dtype = np.uint8 if self.observation_space.dtype == np.uint8 else np.float32
+        buf_obs = np.zeros((T, N, *obs_shape), dtype=obs_dtype)
+        buf_actions = np.zeros((T, N, *act_shape), dtype=np.int64 if self.net.discrete else np.float32)
+        buf_logp, buf_values, buf_rewards = (np.zeros((T, N), np.float32) for _ in range(3))
+        buf_term, buf_ended, buf_valid = (np.zeros((T, N), np.float32) for _ in range(3))
+        reset_seed = cfg.seed if self.global_step == 0 else cfg.seed + 7919 * (1 + self.global_step)
+        obs, _ = envs.reset(seed=reset_seed)
+        reset_next = np.zeros(N, dtype=bool)
+        discounted_return = np.zeros(N)
+        monitor = LoopMonitor(self, run)
+        stats: dict[str, float] = {}
+        try:
+            while self.global_step < cfg.total_steps and not run.stop_requested:
+                progress = self.global_step / cfg.total_steps
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, progress)
+                for t in range(T):
+                    if self.obs_rms is not None:
+                        self.obs_rms.update(np.asarray(obs, dtype=np.float64))
+                    obs_tensor = self._obs(obs)
+                    with torch.no_grad():
+                        dist = self.net.distribution(obs_tensor)
+                        raw = dist.sample()
+                        logp = dist.log_prob(raw) if self.net.discrete else dist.log_prob(raw).sum(-1)
+                        if self.config.squash and not self.net.discrete:
+                            logp = logp - tanh_log_det(raw)
+                        value = self.net.value(obs_tensor)
+                    actions = raw.cpu().numpy()
+                    next_obs, rewards, terminated, truncated, info = envs.step(self.to_env_action(actions))
+                    rewards = np.asarray(rewards, dtype=np.float64)
+                    if self.return_rms is not None:
+                        discounted_return = discounted_return * cfg.gamma * (~reset_next) + rewards
+                        self.return_rms.update(discounted_return[~reset_next][:, None].reshape(-1))
+                        rewards = rewards / math.sqrt(self.return_rms.var + 1e-8)
+                    buf_obs[t], buf_actions[t] = obs_tensor.cpu().numpy(), actions  # normalised if enabled
+                    buf_logp[t], buf_values[t] = logp.cpu().numpy(), value.cpu().numpy()
+                    buf_rewards[t] = rewards
+                    buf_term[t], buf_ended[t] = terminated, terminated | truncated
+                    buf_valid[t] = ~reset_next
+                    reset_next = terminated | truncated
+                    obs = next_obs
+                    self.global_step += N
+                    monitor.episodes(info)
+                with torch.no_grad():
+                    next_value = self.net.value(self._obs(obs)).cpu().numpy()
+                advantages, returns = gae(
+                    buf_rewards, buf_values, next_value, buf_term, buf_ended, cfg.gamma, cfg.gae_lambda
+                )
+                stats = self.optimise(buf_obs, buf_actions, buf_logp, buf_values, advantages, returns, buf_valid)
+                stats["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+                if monitor.tick(stats):
+                    break
+        finally:
+            envs.close()
+            self.save(run.checkpoint_dir / "last.safetensors")
+        monitor.finish()
+
+    def clip_range(self) -> float:
+        cfg = self.config
+        if cfg.clip_range <= 0:
+            return 0.0
+        if not cfg.anneal_clip:
+            return cfg.clip_range
+        return linear_schedule(cfg.clip_range, 0.0, cfg.total_steps, self.global_step)
+
+    def optimise(self, obs, actions, old_logp, old_values, advantages, returns, valid) -> dict[str, float]:
+        """Epochs of minibatch updates on one rollout (reset steps excluded); returns loss statistics."""
+        cfg = self.config
+        keep = valid.reshape(-1) > 0
+        flat = lambda a: torch.as_tensor(a.reshape(-1, *a.shape[2:])[keep], device=self.device)  # noqa: E731
+        b_obs, b_actions, b_logp = flat(obs), flat(actions), flat(old_logp)
+        b_values, b_adv, b_returns = flat(old_values), flat(advantages), flat(returns)
+        size = len(b_logp)
+        minibatch = max(1, size // cfg.minibatches)
+        clip = self.clip_range()
+        log: dict[str, list[float]] = {"pg": [], "value": [], "entropy": [], "kl": [], "clipfrac": []}
+        for _ in range(cfg.epochs):
+            order = torch.as_tensor(self.rng.permutation(size), device=self.device)
+            for start in range(0, size, minibatch):
+                idx = order[start : start + minibatch]
+                new_logp, entropy = self.net.log_prob_entropy(b_obs[idx], b_actions[idx])
+                values = self.net.value(b_obs[idx])
+                log_ratio = new_logp - b_logp[idx]
+                ratio = log_ratio.exp()
+                adv = b_adv[idx]
+                if cfg.normalize_advantages and len(idx) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                if clip > 0:
+                    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+                else:
+                    pg_loss = -(adv * new_logp).mean()
+                if cfg.clip_value_loss and clip > 0:
+                    clipped = b_values[idx] + (values - b_values[idx]).clamp(-clip, clip)
+                    v_loss = 0.5 * torch.max((values - b_returns[idx]) ** 2, (clipped - b_returns[idx]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((values - b_returns[idx]) ** 2).mean()
+                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.updates += 1
+                with torch.no_grad():
+                    log["kl"].append(float(((ratio - 1) - log_ratio).mean()))
+                    log["clipfrac"].append(float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0)
+                log["pg"].append(float(pg_loss.detach()))
+                log["value"].append(float(v_loss.detach()))
+                log["entropy"].append(float(entropy.mean().detach()))
+            if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
+                break
+        return {
+            "losses/policy": float(np.mean(log["pg"])),
+            "losses/value": float(np.mean(log["value"])),
+            "losses/entropy": float(np.mean(log["entropy"])),
+            "losses/approx_kl": float(np.mean(log["kl"])),
+            "losses/clip_fraction": float(np.mean(log["clipfrac"])),
+        }
+
+    # ---- checkpoint state ----------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        optim_tensors, optim_meta = optimizer_tensors(self.optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        normalizers = {}
+        for name, rms in (("obs_rms", self.obs_rms), ("return_rms", self.return_rms)):
+            if rms is not None:
+                tensors[f"{name}.mean"] = torch.as_tensor(np.asarray(rms.mean, dtype=np.float64))
+                tensors[f"{name}.var"] = torch.as_tensor(np.asarray(rms.var, dtype=np.float64))
+                normalizers[name] = rms.count
+        meta = {
+            "algo": self.name,
+            "config": dataclasses.asdict(self.config),
+            "observation_shape": list(self.observation_space.shape),
+            "action_space": str(self.action_space),
+            "counters": {
+                "global_step": self.global_step,
+                "updates": self.updates,
+                "episodes": self.episodes,
+                "best_eval": self.best_eval if np.isfinite(self.best_eval) else None,
+            },
+            "optimizer": optim_meta,
+            "normalizer_counts": normalizers,
+            "rng": {"numpy": self.rng.bit_generator.state},
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("algo") != self.name:
+            raise RLKitError(f"checkpoint is for algorithm {meta.get('algo')!r}, not {self.name}.")
+        if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["action_space"] != str(
+            self.action_space
+        ):
+            raise RLKitError(
+                f"checkpoint expects observations {meta['observation_shape']} and actions {meta['action_space']}; "
+                f"this env has {list(self.observation_space.shape)} and {self.action_space}; use the checkpoint's env."
+            )
+        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        load_optimizer_tensors(self.optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        for name, rms in (("obs_rms", self.obs_rms), ("return_rms", self.return_rms)):
+            if rms is not None and f"{name}.mean" in tensors:
+                rms.mean = tensors[f"{name}.mean"].numpy()
+                rms.var = tensors[f"{name}.var"].numpy()
+                rms.count = meta["normalizer_counts"][name]
+        counters = meta["counters"]
+        self.global_step, self.updates = counters["global_step"], counters["updates"]
+        self.episodes = counters["episodes"]
+        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+        self.rng.bit_generator.state = meta["rng"]["numpy"]
+
+    def save(self, path: Path, with_buffer: bool = False) -> None:
+        tensors, meta = self.state_dict()
+        save_checkpoint(path, tensors, meta)
+
+    def restore_buffer(self, checkpoint_dir: Path) -> bool:
+        return False  # on-policy: nothing to restore
+
+
+AGENTS.register("ppo")(PPO)
+
+
+@AGENTS.register("a2c")
+class A2C(PPO):
+    """Advantage actor-critic: one full-batch step per 5-step rollout, RMSprop (SB3's A2C defaults)."""
+
+    Config = A2CConfig
+    name = "a2c"
