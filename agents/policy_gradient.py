@@ -195,6 +195,31 @@ class ActorCritic(nn.Module):
         return log_prob, -log_prob  # no closed form under tanh: a one-sample entropy estimate
 
 
+def ppo_losses(
+    new_logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip: float,
+    clip_value: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Policy loss ``mean(max(-A r, -A clip(r, 1-c, 1+c)))`` with ``r = exp(new - old)`` (``-mean(A log pi)``
+    when ``clip`` is 0), and value loss ``0.5 mean((V - R)^2)``, its update clipped around the old values."""
+    if clip > 0:
+        ratio = (new_logp - old_logp).exp()
+        pg_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
+    else:
+        pg_loss = -(advantages * new_logp).mean()
+    if clip_value and clip > 0:
+        clipped = old_values + (values - old_values).clamp(-clip, clip)
+        v_loss = 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((values - returns) ** 2).mean()
+    return pg_loss, v_loss
+
+
 def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
     """sum log(1 - tanh(u)^2), computed stably as 2 * (log 2 - u - softplus(-2u))."""
     return (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
@@ -355,15 +380,9 @@ class PPO:
                 adv = b_adv[idx]
                 if cfg.normalize_advantages and len(idx) > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                if clip > 0:
-                    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
-                else:
-                    pg_loss = -(adv * new_logp).mean()
-                if cfg.clip_value_loss and clip > 0:
-                    clipped = b_values[idx] + (values - b_values[idx]).clamp(-clip, clip)
-                    v_loss = 0.5 * torch.max((values - b_returns[idx]) ** 2, (clipped - b_returns[idx]) ** 2).mean()
-                else:
-                    v_loss = 0.5 * ((values - b_returns[idx]) ** 2).mean()
+                pg_loss, v_loss = ppo_losses(
+                    new_logp, b_logp[idx], adv, values, b_values[idx], b_returns[idx], clip, cfg.clip_value_loss
+                )
                 loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

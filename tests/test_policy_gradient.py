@@ -1,0 +1,149 @@
+"""Policy-gradient pieces against hand-computed values and torch.distributions; learning checks (slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from test_cli import assert_user_error
+
+from rlkit.agents.policy_gradient import PPO, ActorCritic, PPOConfig, gae, ppo_losses, tanh_log_det
+from rlkit.agents.schedules import lr_multiplier
+from rlkit.cli import main
+
+
+def test_gae_hand_computed_with_termination_and_truncation():
+    # One env, 4 steps, gamma 0.9, lambda 0.5. Step 1 terminates; step 3 is truncated.
+    # values[t] = V(obs_t); values[2] is the reset step's obs (masked in training; not used below t=2's cut).
+    rewards = np.array([[1.0], [2.0], [0.0], [3.0]])
+    values = np.array([[0.5], [1.0], [9.0], [2.0]])
+    next_value = np.array([4.0])  # V(final obs of the truncated episode)
+    terminated = np.array([[0.0], [1.0], [0.0], [0.0]])
+    ended = np.array([[0.0], [1.0], [0.0], [1.0]])
+    adv, ret = gae(rewards, values, next_value, terminated, ended, gamma=0.9, lam=0.5)
+    d3 = 3.0 + 0.9 * 4.0 - 2.0  # truncation: bootstrap from the final observation's value
+    d2 = 0.0 + 0.9 * 2.0 - 9.0
+    d1 = 2.0 - 1.0  # termination: no bootstrap
+    d0 = 1.0 + 0.9 * 1.0 - 0.5
+    # step 2 starts a new episode and is followed by step 3 of it; step 0's recursion stops at step 1's end.
+    expected = [d0 + 0.45 * d1, d1, d2 + 0.45 * d3, d3]
+    np.testing.assert_allclose(adv[:, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(ret[:, 0], np.array(expected) + values[:, 0], rtol=1e-6)
+
+
+def test_gae_lambda_one_is_discounted_return_minus_value():
+    rewards = np.array([[1.0], [1.0], [1.0]])
+    values = np.array([[0.2], [0.3], [0.4]])
+    zeros = np.zeros((3, 1))
+    adv, ret = gae(rewards, values, np.array([0.0]), zeros, zeros, gamma=0.5, lam=1.0)
+    np.testing.assert_allclose(ret[:, 0], [1 + 0.5 + 0.25, 1 + 0.5, 1.0], rtol=1e-6)
+
+
+def test_ppo_clipped_objective_hand_built():
+    new = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.7]))
+    old = torch.zeros(4)
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    # ratios 1.5, 0.5, 1.1, 0.7 with clip 0.2: terms max(-A r, -A clip(r)):
+    # A=+1, r=1.5 -> max(-1.5, -1.2) = -1.2; A=+1, r=0.5 -> max(-0.5, -0.8) = -0.5
+    # A=-1, r=1.1 -> max(1.1, 1.1) = 1.1;    A=-1, r=0.7 -> max(0.7, 0.8) = 0.8
+    values, old_values, returns = torch.tensor([2.0, 0.0, 1.0, 1.0]), torch.ones(4), torch.tensor([3.0, 0.0, 1.0, 1.0])
+    pg, v = ppo_losses(new, old, adv, values, old_values, returns, clip=0.2, clip_value=True)
+    assert float(pg) == pytest.approx((-1.2 - 0.5 + 1.1 + 0.8) / 4)
+    # value clipping: V=2 (old 1) -> clipped 1.2: max((2-3)^2, (1.2-3)^2) = 3.24; V=0 -> clipped 0.8: max(0, .64)
+    assert float(v) == pytest.approx(0.5 * (3.24 + 0.64 + 0 + 0) / 4)
+    pg0, v0 = ppo_losses(new, old, adv, values, old_values, returns, clip=0.0, clip_value=True)
+    assert float(pg0) == pytest.approx(float(-(adv * new).mean()))
+    assert float(v0) == pytest.approx(0.5 * (1 + 0 + 0 + 0) / 4)
+
+
+def _policy(action_space, squash=False):
+    config = PPOConfig(env_id="Pendulum-v1", squash=squash, log_std_init=-0.3)
+    torch.manual_seed(0)
+    return ActorCritic(config, gym.spaces.Box(-1, 1, (3,), np.float32), action_space)
+
+
+def test_gaussian_log_prob_and_entropy_match_torch():
+    net = _policy(gym.spaces.Box(-2, 2, (2,), np.float32))
+    obs, actions = torch.randn(5, 3), torch.randn(5, 2)
+    logp, entropy = net.log_prob_entropy(obs, actions)
+    mean = net.policy_head(net.actor_encoder(obs))
+    ref = torch.distributions.Independent(torch.distributions.Normal(mean, net.log_std.exp()), 1)
+    torch.testing.assert_close(logp, ref.log_prob(actions))
+    torch.testing.assert_close(entropy, ref.entropy())
+
+
+def test_tanh_squashed_log_prob_matches_torch_transformed_distribution():
+    net = _policy(gym.spaces.Box(-1, 1, (2,), np.float32), squash=True)
+    obs, u = torch.randn(5, 3), torch.randn(5, 2) * 2
+    logp, _ = net.log_prob_entropy(obs, u)
+    mean = net.policy_head(net.actor_encoder(obs))
+    base = torch.distributions.Normal(mean, net.log_std.exp())
+    squashed = torch.distributions.TransformedDistribution(base, [torch.distributions.TanhTransform(cache_size=1)])
+    torch.testing.assert_close(logp, squashed.log_prob(torch.tanh(u)).sum(-1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tanh_log_det(u), torch.log(1 - torch.tanh(u) ** 2).sum(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_categorical_log_prob_and_entropy_match_torch():
+    net = _policy(gym.spaces.Discrete(4))
+    obs, actions = torch.randn(6, 3), torch.randint(0, 4, (6,))
+    logp, entropy = net.log_prob_entropy(obs, actions)
+    ref = torch.distributions.Categorical(logits=net.policy_head(net.actor_encoder(obs)))
+    torch.testing.assert_close(logp, ref.log_prob(actions))
+    torch.testing.assert_close(entropy, ref.entropy())
+
+
+def test_squashed_actions_map_into_bounds():
+    config = PPOConfig(env_id="Pendulum-v1", squash=True)
+    agent = PPO(config, gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (1,), np.float32))
+    mapped = agent.to_env_action(np.array([[-50.0], [0.0], [50.0]]))
+    np.testing.assert_allclose(mapped[:, 0], [-2.0, 0.0, 2.0], atol=1e-6)
+
+
+def test_lr_schedules():
+    assert lr_multiplier("constant", 0.7) == 1.0
+    assert lr_multiplier("linear", 0.25) == pytest.approx(0.75)
+    assert lr_multiplier("cosine", 0.5) == pytest.approx(0.5)
+    assert lr_multiplier("cosine", 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert lr_multiplier("step", 0.6) == pytest.approx(0.25)
+    assert math.isclose(lr_multiplier("linear", 1.5), 0.0)
+
+
+def test_bad_spaces(capsys):
+    assert_user_error(capsys, ["train", "ppo", "--env", "FrozenLake-v1", "--total-steps", "10"],
+                      "Discrete", "q_learning")
+    assert_user_error(capsys, ["train", "dqn", "--env", "Pendulum-v1", "--total-steps", "10"], "Discrete action")
+
+
+def test_ppo_resume_and_eval(tmp_path):
+    run = tmp_path / "ppo"
+    common = ["--set", "torch_threads=1", "--set", "eval_episodes=2", "--set", "eval_every=0"]
+    assert main(["train", "ppo", "--env", "CartPole-v1", "--total-steps", "1024", "--run-dir", str(run), *common]) == 0
+    assert main(["train", "--resume", str(run), "--total-steps", "2048"]) == 0
+    assert main(["eval", str(run), "--episodes", "2", "--stochastic", "--checkpoint", "last"]) == 0
+    record = json.loads((run / "eval" / "eval.json").read_text())
+    assert record["algo"] == "ppo" and record["step"] == 2048
+
+
+def _best_eval(run) -> float:
+    lines = (run / "eval" / "evaluations.jsonl").read_text().splitlines()
+    return max(json.loads(line)["mean"] for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "algo,env,preset,steps,threshold",
+    [
+        ("ppo", "CartPole-v1", "classic", 100_000, 475),
+        ("a2c", "CartPole-v1", "classic", 500_000, 400),
+        ("ppo", "Pendulum-v1", "continuous", 200_000, -250),
+    ],
+)
+def test_policy_gradient_learns(tmp_path, algo, env, preset, steps, threshold):
+    run = tmp_path / "run"
+    assert main(["train", algo, "--env", env, "--preset", preset, "--total-steps", str(steps), "--run-dir", str(run),
+                 "--set", "torch_threads=1"]) == 0
+    assert _best_eval(run) >= threshold
