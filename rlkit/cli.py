@@ -82,7 +82,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         values = apply_overrides(saved["config"], args.set or [], agent_cls.Config)
         if args.total_steps is not None:
             values["total_steps"] = args.total_steps
-        config = build_config(agent_cls.Config, values, source=f"{algo} config")
+        try:
+            config = build_config(agent_cls.Config, values, source=f"{algo} config")
+        except RLKitError as exc:
+            raise RLKitError(
+                f"{args.resume}/config.yaml names algorithm {algo} but its config does not fit {algo} ({exc})."
+            ) from None
         run_dir = Path(args.resume)
         checkpoint = run_dir / "checkpoints" / "last.safetensors"
         if not checkpoint.is_file():
@@ -257,7 +262,13 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
     checkpoint = resolve_checkpoint(args.target, args.checkpoint)
     tensors, meta = load_checkpoint(checkpoint)
     agent_cls = AGENTS.get(meta["algo"])
-    config = build_config(agent_cls.Config, meta["config"], source="checkpoint config")
+    try:
+        config = build_config(agent_cls.Config, meta["config"], source="checkpoint config")
+    except RLKitError as exc:
+        raise RLKitError(
+            f"{checkpoint} says it holds a {meta['algo']} agent but its config does not fit {meta['algo']} ({exc}); "
+            "the file is corrupt or from another rlkit version."
+        ) from None
     if args.env and args.env != config.env_id:
         raise RLKitError(
             f"{checkpoint} was trained on {config.env_id}, not {args.env}; evaluate it on {config.env_id} (drop --env)."

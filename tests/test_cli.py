@@ -168,7 +168,10 @@ def test_resume_run_of_another_algorithm(capsys, dqn_run):
     data["algo"] = "ppo"
     (dqn_run / "config.yaml").write_text(yaml.safe_dump(data))
     assert_user_error(capsys, ["train", "dqn", "--resume", str(dqn_run)], "is a ppo run, not dqn")
-    assert_user_error(capsys, ["train", "--resume", str(dqn_run)], "unknown algorithm 'ppo'")
+    assert_user_error(capsys, ["train", "--resume", str(dqn_run)], "does not fit ppo")
+    data["algo"] = "sac"
+    (dqn_run / "config.yaml").write_text(yaml.safe_dump(data))
+    assert_user_error(capsys, ["train", "--resume", str(dqn_run)], "unknown algorithm 'sac'")
 
 
 def test_resume_with_corrupt_config_yaml(capsys, dqn_run):
@@ -194,13 +197,13 @@ def test_presets_lists_every_preset_with_defaults(capsys):
     code, out, _ = run_cli(capsys, "presets")
     assert code == 0
     lines = out.strip().splitlines()
-    assert len(lines) == 3
-    by_name = {line.split()[1]: line for line in lines}
-    assert set(by_name) == {"atari", "atari-cpu", "classic"}
-    assert all(line.split()[0] == "dqn" for line in lines)
-    assert "[default for atari]" in by_name["atari-cpu"]
-    assert "[default for classic-control, rlkit]" in by_name["classic"]
-    assert "default for" not in by_name["atari"]
+    by_name = {tuple(line.split()[:2]): line for line in lines}
+    assert {name for algo, name in by_name if algo == "dqn"} == {"atari", "atari-cpu", "classic"}
+    assert {("ppo", "atari"), ("ppo", "classic"), ("a2c", "classic"), ("q_learning", "toy-text")} <= set(by_name)
+    assert "[default for atari]" in by_name["dqn", "atari-cpu"]
+    assert "[default for classic-control, rlkit]" in by_name["dqn", "classic"]
+    assert "default for" not in by_name["dqn", "atari"]
+    assert "[default for atari]" in by_name["ppo", "atari"]
 
 
 def test_train_help_lists_every_config_field(capsys):
@@ -215,7 +218,7 @@ def test_encoders(capsys):
     code, out, _ = run_cli(capsys, "encoders")
     assert code == 0
     rows = {line.split()[0]: line for line in out.strip().splitlines()}
-    assert set(rows) == {"nature_cnn", "nature_cnn_small", "mlp"}
+    assert set(rows) == {"nature_cnn", "nature_cnn_small", "mlp", "mlp_tanh"}
     # hand count: Nature CNN on (4, 84, 84): convs 8,224 + 32,832 + 36,928, fc 3136*512 + 512 = 1,606,144
     assert "params  1,684,128" in rows["nature_cnn"]
     assert "features  512" in rows["nature_cnn"]
