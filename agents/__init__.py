@@ -2,6 +2,7 @@
 
 from rlkit.agents.dqn import DQN, DQNConfig
 from rlkit.agents.policy_gradient import A2C, PPO, A2CConfig, PPOConfig, gae
+from rlkit.agents.reinforce import Reinforce, ReinforceConfig, discounted_returns
 from rlkit.agents.tabular import ExpectedSarsa, QLearning, Sarsa, TabularConfig, value_iteration
 
 __all__ = [
@@ -13,8 +14,11 @@ __all__ = [
     "PPO",
     "PPOConfig",
     "QLearning",
+    "Reinforce",
+    "ReinforceConfig",
     "Sarsa",
     "TabularConfig",
+    "discounted_returns",
     "gae",
     "value_iteration",
 ]

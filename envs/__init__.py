@@ -105,11 +105,12 @@ def make_vec_env(
     if num_envs < 1:
         raise RLKitError(f"num_envs must be >= 1, got {num_envs}.")
     if env_family(env_id) == "atari" and render_mode is None:
-        from rlkit.envs.atari import AtariVecEnv, atari_settings
+        from rlkit.envs.atari import AtariVecEnv, PongPixelsVecEnv, atari_settings
 
         settings = atari_settings(mode, env_kwargs)
         threads = min(num_envs, os.cpu_count() or 1)
-        envs: gym.vector.VectorEnv = AtariVecEnv(env_id, num_envs, settings, num_threads=threads)
+        env_class = PongPixelsVecEnv if settings.pipeline == "pong_pixels" else AtariVecEnv
+        envs: gym.vector.VectorEnv = env_class(env_id, num_envs, settings, num_threads=threads)
         envs.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]
     else:
         spec = env_spec(env_id)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
@@ -33,6 +34,9 @@ class AtariSettings:
     repeat_action_probability: float = 0.25
     full_action_space: bool = False
     max_episode_frames: int = 108_000
+    pipeline: Literal["nature", "pong_pixels"] = "nature"
+    """nature: 84x84 grayscale stacks (Mnih et al. 2015); pong_pixels: Karpathy's 80x80 difference frames
+    with the two actions UP / DOWN (Pong only)."""
 
 
 TRAIN_DEFAULTS = {"episodic_life": True, "clip_rewards": True}
@@ -105,10 +109,12 @@ class AtariVecEnv(VectorEnv):
     (the Nature / SB3 EpisodicLifeEnv + FireResetEnv behaviour). The reward still counts in the statistics.
     """
 
-    def __init__(self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0) -> None:
+    def __init__(
+        self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0, **ale_overrides: Any
+    ) -> None:
         self.env_id = env_id
         self.settings = settings
-        self.ale_env = ale_vector_env(env_id, num_envs, settings, num_threads=num_threads)
+        self.ale_env = ale_vector_env(env_id, num_envs, settings, num_threads=num_threads, **ale_overrides)
         self.num_envs = num_envs
         self.single_observation_space = self.ale_env.single_observation_space
         self.single_action_space = self.ale_env.single_action_space
@@ -165,3 +171,48 @@ class AtariVecEnv(VectorEnv):
         if getattr(self, "ale_env", None) is not None:
             self.ale_env.close()
             self.ale_env = None
+
+
+class PongPixelsVecEnv(AtariVecEnv):
+    """Karpathy's "Pong from Pixels" (2016) observation and actions on the ALE vector env.
+
+    The full 210x160 colour frame is cropped to rows 35-194, downsampled by 2 to 80x80, the two background
+    colours erased and everything else set to 1; the observation is the difference of the last two such
+    frames (the first frame of an episode minus zeros), flattened to 6400 values in {-1, 0, 1} (int8).
+    Actions: 0 = UP, 1 = DOWN (ALE actions 2 and 3 in Pong's minimal set).
+    """
+
+    ALE_ACTIONS = np.array([2, 3], dtype=np.int64)
+    BACKGROUND = (144, 109)
+
+    def __init__(self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0) -> None:
+        if rom_name(env_id) != "pong":
+            raise RLKitError(f"the pong_pixels pipeline is Pong's alone, not {env_id}; use ALE/Pong-v5.")
+        super().__init__(
+            env_id, num_envs, settings, num_threads,
+            img_height=210, img_width=160, grayscale=False, stack_num=1, maxpool=False,
+        )
+        self.single_observation_space = gym.spaces.Box(-1, 1, (6400,), np.int8)
+        self.single_action_space = gym.spaces.Discrete(2)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.frames_stacked = False
+        self._previous = np.zeros((num_envs, 6400), dtype=np.int8)
+
+    def _binary(self, obs: np.ndarray) -> np.ndarray:
+        frame = obs[:, 0, 35:195:2, ::2, 0]
+        keep = (frame != self.BACKGROUND[0]) & (frame != self.BACKGROUND[1]) & (frame != 0)
+        return keep.reshape(len(obs), -1).astype(np.int8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        obs, info = super().reset(seed=seed, options=options)
+        self._previous = self._binary(obs)
+        return self._previous.copy(), info
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        restarting = self._resetting.copy()
+        obs, reward, terminated, truncated, info = super().step(self.ALE_ACTIONS[np.asarray(actions, dtype=np.int64)])
+        current = self._binary(obs)
+        previous = np.where(restarting[:, None], 0, self._previous)
+        self._previous = current
+        return (current - previous).astype(np.int8), reward, terminated, truncated, info

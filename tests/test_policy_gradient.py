@@ -147,3 +147,39 @@ def test_policy_gradient_learns(tmp_path, algo, env, preset, steps, threshold):
     assert main(["train", algo, "--env", env, "--preset", preset, "--total-steps", str(steps), "--run-dir", str(run),
                  "--set", "torch_threads=1"]) == 0
     assert _best_eval(run) >= threshold
+
+
+def test_discounted_returns_hand_computed():
+    from rlkit.agents.reinforce import discounted_returns
+
+    np.testing.assert_allclose(discounted_returns(np.array([1.0, 0.0, 2.0]), 0.5), [1 + 0 + 0.5, 1.0, 2.0])
+    # Pong: the return restarts at every point scored (nonzero reward).
+    np.testing.assert_allclose(
+        discounted_returns(np.array([0.0, -1.0, 0.0, 1.0]), 0.5, restart_on_reward=True), [-0.5, -1.0, 0.5, 1.0]
+    )
+
+
+def test_reinforce_smoke_and_resume(tmp_path):
+    run = tmp_path / "rf"
+    common = ["--set", "torch_threads=1", "--set", "eval_episodes=2", "--set", "eval_every=0"]
+    assert main(["train", "reinforce", "--env", "CartPole-v1", "--total-steps", "2000", "--run-dir", str(run),
+                 *common]) == 0
+    assert main(["train", "--resume", str(run), "--total-steps", "3000"]) == 0
+    assert main(["eval", str(run), "--episodes", "2", "--checkpoint", "last"]) == 0
+
+
+def test_pong_pixels_pipeline_difference_frames():
+    from rlkit.envs import make_vec_env
+
+    envs = make_vec_env("ALE/Pong-v5", 2, seed=0, mode="train", env_kwargs={"pipeline": "pong_pixels"})
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (2, 6400) and obs.dtype == np.int8
+    assert set(np.unique(obs)) <= {0, 1}  # the first observation is a frame minus zeros
+    assert envs.single_action_space == gym.spaces.Discrete(2)
+    moving = 0
+    for _ in range(100):
+        obs, *_ = envs.step(np.array([0, 1]))
+        assert set(np.unique(obs)) <= {-1, 0, 1}
+        moving += int((obs != 0).any())
+    envs.close()
+    assert moving > 50  # paddles and ball move: difference frames are mostly non-empty

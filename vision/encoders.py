@@ -122,6 +122,14 @@ class TanhMLP(MLP):
         super().__init__(observation_space, hidden=(64, 64), activation=nn.Tanh)
 
 
+@ENCODERS.register("mlp200")
+class PixelMLP(MLP):
+    """One ReLU layer of 200 units: Karpathy's Pong-from-Pixels policy network (with the output layer)."""
+
+    def __init__(self, observation_space: gym.spaces.Space) -> None:
+        super().__init__(observation_space, hidden=(200,))
+
+
 def make_encoder(name: str, observation_space: gym.spaces.Space) -> Encoder:
     """Build registered encoder ``name`` for ``observation_space``."""
     return ENCODERS.get(name)(observation_space)

@@ -1,0 +1,244 @@
+"""REINFORCE (Williams 1992) with an optional learned baseline, updating on batches of whole episodes.
+
+The ``pong-pixels`` preset reproduces Karpathy's "Pong from Pixels" (2016): 80x80 difference frames, a
+200-unit hidden layer, UP/DOWN actions, RMSProp 1e-4 (decay 0.99), gamma 0.99, returns restarted at every
+point scored and standardised per batch, an update every 10 episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlkit.agents.dqn import resolve_device
+from rlkit.agents.optim import OptimizerName, make_optimizer
+from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from rlkit.config import TrainConfig
+from rlkit.envs import make_vec_env
+from rlkit.errors import RLKitError
+from rlkit.loop import LoopMonitor
+from rlkit.registry import AGENTS
+from rlkit.vision.encoders import default_encoder, make_encoder
+
+
+@dataclasses.dataclass
+class ReinforceConfig(TrainConfig):
+    """REINFORCE settings."""
+
+    encoder: str = "auto"
+    """Registered encoder (auto: nature_cnn for images, mlp otherwise; mlp200 for Pong from Pixels)."""
+    episodes_per_update: int = 10
+    """Complete episodes per gradient step."""
+    gamma: float = 0.99
+    """Discount factor."""
+    baseline: Literal["learned", "none"] = "learned"
+    """Subtract a learned state-value baseline from the returns."""
+    normalize_returns: bool = True
+    """Standardise the batch's returns (or advantages) before the policy gradient."""
+    restart_return_on_reward: bool = False
+    """Restart the discounted return at every nonzero reward (Pong: each point is its own game)."""
+    optimizer: OptimizerName = "rmsprop"
+    """adam, adamw, rmsprop (decay 0.99), adagrad or sgd."""
+    lr: float = 1e-3
+    """Learning rate."""
+    optimizer_eps: float = 1e-5
+    """Optimizer epsilon."""
+    vf_coef: float = 0.5
+    """Baseline (value) loss weight."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+    max_grad_norm: float = 0.0
+    """Gradient-norm clip (0: off)."""
+    chunk_size: int = 8192
+    """Steps per forward/backward chunk when a batch of episodes is long (memory bound, not a hyper-parameter)."""
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float, restart_on_reward: bool = False) -> np.ndarray:
+    """G_t = r_t + gamma G_{t+1} over one episode (restarting after each nonzero reward if asked)."""
+    returns = np.zeros(len(rewards), dtype=np.float64)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        if restart_on_reward and rewards[t] != 0:
+            running = 0.0
+        running = rewards[t] + gamma * running
+        returns[t] = running
+    return returns.astype(np.float32)
+
+
+class Reinforce:
+    """Monte-Carlo policy gradient on complete episodes from ``num_envs`` parallel envs."""
+
+    Config = ReinforceConfig
+    name = "reinforce"
+
+    def __init__(self, config: ReinforceConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise RLKitError(f"reinforce's policy is categorical: it needs Discrete actions, got {action_space}; use ppo.")
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise RLKitError(f"reinforce needs Box observations, got {observation_space}; use q_learning for Discrete.")
+        self.config = config
+        self.observation_space, self.action_space = observation_space, action_space
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        name = default_encoder(observation_space) if config.encoder == "auto" else config.encoder
+        self.encoder = make_encoder(name, observation_space)
+        self.policy_head = nn.Linear(self.encoder.features_dim, int(action_space.n))
+        self.modules = nn.ModuleDict({"encoder": self.encoder, "policy_head": self.policy_head})
+        self.value_net: nn.Sequential | None = None
+        if config.baseline == "learned":
+            value_encoder = make_encoder(name, observation_space)
+            self.value_net = nn.Sequential(value_encoder, nn.Linear(value_encoder.features_dim, 1))
+            self.modules["value_net"] = self.value_net
+        self.modules.to(self.device)
+        parameters = self.modules.parameters()
+        self.optimizer = make_optimizer(config.optimizer, parameters, config.lr, eps=config.optimizer_eps)
+        self.rng = np.random.default_rng(config.seed)
+        self.global_step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.best_eval = -float("inf")
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.policy_head(self.encoder(obs)))
+
+    @torch.no_grad()
+    def act(self, observations: np.ndarray, deterministic: bool = True, epsilon: float | None = None,
+            rng: np.random.Generator | None = None) -> np.ndarray:
+        """Most probable actions when deterministic, else samples."""
+        dist = self.distribution(torch.as_tensor(np.asarray(observations), device=self.device))
+        actions = dist.probs.argmax(-1) if deterministic else dist.sample()
+        return actions.cpu().numpy().astype(np.int64)
+
+    def learn(self, run: Any) -> None:
+        """Play episodes; every ``episodes_per_update`` finished episodes, one policy-gradient step."""
+        cfg = self.config
+        envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
+        reset_seed = cfg.seed if self.global_step == 0 else cfg.seed + 7919 * (1 + self.global_step)
+        obs, _ = envs.reset(seed=reset_seed)
+        running: list[dict[str, list]] = [{"obs": [], "actions": [], "rewards": []} for _ in range(cfg.num_envs)]
+        finished: list[dict[str, np.ndarray]] = []
+        reset_next = np.zeros(cfg.num_envs, dtype=bool)
+        monitor = LoopMonitor(self, run)
+        stats: dict[str, float] = {}
+        try:
+            while self.global_step < cfg.total_steps and not run.stop_requested:
+                with torch.no_grad():
+                    actions = self.distribution(torch.as_tensor(obs, device=self.device)).sample().cpu().numpy()
+                next_obs, rewards, terminated, truncated, info = envs.step(actions)
+                for i in np.flatnonzero(~reset_next):
+                    episode = running[i]
+                    episode["obs"].append(obs[i])
+                    episode["actions"].append(actions[i])
+                    episode["rewards"].append(rewards[i])
+                    if terminated[i] or truncated[i]:
+                        finished.append({k: np.asarray(v) for k, v in episode.items()})
+                        running[i] = {"obs": [], "actions": [], "rewards": []}
+                reset_next = terminated | truncated
+                obs = next_obs
+                self.global_step += cfg.num_envs
+                monitor.episodes(info)
+                if len(finished) >= cfg.episodes_per_update:
+                    stats = self.update(finished)
+                    finished = []
+                if monitor.tick(stats):
+                    break
+        finally:
+            envs.close()
+            self.save(run.checkpoint_dir / "last.safetensors")
+        monitor.finish()
+
+    def update(self, episodes: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        """One gradient step on whole episodes (forward/backward in chunks to bound memory)."""
+        cfg = self.config
+        returns = np.concatenate(
+            [discounted_returns(e["rewards"], cfg.gamma, cfg.restart_return_on_reward) for e in episodes]
+        )
+        obs = np.concatenate([e["obs"] for e in episodes])
+        actions = np.concatenate([e["actions"] for e in episodes])
+        returns_t = torch.as_tensor(returns, device=self.device)
+        if self.value_net is not None:
+            with torch.no_grad():
+                values = torch.cat([self.value_net(torch.as_tensor(obs[s : s + cfg.chunk_size], device=self.device))
+                                    .squeeze(-1) for s in range(0, len(obs), cfg.chunk_size)])
+            advantages = returns_t - values
+        else:
+            advantages = returns_t
+        if cfg.normalize_returns and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        total = len(obs)
+        self.optimizer.zero_grad(set_to_none=True)
+        policy_sum = value_sum = entropy_sum = 0.0
+        for start in range(0, total, cfg.chunk_size):
+            chunk = slice(start, start + cfg.chunk_size)
+            o = torch.as_tensor(obs[chunk], device=self.device)
+            dist = self.distribution(o)
+            log_prob = dist.log_prob(torch.as_tensor(actions[chunk], device=self.device))
+            policy_loss = -(log_prob * advantages[chunk]).sum() / total
+            entropy = dist.entropy().sum() / total
+            loss = policy_loss - cfg.ent_coef * entropy
+            if self.value_net is not None:
+                value_loss = 0.5 * ((self.value_net(o).squeeze(-1) - returns_t[chunk]) ** 2).sum() / total
+                loss = loss + cfg.vf_coef * value_loss
+                value_sum += float(value_loss.detach())
+            loss.backward()
+            policy_sum += float(policy_loss.detach())
+            entropy_sum += float(entropy.detach())
+        if cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.modules.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        return {"losses/policy": policy_sum, "losses/value": value_sum, "losses/entropy": entropy_sum,
+                "charts/batch_steps": float(total)}
+
+    # ---- checkpoint state ----------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {f"net.{k}": v for k, v in self.modules.state_dict().items()}
+        optim_tensors, optim_meta = optimizer_tensors(self.optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "algo": self.name,
+            "config": dataclasses.asdict(self.config),
+            "observation_shape": list(self.observation_space.shape),
+            "n_actions": int(self.action_space.n),
+            "counters": {"global_step": self.global_step, "updates": self.updates, "episodes": self.episodes,
+                         "best_eval": self.best_eval if np.isfinite(self.best_eval) else None},
+            "optimizer": optim_meta,
+            "rng": {"numpy": self.rng.bit_generator.state},
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("algo") != self.name:
+            raise RLKitError(f"checkpoint is for algorithm {meta.get('algo')!r}, not {self.name}.")
+        if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["n_actions"] != int(
+            self.action_space.n
+        ):
+            raise RLKitError(
+                f"checkpoint expects observations {meta['observation_shape']} and {meta['n_actions']} actions; "
+                f"this env has {list(self.observation_space.shape)} and {self.action_space.n}; use its env."
+            )
+        self.modules.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        load_optimizer_tensors(self.optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        counters = meta["counters"]
+        self.global_step, self.updates = counters["global_step"], counters["updates"]
+        self.episodes = counters["episodes"]
+        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+        self.rng.bit_generator.state = meta["rng"]["numpy"]
+
+    def save(self, path: Path, with_buffer: bool = False) -> None:
+        tensors, meta = self.state_dict()
+        save_checkpoint(path, tensors, meta)
+
+    def restore_buffer(self, checkpoint_dir: Path) -> bool:
+        return False  # on-policy: nothing to restore
+
+
+AGENTS.register("reinforce")(Reinforce)
