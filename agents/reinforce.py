@@ -79,7 +79,7 @@ class Reinforce:
 
     def __init__(self, config: ReinforceConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
         if not isinstance(action_space, gym.spaces.Discrete):
-            raise RLKitError(f"reinforce's policy is categorical: it needs Discrete actions, got {action_space}; use ppo.")
+            raise RLKitError(f"reinforce needs Discrete actions (categorical policy), got {action_space}; use ppo.")
         if not isinstance(observation_space, gym.spaces.Box):
             raise RLKitError(f"reinforce needs Box observations, got {observation_space}; use q_learning for Discrete.")
         self.config = config
