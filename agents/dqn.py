@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlkit.agents.base import Agent
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
-from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays, save_checkpoint
+from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays
 from rlkit.config import TrainConfig
 from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
@@ -129,10 +130,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 @AGENTS.register("dqn")
-class DQN:
+class DQN(Agent):
     """Deep Q-learning agent: ``act``, the training loop ``learn``, and checkpoint state."""
 
     Config = DQNConfig
+    name = "dqn"
 
     def __init__(
         self,
@@ -161,10 +163,7 @@ class DQN:
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, eps=config.adam_eps)
         self.rng = np.random.default_rng(config.seed)
         # Counters that a resume restores.
-        self.global_step = 0
-        self.updates = 0
-        self.episodes = 0
-        self.best_eval = -float("inf")
+        self.reset_counters()
         self.next_train_step = 0
         self.next_target_step = 0
         self.learning_starts_at = config.learning_starts
@@ -355,10 +354,7 @@ class DQN:
             "observation_dtype": str(self.observation_space.dtype),
             "n_actions": self.n_actions,
             "counters": {
-                "global_step": self.global_step,
-                "updates": self.updates,
-                "episodes": self.episodes,
-                "best_eval": self.best_eval if np.isfinite(self.best_eval) else None,
+                **self.counters(),
                 "next_train_step": self.next_train_step,
                 "next_target_step": self.next_target_step,
                 "learning_starts_at": self.learning_starts_at,
@@ -371,9 +367,7 @@ class DQN:
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        if meta.get("algo") != "dqn":
-            algo = meta.get("algo")
-            raise RLKitError(f"checkpoint is for algorithm {algo!r}, not dqn; evaluate it or train {algo} with it.")
+        self.check_algorithm(meta)
         if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["n_actions"] != self.n_actions:
             raise RLKitError(
                 f"checkpoint expects observations {meta['observation_shape']} and {meta['n_actions']} actions, "
@@ -384,10 +378,7 @@ class DQN:
         load_optimizer_tensors(self.optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
         counters = meta["counters"]
-        self.global_step = counters["global_step"]
-        self.updates = counters["updates"]
-        self.episodes = counters["episodes"]
-        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+        self.load_counters(counters)
         self.next_train_step = counters["next_train_step"]
         self.next_target_step = counters["next_target_step"]
         self.learning_starts_at = counters["learning_starts_at"]
@@ -395,8 +386,7 @@ class DQN:
         self._replay_rng_state = meta["rng"].get("replay")
 
     def save(self, path: Path, with_buffer: bool = False) -> None:
-        tensors, meta = self.state_dict()
-        save_checkpoint(path, tensors, meta)
+        super().save(path)
         if with_buffer and self.config.save_buffer and self.buffer is not None:
             save_arrays(path.parent / "replay.safetensors", self.buffer.state_arrays())
 

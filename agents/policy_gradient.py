@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -20,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlkit.agents.base import Agent
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerName, make_optimizer
 from rlkit.agents.schedules import linear_schedule, lr_multiplier
-from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors
 from rlkit.config import TrainConfig
 from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
@@ -225,7 +225,7 @@ def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
     return (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
 
 
-class PPO:
+class PPO(Agent):
     """Proximal policy optimisation; ``A2C`` below is the same loop with A2C's settings."""
 
     Config = PPOConfig
@@ -248,10 +248,7 @@ class PPO:
         self.rng = np.random.default_rng(config.seed)
         self.obs_rms = RunningMeanStd(observation_space.shape) if config.normalize_observations else None
         self.return_rms = RunningMeanStd() if config.normalize_rewards else None
-        self.global_step = 0
-        self.updates = 0
-        self.episodes = 0
-        self.best_eval = -float("inf")
+        self.reset_counters()
 
     # ---- acting --------------------------------------------------------------------------------------
     def _obs(self, observations: np.ndarray) -> torch.Tensor:
@@ -423,12 +420,7 @@ class PPO:
             "config": dataclasses.asdict(self.config),
             "observation_shape": list(self.observation_space.shape),
             "action_space": str(self.action_space),
-            "counters": {
-                "global_step": self.global_step,
-                "updates": self.updates,
-                "episodes": self.episodes,
-                "best_eval": self.best_eval if np.isfinite(self.best_eval) else None,
-            },
+            "counters": self.counters(),
             "optimizer": optim_meta,
             "normalizer_counts": normalizers,
             "rng": {"numpy": self.rng.bit_generator.state},
@@ -436,8 +428,7 @@ class PPO:
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        if meta.get("algo") != self.name:
-            raise RLKitError(f"checkpoint is for algorithm {meta.get('algo')!r}, not {self.name}.")
+        self.check_algorithm(meta)
         if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["action_space"] != str(
             self.action_space
         ):
@@ -453,18 +444,8 @@ class PPO:
                 rms.mean = tensors[f"{name}.mean"].numpy()
                 rms.var = tensors[f"{name}.var"].numpy()
                 rms.count = meta["normalizer_counts"][name]
-        counters = meta["counters"]
-        self.global_step, self.updates = counters["global_step"], counters["updates"]
-        self.episodes = counters["episodes"]
-        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+        self.load_counters(meta["counters"])
         self.rng.bit_generator.state = meta["rng"]["numpy"]
-
-    def save(self, path: Path, with_buffer: bool = False) -> None:
-        tensors, meta = self.state_dict()
-        save_checkpoint(path, tensors, meta)
-
-    def restore_buffer(self, checkpoint_dir: Path) -> bool:
-        return False  # on-policy: nothing to restore
 
 
 AGENTS.register("ppo")(PPO)

@@ -8,7 +8,6 @@ point scored and standardised per batch, an update every 10 episodes.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -16,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlkit.agents.base import Agent
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerName, make_optimizer
-from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors
 from rlkit.config import TrainConfig
 from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
@@ -71,7 +71,7 @@ def discounted_returns(rewards: np.ndarray, gamma: float, restart_on_reward: boo
     return returns.astype(np.float32)
 
 
-class Reinforce:
+class Reinforce(Agent):
     """Monte-Carlo policy gradient on complete episodes from ``num_envs`` parallel envs."""
 
     Config = ReinforceConfig
@@ -99,10 +99,7 @@ class Reinforce:
         parameters = self.modules.parameters()
         self.optimizer = make_optimizer(config.optimizer, parameters, config.lr, eps=config.optimizer_eps)
         self.rng = np.random.default_rng(config.seed)
-        self.global_step = 0
-        self.updates = 0
-        self.episodes = 0
-        self.best_eval = -float("inf")
+        self.reset_counters()
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Categorical:
         return torch.distributions.Categorical(logits=self.policy_head(self.encoder(obs)))
@@ -207,16 +204,14 @@ class Reinforce:
             "config": dataclasses.asdict(self.config),
             "observation_shape": list(self.observation_space.shape),
             "n_actions": int(self.action_space.n),
-            "counters": {"global_step": self.global_step, "updates": self.updates, "episodes": self.episodes,
-                         "best_eval": self.best_eval if np.isfinite(self.best_eval) else None},
+            "counters": self.counters(),
             "optimizer": optim_meta,
             "rng": {"numpy": self.rng.bit_generator.state},
         }
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        if meta.get("algo") != self.name:
-            raise RLKitError(f"checkpoint is for algorithm {meta.get('algo')!r}, not {self.name}.")
+        self.check_algorithm(meta)
         if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["n_actions"] != int(
             self.action_space.n
         ):
@@ -227,18 +222,8 @@ class Reinforce:
         self.modules.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         load_optimizer_tensors(self.optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
-        counters = meta["counters"]
-        self.global_step, self.updates = counters["global_step"], counters["updates"]
-        self.episodes = counters["episodes"]
-        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+        self.load_counters(meta["counters"])
         self.rng.bit_generator.state = meta["rng"]["numpy"]
-
-    def save(self, path: Path, with_buffer: bool = False) -> None:
-        tensors, meta = self.state_dict()
-        save_checkpoint(path, tensors, meta)
-
-    def restore_buffer(self, checkpoint_dir: Path) -> bool:
-        return False  # on-policy: nothing to restore
 
 
 AGENTS.register("reinforce")(Reinforce)

@@ -11,15 +11,14 @@ References: Watkins 1989 (Q-learning), Rummery & Niranjan 1994 (SARSA), van Seij
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from rlkit.agents.base import Agent
 from rlkit.agents.schedules import linear_schedule
-from rlkit.checkpoint import save_checkpoint
 from rlkit.config import TrainConfig
 from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
@@ -78,11 +77,12 @@ def optimal_actions(q_star: np.ndarray, tol: float = 1e-6) -> list[set[int]]:
     return [set(np.flatnonzero(row >= row.max() - tol).tolist()) for row in q_star]
 
 
-class TabularAgent:
+class TabularAgent(Agent):
     """Q-table agent; ``method`` picks the TD target of the next state."""
 
     Config = TabularConfig
     method: str = "q_learning"
+    name = "q_learning"
 
     def __init__(self, config: TabularConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
         if not isinstance(observation_space, gym.spaces.Discrete) or not isinstance(action_space, gym.spaces.Discrete):
@@ -96,10 +96,7 @@ class TabularAgent:
         self.q = np.full((self.n_states, self.n_actions), config.initial_q, dtype=np.float64)
         self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
         self.rng = np.random.default_rng(config.seed)
-        self.global_step = 0
-        self.updates = 0
-        self.episodes = 0
-        self.best_eval = -float("inf")
+        self.reset_counters()
 
     # ---- acting --------------------------------------------------------------------------------------
     def exploration(self) -> float:
@@ -215,19 +212,13 @@ class TabularAgent:
             "observation_shape": [],
             "n_states": self.n_states,
             "n_actions": self.n_actions,
-            "counters": {
-                "global_step": self.global_step,
-                "updates": self.updates,
-                "episodes": self.episodes,
-                "best_eval": self.best_eval if np.isfinite(self.best_eval) else None,
-            },
+            "counters": self.counters(),
             "rng": {"explore": self.rng.bit_generator.state},
         }
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        if meta.get("algo") != self.method:
-            raise RLKitError(f"checkpoint is for algorithm {meta.get('algo')!r}, not {self.method}.")
+        self.check_algorithm(meta)
         if meta.get("n_states") != self.n_states or meta.get("n_actions") != self.n_actions:
             raise RLKitError(
                 f"checkpoint has a {meta.get('n_states')}x{meta.get('n_actions')} Q-table, this env needs "
@@ -235,36 +226,26 @@ class TabularAgent:
             )
         self.q[...] = tensors["q"].numpy()
         self.visits[...] = tensors["visits"].numpy()
-        counters = meta["counters"]
-        self.global_step, self.updates = counters["global_step"], counters["updates"]
-        self.episodes = counters["episodes"]
-        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+        self.load_counters(meta["counters"])
         self.rng.bit_generator.state = meta["rng"]["explore"]
-
-    def save(self, path: Path, with_buffer: bool = False) -> None:
-        tensors, meta = self.state_dict()
-        save_checkpoint(path, tensors, meta)
-
-    def restore_buffer(self, checkpoint_dir: Path) -> bool:
-        return False  # no replay
 
 
 @AGENTS.register("q_learning")
 class QLearning(TabularAgent):
     """Off-policy: bootstraps from max_a Q(s', a)."""
 
-    method = "q_learning"
+    method = name = "q_learning"
 
 
 @AGENTS.register("sarsa")
 class Sarsa(TabularAgent):
     """On-policy: bootstraps from Q(s', a') of the action actually taken next."""
 
-    method = "sarsa"
+    method = name = "sarsa"
 
 
 @AGENTS.register("expected_sarsa")
 class ExpectedSarsa(TabularAgent):
     """Bootstraps from the behaviour policy's expectation sum_a pi(a|s') Q(s', a)."""
 
-    method = "expected_sarsa"
+    method = name = "expected_sarsa"

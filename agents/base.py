@@ -1,0 +1,52 @@
+"""What every agent shares: progress counters and checkpoint files. One level of inheritance; each agent
+still owns its whole training loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rlkit.checkpoint import save_checkpoint
+from rlkit.errors import RLKitError
+
+
+class Agent:
+    """Base of every agent: ``name`` is the algorithm a checkpoint records."""
+
+    name: str = "agent"
+
+    def reset_counters(self) -> None:
+        self.global_step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.best_eval = -float("inf")
+
+    def counters(self) -> dict[str, Any]:
+        """Progress a resume restores (JSON-serialisable)."""
+        best = self.best_eval if self.best_eval != -float("inf") else None
+        return {"global_step": self.global_step, "updates": self.updates, "episodes": self.episodes, "best_eval": best}
+
+    def load_counters(self, counters: dict[str, Any]) -> None:
+        self.global_step, self.updates = counters["global_step"], counters["updates"]
+        self.episodes = counters["episodes"]
+        self.best_eval = counters["best_eval"] if counters["best_eval"] is not None else -float("inf")
+
+    def check_algorithm(self, meta: dict[str, Any]) -> None:
+        """A one-line error unless the checkpoint was written by this algorithm."""
+        if meta.get("algo") != self.name:
+            raise RLKitError(
+                f"checkpoint is for algorithm {meta.get('algo')!r}, not {self.name}; evaluate it or train "
+                f"{meta.get('algo')} with it."
+            )
+
+    def state_dict(self) -> tuple[dict, dict]:  # pragma: no cover - every agent defines it
+        raise NotImplementedError
+
+    def save(self, path: Path, with_buffer: bool = False) -> None:
+        """Write the agent's checkpoint atomically (``with_buffer`` matters only for replay agents)."""
+        tensors, meta = self.state_dict()
+        save_checkpoint(path, tensors, meta)
+
+    def restore_buffer(self, checkpoint_dir: Path) -> bool:
+        """Load saved experience beside a checkpoint; on-policy and tabular agents have none."""
+        return False
