@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rlkit.errors import RLKitError
+
+
+def _finish(fig: Any, ax: Any, out: str | Path, ylabel: str, title: str) -> Path:
+    """Label the axes, save the figure as ``out`` (PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("environment steps (agent steps; Atari frames = 4 x steps)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def read_scalars(run_dir: str | Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,17 +66,7 @@ def plot_run(run_dir: str | Path, out: str | Path, title: str | None = None, smo
                     label=f"training, mean of {smooth}")
     if len(eval_steps):
         ax.plot(eval_steps, eval_means, "o-", color="tab:red", label="evaluation mean (full games)")
-    ax.set_xlabel("environment steps (agent steps; frames = 4x)")
-    ax.set_ylabel("episode return")
-    ax.set_title(title or Path(run_dir).name)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _finish(fig, ax, out, "episode return", title or Path(run_dir).name)
 
 
 def plot_groups(targets: list[str], out: str | Path, title: str | None = None) -> Path:
@@ -77,14 +85,4 @@ def plot_groups(targets: list[str], out: str | Path, title: str | None = None) -
         line = ax.plot(steps, mean, label=f"{Path(target).name} ({len(results)} runs)")[0]
         if len(results) > 1:
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("environment steps (agent steps; Atari frames = 4x)")
-    ax.set_ylabel("evaluation mean return")
-    ax.set_title(title or "evaluation return (mean, 95% CI over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _finish(fig, ax, out, "evaluation mean return", title or "evaluation return (mean, 95% CI over seeds)")
