@@ -397,6 +397,27 @@ def rlkit_env_sps(num_envs: int, env_steps: int, warmup: int, seed: int) -> dict
     return {"sps": vector_steps * num_envs / wall, "cpu_cores_busy": cpu / wall}
 
 
+def ale_vector_sps(num_envs: int, threads: int, env_steps: int, warmup: int, seed: int, preprocess: bool) -> float:
+    """ale-py's own AtariVectorEnv without rlkit's layer: with the standard preprocessing (what rlkit runs) or
+    with none (full 210x160 frames, no max-pool, no stack), to separate rlkit's cost from ale-py's."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    extra = {} if preprocess else {"img_height": 210, "img_width": 160, "stack_num": 1, "maxpool": False}
+    envs = AtariVectorEnv("pong", num_envs, num_threads=threads, repeat_action_probability=STICKY,
+                          reward_clipping=False, **extra)
+    vector_steps, warm = max(env_steps // num_envs, 1), max(warmup // num_envs, 1)
+    actions = np.random.default_rng(seed).integers(0, 6, (warm + vector_steps, num_envs))
+    envs.reset(seed=seed)
+    for row in actions[:warm]:
+        envs.step(row)
+    start = time.perf_counter()
+    for row in actions[warm:]:
+        envs.step(row)
+    wall = time.perf_counter() - start
+    envs.close()
+    return vector_steps * num_envs / wall
+
+
 def matmul_peak(threads: int, reps: int) -> float:
     import torch
 
@@ -414,7 +435,7 @@ def matmul_peak(threads: int, reps: int) -> float:
 
 def bench_machine(args: argparse.Namespace) -> dict[str, Any]:
     cores = os.cpu_count() or 1
-    vec_threads = min(VEC_ENVS, 2, cores)  # rlkit.envs.make_vec_env runs ALE on min(num_envs, 2) threads
+    vec_threads = min(VEC_ENVS, cores)  # rlkit.envs.make_vec_env runs ALE on min(num_envs, cores) threads
     warmup = max(args.env_steps // 10, 50)
     result: dict[str, Any] = {
         "raw_1": raw_ale_sps(1, args.env_steps, warmup, args.seed),
@@ -424,6 +445,10 @@ def bench_machine(args: argparse.Namespace) -> dict[str, Any]:
         "rlkit_k": rlkit_env_sps(VEC_ENVS, args.env_steps * vec_threads, warmup, args.seed),
         "rlkit_k_envs": VEC_ENVS,
         "rlkit_k_threads": vec_threads,
+        "ale_vec_1": ale_vector_sps(1, 1, args.env_steps, warmup, args.seed, True),
+        "ale_vec_1_bare": ale_vector_sps(1, 1, args.env_steps, warmup, args.seed, False),
+        "ale_vec_k": ale_vector_sps(VEC_ENVS, vec_threads, args.env_steps * vec_threads, warmup, args.seed, True),
+        "ale_vec_k_bare": ale_vector_sps(VEC_ENVS, vec_threads, args.env_steps * vec_threads, warmup, args.seed, False),
     }
     result["matmul_gflops"] = matmul_peak(args.threads, args.matmul_reps)
     return result
@@ -543,6 +568,14 @@ def report(args: argparse.Namespace, rl: dict[str, Any], sb: dict[str, Any], mac
     label = f"rlkit make_vec_env, {machine['rlkit_k_envs']} envs ({machine['rlkit_k_threads']} ALE threads)"
     print(f"  {label:44s}{machine['rlkit_k']['sps']:10.0f}{machine['rlkit_k']['cpu_cores_busy']:12.2f}"
           f"{pct_k:11.1%}")
+    for key, label in (("1", "1 env"), ("k", f"{machine['rlkit_k_envs']} envs")):
+        raw = machine["raw_1" if key == "1" else "raw_k"]["sps"]
+        same, bare = machine[f"ale_vec_{key}"], machine[f"ale_vec_{key}_bare"]
+        rl = machine[f"rlkit_{key}"]["sps"]
+        name_same = f"ale-py AtariVectorEnv, {label}, same preprocessing"
+        name_bare = f"ale-py AtariVectorEnv, {label}, no preprocessing"
+        print(f"  {name_same:44s}{same:10.0f}{'':12s}{same / raw:11.1%}   (rlkit's own layer: {rl / same:.1%} of it)")
+        print(f"  {name_bare:44s}{bare:10.0f}{'':12s}{bare / raw:11.1%}")
     print("  raw ALE = ale_py.ALEInterface, Pong ROM, sticky 0.25, 4 act() per step + getScreenGrayscale on the "
           "last 2 frames; no resize/max-pool/stack.")
     print(f"  rlkit adds max-pool, 84x84 resize, 4-frame stack, noop/fire reset, reward clipping, episode stats. "

@@ -10,7 +10,8 @@ from it, so both policies are identical and play games of similar length.
   pipeline (``make_atari_env`` with ``clip_reward=False, terminal_on_life_loss=False`` + ``VecFrameStack(4)``),
   once with 1 env (the usual call) and once with 10 envs (``DummyVecEnv``).
 
-Printed: wall time, agent steps/s and the speed ratio (steps/s, so episode-length differences cancel).
+Printed: wall time, agent steps (4 emulator frames each; SB3's Monitor counts frames, converted here),
+agent steps/s, and the speed ratio of steps/s (so episode-length differences cancel).
 
     python scripts/bench_eval.py [--checkpoint runs/RUN/checkpoints/best.safetensors] [--episodes 10]
 """
@@ -24,6 +25,8 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+
+FRAME_SKIP = 4
 
 
 def build_rlkit_agent(checkpoint: str | None, seed: int):
@@ -53,7 +56,7 @@ def copy_into_sb3(agent, model) -> None:
     params = ("weight", "bias")
     mapping = {f"features_extractor.cnn.{i}.{p}": f"encoder.convs.{i}.{p}" for i in (0, 2, 4) for p in params}
     mapping.update({f"features_extractor.linear.0.{p}": f"encoder.head.0.{p}" for p in ("weight", "bias")})
-    mapping.update({f"q_net.{p}": f"head.{p}" for p in ("weight", "bias")})
+    mapping.update({f"q_net.0.{p}": f"head.{p}" for p in ("weight", "bias")})
     state = {k: ours[v].contiguous() for k, v in mapping.items()}
     model.policy.q_net.load_state_dict(state)
     model.policy.q_net_target.load_state_dict(state)
@@ -92,7 +95,8 @@ def bench_sb3(agent, episodes: int, seed: int, n_envs: int) -> dict:
     )
     seconds = time.perf_counter() - start
     env.close()
-    return {"seconds": seconds, "steps": int(sum(lengths)), "mean": float(np.mean(rewards))}
+    # SB3's Monitor sits under AtariWrapper's frame skip, so its lengths are emulator frames: 4 per agent step.
+    return {"seconds": seconds, "steps": int(round(sum(lengths) / FRAME_SKIP)), "mean": float(np.mean(rewards))}
 
 
 def main() -> None:
