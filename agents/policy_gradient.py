@@ -138,6 +138,8 @@ class RunningMeanStd:
         self.count = 1e-4
 
     def update(self, x: np.ndarray) -> None:
+        if len(x) == 0:
+            return
         batch_mean, batch_var, n = x.mean(axis=0), x.var(axis=0), x.shape[0]
         delta = batch_mean - self.mean
         total = self.count + n
@@ -322,7 +324,8 @@ class PPO(Agent):
                     rewards = np.asarray(rewards, dtype=np.float64)
                     if self.return_rms is not None:
                         discounted_return = discounted_return * cfg.gamma * (~reset_next) + rewards
-                        self.return_rms.update(discounted_return[~reset_next][:, None].reshape(-1))
+                        if (~reset_next).any():  # every env may be on its reset step at once
+                            self.return_rms.update(discounted_return[~reset_next])
                         rewards = rewards / math.sqrt(self.return_rms.var + 1e-8)
                     buf_obs[t], buf_actions[t] = obs_tensor.cpu().numpy(), actions  # normalised if enabled
                     buf_logp[t], buf_values[t] = logp.cpu().numpy(), value.cpu().numpy()
