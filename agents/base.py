@@ -3,10 +3,13 @@ still owns its whole training loop."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from rlkit.checkpoint import save_checkpoint
+import torch
+
+from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
 from rlkit.errors import RLKitError
 
 
@@ -38,6 +41,41 @@ class Agent:
                 f"checkpoint is for algorithm {meta.get('algo')!r}, not {self.name}; evaluate it or train "
                 f"{meta.get('algo')} with it."
             )
+
+    def network_state(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        """Checkpoint tensors and metadata of an agent with one network and one optimizer."""
+        tensors = {f"net.{k}": v for k, v in module.state_dict().items()}
+        optim_tensors, optim_meta = optimizer_tensors(optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "algo": self.name,
+            "config": dataclasses.asdict(self.config),
+            "observation_shape": list(self.observation_space.shape),
+            "action_space": str(self.action_space),
+            "counters": self.counters(),
+            "optimizer": optim_meta,
+            "rng": {"numpy": self.rng.bit_generator.state},
+        }
+        return tensors, meta
+
+    def load_network_state(
+        self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, tensors: dict, meta: dict
+    ) -> None:
+        """Inverse of ``network_state``, after checking the algorithm and the spaces."""
+        self.check_algorithm(meta)
+        if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["action_space"] != str(
+            self.action_space
+        ):
+            raise RLKitError(
+                f"checkpoint expects observations {meta['observation_shape']} and actions {meta['action_space']}; "
+                f"this env has {list(self.observation_space.shape)} and {self.action_space}; use the checkpoint's env."
+            )
+        module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        load_optimizer_tensors(optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.load_counters(meta["counters"])
+        self.rng.bit_generator.state = meta["rng"]["numpy"]
 
     def state_dict(self) -> tuple[dict, dict]:  # pragma: no cover - every agent defines it
         raise NotImplementedError

@@ -23,7 +23,6 @@ from rlkit.agents.base import Agent
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerName, make_optimizer
 from rlkit.agents.schedules import linear_schedule, lr_multiplier
-from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors
 from rlkit.config import TrainConfig
 from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
@@ -408,47 +407,22 @@ class PPO(Agent):
 
     # ---- checkpoint state ----------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        optim_tensors, optim_meta = optimizer_tensors(self.optimizer)
-        tensors.update(optim_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
-        normalizers = {}
+        tensors, meta = self.network_state(self.net, self.optimizer)
+        meta["normalizer_counts"] = {}
         for name, rms in (("obs_rms", self.obs_rms), ("return_rms", self.return_rms)):
             if rms is not None:
                 tensors[f"{name}.mean"] = torch.as_tensor(np.asarray(rms.mean, dtype=np.float64))
                 tensors[f"{name}.var"] = torch.as_tensor(np.asarray(rms.var, dtype=np.float64))
-                normalizers[name] = rms.count
-        meta = {
-            "algo": self.name,
-            "config": dataclasses.asdict(self.config),
-            "observation_shape": list(self.observation_space.shape),
-            "action_space": str(self.action_space),
-            "counters": self.counters(),
-            "optimizer": optim_meta,
-            "normalizer_counts": normalizers,
-            "rng": {"numpy": self.rng.bit_generator.state},
-        }
+                meta["normalizer_counts"][name] = rms.count
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.check_algorithm(meta)
-        if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["action_space"] != str(
-            self.action_space
-        ):
-            raise RLKitError(
-                f"checkpoint expects observations {meta['observation_shape']} and actions {meta['action_space']}; "
-                f"this env has {list(self.observation_space.shape)} and {self.action_space}; use the checkpoint's env."
-            )
-        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        load_optimizer_tensors(self.optimizer, tensors, meta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
+        self.load_network_state(self.net, self.optimizer, tensors, meta)
         for name, rms in (("obs_rms", self.obs_rms), ("return_rms", self.return_rms)):
             if rms is not None and f"{name}.mean" in tensors:
                 rms.mean = tensors[f"{name}.mean"].numpy()
                 rms.var = tensors[f"{name}.var"].numpy()
                 rms.count = meta["normalizer_counts"][name]
-        self.load_counters(meta["counters"])
-        self.rng.bit_generator.state = meta["rng"]["numpy"]
 
 
 AGENTS.register("ppo")(PPO)

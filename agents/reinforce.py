@@ -18,7 +18,6 @@ from torch import nn
 from rlkit.agents.base import Agent
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerName, make_optimizer
-from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors
 from rlkit.config import TrainConfig
 from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
@@ -195,35 +194,10 @@ class Reinforce(Agent):
 
     # ---- checkpoint state ----------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors = {f"net.{k}": v for k, v in self.modules.state_dict().items()}
-        optim_tensors, optim_meta = optimizer_tensors(self.optimizer)
-        tensors.update(optim_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
-        meta = {
-            "algo": self.name,
-            "config": dataclasses.asdict(self.config),
-            "observation_shape": list(self.observation_space.shape),
-            "n_actions": int(self.action_space.n),
-            "counters": self.counters(),
-            "optimizer": optim_meta,
-            "rng": {"numpy": self.rng.bit_generator.state},
-        }
-        return tensors, meta
+        return self.network_state(self.modules, self.optimizer)
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.check_algorithm(meta)
-        if list(meta["observation_shape"]) != list(self.observation_space.shape) or meta["n_actions"] != int(
-            self.action_space.n
-        ):
-            raise RLKitError(
-                f"checkpoint expects observations {meta['observation_shape']} and {meta['n_actions']} actions; "
-                f"this env has {list(self.observation_space.shape)} and {self.action_space.n}; use its env."
-            )
-        self.modules.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        load_optimizer_tensors(self.optimizer, tensors, meta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.load_counters(meta["counters"])
-        self.rng.bit_generator.state = meta["rng"]["numpy"]
+        self.load_network_state(self.modules, self.optimizer, tensors, meta)
 
 
 AGENTS.register("reinforce")(Reinforce)
