@@ -18,6 +18,19 @@ class Agent:
 
     name: str = "agent"
 
+    def make_train_envs(self) -> Any:
+        """The run's training envs (train mode, seeded from the config)."""
+        from rlkit.envs import make_vec_env
+
+        cfg = self.config
+        return make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
+
+    def reset_seed(self) -> int:
+        """Seed of the first env reset: the run's seed, or on a resume one derived from the step reached, so a
+        resumed run does not replay the episodes it started with."""
+        seed = self.config.seed
+        return seed if self.global_step == 0 else seed + 7919 * (1 + self.global_step)
+
     def reset_counters(self) -> None:
         self.global_step = 0
         self.updates = 0

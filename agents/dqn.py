@@ -22,7 +22,6 @@ from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
 from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays
 from rlkit.config import TrainConfig
-from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -269,7 +268,7 @@ class DQN(Agent):
     def learn(self, run: Any) -> None:
         """The training loop: act, step, store, update, log, evaluate, checkpoint (until done or stopped)."""
         cfg = self.config
-        envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
+        envs = self.make_train_envs()
         if envs.single_observation_space.shape != self.observation_space.shape:
             raise RLKitError(
                 f"env {cfg.env_id} gives observations {envs.single_observation_space.shape}, the agent expects "
@@ -290,8 +289,7 @@ class DQN(Agent):
         if getattr(self, "_replay_rng_state", None) is not None:
             buffer.rng.bit_generator.state = self._replay_rng_state
         self.buffer = buffer
-        reset_seed = cfg.seed if not resumed else cfg.seed + 7919 * (1 + self.global_step)
-        obs, _ = envs.reset(seed=reset_seed)
+        obs, _ = envs.reset(seed=self.reset_seed())
         if len(buffer) == 0 or not resumed:
             buffer.start(obs)
         else:

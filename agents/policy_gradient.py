@@ -24,7 +24,6 @@ from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerName, make_optimizer
 from rlkit.agents.schedules import linear_schedule, lr_multiplier
 from rlkit.config import TrainConfig
-from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -288,7 +287,7 @@ class PPO(Agent):
     def learn(self, run: Any) -> None:
         """Collect ``rollout_steps`` x ``num_envs`` steps, compute GAE, optimise, repeat."""
         cfg = self.config
-        envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
+        envs = self.make_train_envs()
         T, N = cfg.rollout_steps, cfg.num_envs
         obs_shape, act_shape = self.observation_space.shape, self.action_space.shape
         obs_dtype = np.uint8 if self.observation_space.dtype == np.uint8 else np.float32
@@ -296,8 +295,7 @@ class PPO(Agent):
         buf_actions = np.zeros((T, N, *act_shape), dtype=np.int64 if self.net.discrete else np.float32)
         buf_logp, buf_values, buf_rewards = (np.zeros((T, N), np.float32) for _ in range(3))
         buf_term, buf_ended, buf_valid = (np.zeros((T, N), np.float32) for _ in range(3))
-        reset_seed = cfg.seed if self.global_step == 0 else cfg.seed + 7919 * (1 + self.global_step)
-        obs, _ = envs.reset(seed=reset_seed)
+        obs, _ = envs.reset(seed=self.reset_seed())
         reset_next = np.zeros(N, dtype=bool)
         discounted_return = np.zeros(N)
         monitor = LoopMonitor(self, run)

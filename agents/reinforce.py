@@ -19,7 +19,6 @@ from rlkit.agents.base import Agent
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerName, make_optimizer
 from rlkit.config import TrainConfig
-from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -114,9 +113,8 @@ class Reinforce(Agent):
     def learn(self, run: Any) -> None:
         """Play episodes; every ``episodes_per_update`` finished episodes, one policy-gradient step."""
         cfg = self.config
-        envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
-        reset_seed = cfg.seed if self.global_step == 0 else cfg.seed + 7919 * (1 + self.global_step)
-        obs, _ = envs.reset(seed=reset_seed)
+        envs = self.make_train_envs()
+        obs, _ = envs.reset(seed=self.reset_seed())
         running: list[dict[str, list]] = [{"obs": [], "actions": [], "rewards": []} for _ in range(cfg.num_envs)]
         finished: list[dict[str, np.ndarray]] = []
         reset_next = np.zeros(cfg.num_envs, dtype=bool)

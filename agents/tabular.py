@@ -20,7 +20,6 @@ import torch
 from rlkit.agents.base import Agent
 from rlkit.agents.schedules import linear_schedule
 from rlkit.config import TrainConfig
-from rlkit.envs import make_vec_env
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -170,9 +169,8 @@ class TabularAgent(Agent):
         """On-line TD control on ``num_envs`` envs (next-step autoreset: the step after an episode's end
         is a reset step and is not learned from)."""
         cfg = self.config
-        envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, mode="train", env_kwargs=cfg.env_kwargs)
-        reset_seed = cfg.seed if self.global_step == 0 else cfg.seed + 7919 * (1 + self.global_step)
-        obs, _ = envs.reset(seed=reset_seed)
+        envs = self.make_train_envs()
+        obs, _ = envs.reset(seed=self.reset_seed())
         exploration = self.exploration()
         actions = self.behave(obs, exploration)
         reset_next = np.zeros(cfg.num_envs, dtype=bool)

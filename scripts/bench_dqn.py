@@ -155,7 +155,6 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    import rlkit.agents.dqn as dqn_module
     from rlkit.agents.dqn import DQN, DQNConfig
     from rlkit.agents.replay import FrameReplayBuffer
     from rlkit.config import build_config, load_preset
@@ -210,21 +209,18 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
         return buffer
 
     agent.make_buffer = make_buffer  # type: ignore[method-assign]
-    original_make_vec_env = dqn_module.make_vec_env
+    original_make_train_envs = agent.make_train_envs
 
-    def timed_make_vec_env(*a: Any, **kw: Any) -> Any:
-        envs = original_make_vec_env(*a, **kw)
+    def timed_make_train_envs() -> Any:
+        envs = original_make_train_envs()
         envs.step = timer.wrap("env", envs.step)
         return envs
 
-    dqn_module.make_vec_env = timed_make_vec_env
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            record = {"algo": "dqn", "config": dataclasses.asdict(config), "env_settings": env_settings}
-            with TimedRun(Path(tmp) / "run", record) as run:
-                agent.learn(run)
-    finally:
-        dqn_module.make_vec_env = original_make_vec_env
+    agent.make_train_envs = timed_make_train_envs  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        record = {"algo": "dqn", "config": dataclasses.asdict(config), "env_settings": env_settings}
+        with TimedRun(Path(tmp) / "run", record) as run:
+            agent.learn(run)
     result = timer.summary(end_mark - start_mark, "train", "sample")
     buffer = agent.buffer
     assert buffer is not None
