@@ -82,6 +82,8 @@ class DQNConfig(TrainConfig):
     """Added to |TD error| before prioritizing."""
     save_buffer: bool = False
     """Save the replay buffer with checkpoints (large for Atari: about 7 KB per transition)."""
+    cuda_graph: bool = True
+    """On a CUDA device, replay the whole update (forward, backward, clip, Adam) as one captured CUDA graph."""
 
 
 class QNetwork(nn.Module):
@@ -128,6 +130,45 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class UpdateGraph:
+    """The DQN update captured once as a CUDA graph and replayed on each batch.
+
+    An eager update launches ~150 small kernels (three forward passes, backward, clip, Adam) and is bound by
+    launch overhead on a GPU; a replay launches them as one graph. The batch is copied into static input
+    tensors; networks and optimizer state are updated in place, so target syncs and checkpoint loads
+    (``copy_`` into the same tensors) stay visible to the graph.
+    """
+
+    WARMUP = 3  # eager updates on a side stream before capture, as CUDA graph capture requires
+
+    def __init__(self, agent: DQN, batch: tuple[torch.Tensor, ...]) -> None:
+        self.agent = agent
+        self.inputs = tuple(torch.empty_like(t, device=agent.device) for t in batch)
+        self.copy_in(batch)
+        agent.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = agent.update(self.inputs)
+
+    def copy_in(self, batch: tuple[torch.Tensor, ...]) -> None:
+        for static, value in zip(self.inputs, batch):
+            static.copy_(value, non_blocking=True)
+
+    def replay(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.copy_in(batch)
+        self.graph.replay()
+        return self.outputs
+
+    @staticmethod
+    def warmup_update(agent: DQN, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            outputs = agent.update(tuple(t.to(agent.device) for t in batch))
+        torch.cuda.current_stream().wait_stream(stream)
+        return outputs
+
+
 @AGENTS.register("dqn")
 class DQN(Agent):
     """Deep Q-learning agent: ``act``, the training loop ``learn``, and checkpoint state."""
@@ -159,7 +200,15 @@ class DQN(Agent):
         self.target_net.to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.target_net.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, eps=config.adam_eps)
+        self.use_cuda_graph = config.cuda_graph and self.device.type == "cuda"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution algorithms once
+        # A captured graph needs the optimizer's step counter on the device (capturable).
+        self.optimizer = torch.optim.Adam(
+            self.q_net.parameters(), lr=config.lr, eps=config.adam_eps, capturable=self.use_cuda_graph
+        )
+        self._graph: UpdateGraph | None = None
+        self._eager_updates = 0
         self.rng = np.random.default_rng(config.seed)
         # Counters that a resume restores.
         self.reset_counters()
@@ -230,31 +279,67 @@ class DQN(Agent):
             seed=cfg.seed + 1,
         )
 
-    def train_step(self, buffer: FrameReplayBuffer) -> dict[str, float]:
-        """One gradient step on a replay batch; returns loss statistics."""
+    def loss_terms(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        returns: torch.Tensor,
+        next_observations: torch.Tensor,
+        discounts: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, Q of the taken actions, TD errors) of a batch; the loss is importance-weighted."""
         cfg = self.config
-        beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, self.global_step)
-        batch = buffer.sample(cfg.batch_size, beta=beta, device=self.device)
         with torch.no_grad():
-            next_q_target = self.target_net(batch.next_observations)
-            next_q_online = self.q_net(batch.next_observations) if cfg.double_dqn else None
-            targets = td_targets(batch.returns, batch.discounts, next_q_target, next_q_online)
-        q = self.q_net(batch.observations).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+            next_q_target = self.target_net(next_observations)
+            next_q_online = self.q_net(next_observations) if cfg.double_dqn else None
+            targets = td_targets(returns, discounts, next_q_target, next_q_online)
+        q = self.q_net(observations).gather(1, actions.long().unsqueeze(1)).squeeze(1)
         td_error = q - targets
         if cfg.loss == "huber":
             per_sample = F.smooth_l1_loss(q, targets, reduction="none")
         else:
             per_sample = 0.5 * td_error.pow(2)
-        loss = (batch.weights * per_sample).mean()
+        return (weights * per_sample).mean(), q, td_error
+
+    def update(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step on ``batch`` (the arguments of ``loss_terms``); returns detached
+        (loss, mean Q, TD errors)."""
+        loss, q, td_error = self.loss_terms(*batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        if self.config.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.q_net.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
+        return loss.detach(), q.detach().mean(), td_error.detach()
+
+    def train_step(self, buffer: FrameReplayBuffer) -> dict[str, torch.Tensor]:
+        """One gradient step on a replay batch; returns loss statistics as (device) scalars, which the loop
+        reads only when it logs, so a GPU update never waits for the host."""
+        cfg = self.config
+        beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, self.global_step)
+        if self.use_cuda_graph:
+            batch = buffer.sample(cfg.batch_size, beta=beta, device="cpu")
+            tensors = (batch.observations, batch.actions, batch.returns, batch.next_observations,
+                       batch.discounts, batch.weights)
+            if self._graph is None and self._eager_updates >= UpdateGraph.WARMUP:
+                self._graph = UpdateGraph(self, tensors)
+            if self._graph is not None:
+                loss, mean_q, td_error = self._graph.replay(tensors)
+            else:
+                # The first updates run eagerly on a side stream, as graph capture requires.
+                loss, mean_q, td_error = UpdateGraph.warmup_update(self, tensors)
+                self._eager_updates += 1
+        else:
+            batch = buffer.sample(cfg.batch_size, beta=beta, device=self.device)
+            loss, mean_q, td_error = self.update(
+                (batch.observations, batch.actions, batch.returns, batch.next_observations,
+                 batch.discounts, batch.weights)
+            )
         self.updates += 1
         if cfg.prioritized:
-            buffer.update_priorities(batch.indices, td_error.detach().cpu().numpy(), cfg.per_eps)
-        return {"td_loss": float(loss.detach()), "q_values": float(q.detach().mean())}
+            buffer.update_priorities(batch.indices, td_error.cpu().numpy(), cfg.per_eps)
+        return {"td_loss": loss, "q_values": mean_q}
 
     def update_target(self) -> None:
         tau = self.config.tau
@@ -304,7 +389,7 @@ class DQN(Agent):
             )
         reset_next = np.zeros(cfg.num_envs, dtype=bool)
         monitor = LoopMonitor(self, run)
-        losses: dict[str, float] = {}
+        losses: dict[str, torch.Tensor] = {}
         try:
             while self.global_step < cfg.total_steps and not run.stop_requested:
                 epsilon = self.epsilon()

@@ -43,6 +43,21 @@ def _probe_env(env_id: str, env_kwargs: dict, mode: str = "train") -> tuple[Any,
         envs.close()
 
 
+def requested_device_type(overrides: list[str]) -> str:
+    """``cuda`` or ``cpu``: the device a run will use (a ``device=`` override, else auto), which picks the
+    default preset of an env family."""
+    device = "auto"
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "device":
+            device = value.strip()
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 def build_train_config(algo: str, args: argparse.Namespace) -> Any:
     from rlkit.config import apply_overrides, build_config, default_preset, load_preset
     from rlkit.envs import env_family, env_spec
@@ -53,7 +68,7 @@ def build_train_config(algo: str, args: argparse.Namespace) -> Any:
         raise RLKitError(f"rlkit train {algo} needs --env ID (see `rlkit envs`).")
     env_spec(args.env)
     family = env_family(args.env)
-    preset = args.preset or default_preset(algo, family)
+    preset = args.preset or default_preset(algo, family, requested_device_type(args.set or []))
     values: dict[str, Any] = load_preset(algo, preset) if preset else {}
     values = apply_overrides(values, args.set or [], agent_cls.Config)
     values["env_id"] = args.env
@@ -368,7 +383,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for full in preset_names():
         algo, name = full.split("-", 1)
         info = preset_info(full)
-        default = f" [default for {', '.join(info['default_for'])}]" if info["default_for"] else ""
+        on = f" on {info['default_device']}" if info["default_device"] else ""
+        default = f" [default for {', '.join(info['default_for'])}{on}]" if info["default_for"] else ""
         print(f"{algo:8s} {name:14s} {info['description']}{default}")
     return 0
 

@@ -216,22 +216,31 @@ def load_preset(algo: str, name: str) -> dict[str, Any]:
     data = yaml.safe_load(text) or {}
     data.pop("description", None)
     data.pop("default_for", None)
+    data.pop("default_device", None)
     return data
 
 
 def preset_info(full_name: str) -> dict[str, Any]:
-    """The description and the env families a preset is the default for."""
+    """The description, the env families a preset is the default for, and the device kind (cpu/cuda) it is
+    the default on (``None``: any)."""
     text = resources.files(PRESET_PACKAGE).joinpath(full_name + ".yaml").read_text()
     data = yaml.safe_load(text) or {}
-    return {"description": data.get("description", ""), "default_for": data.get("default_for", [])}
+    return {
+        "description": data.get("description", ""),
+        "default_for": data.get("default_for", []),
+        "default_device": data.get("default_device"),
+    }
 
 
-def default_preset(algo: str, family: str) -> str | None:
-    """The preset of ``algo`` marked ``default_for`` env family ``family``, if any."""
+def default_preset(algo: str, family: str, device_type: str = "cpu") -> str | None:
+    """The preset of ``algo`` marked ``default_for`` env family ``family``: one marked for ``device_type``
+    (``cpu`` or ``cuda``) wins over one marked for any device."""
+    candidates = []
     for full in preset_names(algo):
-        if family in preset_info(full)["default_for"]:
-            return full.split("-", 1)[1]
-    return None
+        info = preset_info(full)
+        if family in info["default_for"] and info["default_device"] in (None, device_type):
+            candidates.append((info["default_device"] is None, full.split("-", 1)[1]))
+    return min(candidates)[1] if candidates else None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -47,12 +47,14 @@ class LoopMonitor:
                 {"charts/episodic_return": ret, "charts/episodic_length": length}, self.agent.global_step
             )
 
-    def tick(self, scalars: dict[str, float]) -> bool:
+    def tick(self, scalars: dict[str, Any]) -> bool:
         """Do whatever is due at the agent's current step; ``scalars`` are the agent's own training scalars
-        (losses, epsilon, ...), written when a log line is due. Returns True when training should stop."""
+        (losses, epsilon, ...; floats or one-element tensors, read only when a log line is due). Returns True
+        when training should stop."""
         agent, run, cfg = self.agent, self.run, self.agent.config
         step = agent.global_step
         if step >= self.next_log:
+            scalars = {k: float(v) for k, v in scalars.items()}
             now = time.time()
             sps = (step - self.last_log_step) / max(now - self.last_log_time, 1e-9)
             self.last_log_step, self.last_log_time = step, now
