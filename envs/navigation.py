@@ -16,7 +16,14 @@ import numpy as np
 import pybullet as pb
 from pybullet_utils import bullet_client
 
-from rlkit.envs.navigation_planning import Obstacle, astar, cell_centers, distance_field, signed_distance
+from rlkit.envs.navigation_planning import (
+    Obstacle,
+    astar,
+    cell_centers,
+    distance_field,
+    point_clearance,
+    signed_distance,
+)
 from rlkit.errors import RLKitError
 
 OBS_TYPES = ("state", "rgb")
@@ -33,7 +40,7 @@ WALL_HEIGHT = 0.6
 WALL_THICKNESS = 0.2
 OBSTACLE_HEIGHT = 0.5
 SPAWN_CLEARANCE = 0.15  # start and goal cells keep this much extra distance to any obstacle or wall
-COLLISION_TOLERANCE = 1e-3  # contact distance (m) below which the robot is touching something
+BISECTIONS = 8  # a blocked move is shortened to within 2**-8 of its length from the contact point
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -55,10 +62,13 @@ def _yaw_quat(yaw: float) -> tuple[float, float, float, float]:
 class NavigationEnv(gym.Env):
     """Drive a differential-drive robot (a cylinder) to a goal in a walled arena with seeded obstacles.
 
-    The robot is kinematically velocity-controlled: every physics substep ``resetBaseVelocity`` sets the
-    commanded linear velocity along the heading, Bullet resolves contacts with walls and obstacles (the robot
-    slides along them), and the heading is integrated exactly (contacts never spin the robot). There is no
-    gravity and the floor is visual only, so only walls and obstacles collide.
+    Motion is kinematic (unicycle model): each of ``substeps`` substeps moves the robot by the commanded
+    velocities and a move that would bring the robot's disc closer than ``robot_radius`` to an obstacle or wall is
+    a collision: its component into the surface is removed (the robot slides along it) or, if that is still
+    blocked, the move is cut at the contact point (bisection). The footprint test is the exact 2-D distance to the
+    same boxes, cylinders and walls that Bullet holds as collision shapes, so the robot never penetrates them;
+    Bullet casts the range rays and renders the scene. (Bullet's own dynamics, driven by
+    ``resetBaseVelocity``, let the robot sink 0.13-0.19 m into a wall it keeps pushing against, and cost more.)
 
     Each reset draws a new level from ``self.np_random``: ``num_obstacles`` boxes or cylinders, then a goal and a
     start cell in free space at least ``min_goal_distance`` apart (Euclidean) with a path between them on the
@@ -77,12 +87,12 @@ class NavigationEnv(gym.Env):
         half the angular speed). ``continuous``: Box(-1, 1, (2,)) = (linear, angular) velocity as fractions of
         ``max_linear_velocity`` and ``max_angular_velocity``.
     Reward per step: ``progress_scale * (d_prev - d)`` with ``d`` the geodesic (grid distance field, default) or
-    Euclidean distance to the goal, ``- step_cost``, ``- collision_penalty`` on a step that ends touching an
+    Euclidean distance to the goal, ``- step_cost``, ``- collision_penalty`` on a step whose motion was blocked by an
     obstacle or wall, ``+ success_bonus`` on reaching the goal (within ``goal_radius``), which terminates the
     episode. ``terminate_on_collision`` also ends it on a collision.
     Info (every step, so the final step of every episode has the episode's values): ``success``, ``spl``
     (``success * shortest / max(path_length, shortest)``, ``shortest`` = A*-exact 8-connected grid distance from
-    the start to the goal centre), ``collisions`` (steps ending in contact), ``collision`` (this step),
+    the start to the goal centre), ``collisions`` (steps with a blocked move), ``collision`` (this step),
     ``path_length`` (metres driven), ``shortest_path_length``, ``goal_distance`` (Euclidean).
 
     Args (defaults):
@@ -97,7 +107,7 @@ class NavigationEnv(gym.Env):
         num_rays, ray_fov, ray_length: range rays for ``state`` (16, 2 pi, 4.0 m).
         grid_resolution: occupancy-grid cell size in metres, adjusted to divide ``arena_size`` (0.1).
         max_linear_velocity, max_angular_velocity: m/s and rad/s at command 1 (0.75, 2.0).
-        control_dt, physics_substeps: seconds per env step and Bullet steps per env step (0.1, 2).
+        control_dt, substeps: seconds per env step and motion/collision substeps per env step (0.1, 2).
         progress_reward: ``"geodesic"`` | ``"euclidean"`` (``"geodesic"``); progress_scale (1.0).
         step_cost (0.01), success_bonus (10.0), collision_penalty (0.1), terminate_on_collision (False).
         image_size (84), image_layout ``"hwc"`` | ``"chw"`` (``"hwc"``), renderer ``"tiny"`` | ``"egl"``
@@ -124,7 +134,7 @@ class NavigationEnv(gym.Env):
         max_linear_velocity: float = 0.75,
         max_angular_velocity: float = 2.0,
         control_dt: float = 0.1,
-        physics_substeps: int = 2,
+        substeps: int = 2,
         progress_reward: str = "geodesic",
         progress_scale: float = 1.0,
         step_cost: float = 0.01,
@@ -159,12 +169,12 @@ class NavigationEnv(gym.Env):
         self.step_cost, self.success_bonus = float(step_cost), float(success_bonus)
         self.collision_penalty, self.terminate_on_collision = float(collision_penalty), bool(terminate_on_collision)
         for name, value in (("num_obstacles", num_obstacles), ("num_rays", num_rays),
-                            ("physics_substeps", physics_substeps), ("image_size", image_size),
+                            ("substeps", substeps), ("image_size", image_size),
                             ("render_size", render_size)):
             if int(value) != value or value < (0 if name == "num_obstacles" else 1):
                 raise RLKitError(f"{name} must be an integer >= {0 if name == 'num_obstacles' else 1}; got {value!r}.")
         self.num_obstacles, self.num_rays = int(num_obstacles), int(num_rays)
-        self.physics_substeps = int(physics_substeps)
+        self.substeps = int(substeps)
         self.image_size, self.render_size = int(image_size), int(render_size)
         half = self.arena_size / 2
         usable = self.arena_size - 2 * (self.robot_radius + SPAWN_CLEARANCE)
@@ -270,9 +280,6 @@ class NavigationEnv(gym.Env):
         p = self._p
         assert p is not None
         p.resetSimulation()
-        p.setGravity(0, 0, 0)
-        p.setPhysicsEngineParameter(fixedTimeStep=self.control_dt / self.physics_substeps, numSolverIterations=10,
-                                    deterministicOverlappingPairs=1)
         half, t = self.arena_size / 2, WALL_THICKNESS
         floor = p.createVisualShape(pb.GEOM_BOX, halfExtents=[half + t, half + t, 0.01], rgbaColor=[0.85, 0.85, 0.8, 1])
         p.createMultiBody(0, -1, floor, [0, 0, -0.01])
@@ -299,7 +306,6 @@ class NavigationEnv(gym.Env):
         )
         p.createMultiBody(0, -1, goal_vis, [gx, gy, 0.0])  # visual only: no collision, rays pass through
         r = self.robot_radius
-        col = p.createCollisionShape(pb.GEOM_CYLINDER, radius=r, height=ROBOT_HEIGHT)
         vis = p.createVisualShapeArray(
             shapeTypes=[pb.GEOM_CYLINDER, pb.GEOM_BOX], radii=[r, 0], lengths=[ROBOT_HEIGHT, 0],
             halfExtents=[[0, 0, 0], [r * 0.4, r * 0.15, 0.02]],
@@ -307,8 +313,8 @@ class NavigationEnv(gym.Env):
             rgbaColors=[[0.95, 0.55, 0.1, 1], [0.1, 0.1, 0.1, 1]],
         )
         x, y = self.start_position
-        self._robot = p.createMultiBody(10.0, col, vis, [x, y, ROBOT_HEIGHT / 2], _yaw_quat(self.yaw))
-        p.changeDynamics(self._robot, -1, lateralFriction=0.0, linearDamping=0.0, angularDamping=0.0)
+        # visual only: the robot moves kinematically (see _drive) and its own rays must not hit it
+        self._robot = p.createMultiBody(0, -1, vis, [x, y, ROBOT_HEIGHT / 2], _yaw_quat(self.yaw))
 
     # ---------------------------------------------------------------- episode
     def _reset_episode_stats(self) -> None:
@@ -355,15 +361,9 @@ class NavigationEnv(gym.Env):
             raise RLKitError("call reset() before step().")
         lin, ang = self._command(action)
         v, w = lin * self.max_linear_velocity, ang * self.max_angular_velocity
-        h = self.control_dt / self.physics_substeps
-        for k in range(self.physics_substeps):
-            heading = self.yaw + w * h * (k + 0.5)
-            p.resetBaseVelocity(self._robot, [v * math.cos(heading), v * math.sin(heading), 0.0], [0.0, 0.0, 0.0])
-            p.stepSimulation()
         old = self.position
+        x, y, collision = self._drive(float(old[0]), float(old[1]), v, w)
         self.yaw = (self.yaw + w * self.control_dt + math.pi) % (2 * math.pi) - math.pi
-        x, y, _ = p.getBasePositionAndOrientation(self._robot)[0]
-        collision = any(c[8] < COLLISION_TOLERANCE for c in p.getContactPoints(bodyA=self._robot))
         p.resetBasePositionAndOrientation(self._robot, [x, y, ROBOT_HEIGHT / 2], _yaw_quat(self.yaw))
         self.position = np.array([x, y])
         moved = self.position - old
@@ -384,6 +384,42 @@ class NavigationEnv(gym.Env):
             reward += self.success_bonus
         terminated = self.success or (collision and self.terminate_on_collision)
         return self._observation(), float(reward), bool(terminated), False, self._info(collision)
+
+    def _clearance(self, x: float, y: float) -> float:
+        return point_clearance(x, y, self.obstacles, self.arena_size / 2)
+
+    def _drive(self, x: float, y: float, v: float, w: float) -> tuple[float, float, bool]:
+        """Integrate the unicycle over one control step with slide-or-stop collision handling."""
+        h, r, collision = self.control_dt / self.substeps, self.robot_radius, False
+        for k in range(self.substeps):
+            heading = self.yaw + w * h * (k + 0.5)
+            mx, my = v * h * math.cos(heading), v * h * math.sin(heading)
+            if mx == 0.0 and my == 0.0:
+                continue
+            if self._clearance(x + mx, y + my) >= r:
+                x, y = x + mx, y + my
+                continue
+            collision = True
+            eps = 1e-5  # surface normal = gradient of the clearance at the current position
+            nx = self._clearance(x + eps, y) - self._clearance(x - eps, y)
+            ny = self._clearance(x, y + eps) - self._clearance(x, y - eps)
+            norm = math.hypot(nx, ny)
+            if norm > 0:
+                nx, ny = nx / norm, ny / norm
+                into = min(0.0, mx * nx + my * ny)
+                sx, sy = mx - into * nx, my - into * ny
+                if self._clearance(x + sx, y + sy) >= r:
+                    x, y = x + sx, y + sy
+                    continue
+            lo, hi = 0.0, 1.0  # cut the move at the contact point
+            for _ in range(BISECTIONS):
+                mid = (lo + hi) / 2
+                if self._clearance(x + mid * mx, y + mid * my) >= r:
+                    lo = mid
+                else:
+                    hi = mid
+            x, y = x + lo * mx, y + lo * my
+        return x, y, collision
 
     @property
     def spl(self) -> float:
