@@ -40,6 +40,10 @@ WALL_HEIGHT = 0.6
 WALL_THICKNESS = 0.2
 OBSTACLE_HEIGHT = 0.5
 SPAWN_CLEARANCE = 0.15  # start and goal cells keep this much extra distance to any obstacle or wall
+FLOOR_RGBA = (0.85, 0.85, 0.8, 1.0)
+FLOOR_FILL = np.array([202, 202, 191], np.uint8)  # FLOOR_RGBA as TinyRenderer shades the (horizontal) floor
+HIDDEN = (0.0, 0.0, -1000.0)  # where the floor waits while the egocentric camera renders
+EGO_HEIGHT, EGO_PITCH = ROBOT_HEIGHT + 0.05, 0.1  # camera height (m) and downward slope of its axis
 BISECTIONS = 8  # a blocked move is shortened to within 2**-8 of its length from the contact point
 
 
@@ -219,6 +223,9 @@ class NavigationEnv(gym.Env):
         top = 2.0 * self.arena_size
         fov = math.degrees(2 * math.atan((half + WALL_THICKNESS + 0.1) / (top - WALL_HEIGHT)))
         self._top_proj = pb.computeProjectionMatrixFOV(fov, 1.0, 0.1, top + 1.0)
+        # image rows whose pixel-centre rays point below the horizon (90 degree vertical field of view)
+        rows = (np.arange(self.image_size) + 0.5 - self.image_size / 2) / (self.image_size / 2)
+        self._below_horizon = (np.arctan(rows) + math.atan(EGO_PITCH) > 0)[:, None]
         self._top_view = pb.computeViewMatrix((0.0, 0.0, top), (0.0, 0.0, 0.0), (0.0, 1.0, 0.0))
         # level and episode state (set by reset)
         self.obstacles: list[Obstacle] = []
@@ -281,8 +288,10 @@ class NavigationEnv(gym.Env):
         assert p is not None
         p.resetSimulation()
         half, t = self.arena_size / 2, WALL_THICKNESS
-        floor = p.createVisualShape(pb.GEOM_BOX, halfExtents=[half + t, half + t, 0.01], rgbaColor=[0.85, 0.85, 0.8, 1])
-        p.createMultiBody(0, -1, floor, [0, 0, -0.01])
+        # The floor costs 60% of an egocentric frame in TinyRenderer (pixel fill), so it only joins the scene for
+        # render(); egocentric frames paint empty pixels below the horizon in its colour instead (same look).
+        floor = p.createVisualShape(pb.GEOM_BOX, halfExtents=[half + t, half + t, 0.01], rgbaColor=FLOOR_RGBA)
+        self._floor = p.createMultiBody(0, -1, floor, HIDDEN)
         for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
             ext = [t / 2, half + t, WALL_HEIGHT / 2] if sx else [half + t, t / 2, WALL_HEIGHT / 2]
             col = p.createCollisionShape(pb.GEOM_BOX, halfExtents=ext)
@@ -457,24 +466,29 @@ class NavigationEnv(gym.Env):
         obs = [dist, math.sin(bearing), math.cos(bearing), *rays, self._lin, self._ang]
         return np.asarray(obs, dtype=np.float32)
 
-    def _camera(self, width: int, height: int, view: list, proj: list) -> np.ndarray:
-        img = self._p.getCameraImage(width, height, view, proj, renderer=self._render_flag, shadow=0,
-                                     flags=pb.ER_NO_SEGMENTATION_MASK)[2]
-        return np.asarray(img, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+    def _camera(self, width: int, height: int, view: list, proj: list) -> tuple[np.ndarray, np.ndarray]:
+        _, _, rgba, depth, _ = self._p.getCameraImage(width, height, view, proj, renderer=self._render_flag,
+                                                      shadow=0, flags=pb.ER_NO_SEGMENTATION_MASK)
+        rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+        return np.ascontiguousarray(rgb), np.asarray(depth).reshape(height, width)
 
     def _ego_image(self) -> np.ndarray:
         c, s = math.cos(self.yaw), math.sin(self.yaw)
         eye_xy = self.position + (self.robot_radius + 0.02) * np.array([c, s])
-        eye = [eye_xy[0], eye_xy[1], ROBOT_HEIGHT + 0.05]
-        view = self._p.computeViewMatrix(eye, [eye[0] + c, eye[1] + s, eye[2] - 0.1], [0, 0, 1])
-        img = self._camera(self.image_size, self.image_size, view, self._ego_proj)
+        eye = [eye_xy[0], eye_xy[1], EGO_HEIGHT]
+        view = self._p.computeViewMatrix(eye, [eye[0] + c, eye[1] + s, eye[2] - EGO_PITCH], [0, 0, 1])
+        img, depth = self._camera(self.image_size, self.image_size, view, self._ego_proj)
+        img[(depth >= 1.0) & self._below_horizon] = FLOOR_FILL  # nothing drawn there: it is floor
         return np.ascontiguousarray(img.transpose(2, 0, 1)) if self.image_layout == "chw" else img
 
     def render(self) -> np.ndarray | None:
         """Top-down view of the arena (``render_mode="rgb_array"``)."""
         if self.render_mode != "rgb_array" or self._p is None:
             return None
-        return self._camera(self.render_size, self.render_size, self._top_view, self._top_proj)
+        self._p.resetBasePositionAndOrientation(self._floor, [0.0, 0.0, -0.01], [0, 0, 0, 1])
+        frame = self._camera(self.render_size, self.render_size, self._top_view, self._top_proj)[0]
+        self._p.resetBasePositionAndOrientation(self._floor, HIDDEN, [0, 0, 0, 1])
+        return frame
 
     def close(self) -> None:
         if self._p is not None:

@@ -239,3 +239,16 @@ def test_make_vec_env():
 def test_bad_kwargs_raise_rlkit_error(kwargs, needle):
     with pytest.raises(RLKitError, match=needle):
         NavigationEnv(**kwargs)
+
+
+def test_painted_floor_matches_a_rendered_floor():
+    env = NavigationEnv(obs_type="rgb")
+    env.reset(seed=0)
+    for _ in range(5):
+        painted = env.step(1)[0]
+        env._p.resetBasePositionAndOrientation(env._floor, [0.0, 0.0, -0.01], [0, 0, 0, 1])
+        rendered = env._ego_image()
+        env._p.resetBasePositionAndOrientation(env._floor, [0.0, 0.0, -1000.0], [0, 0, 0, 1])
+        same = np.all(painted == rendered, axis=-1).mean()
+        assert same > 0.99, same
+    env.close()
