@@ -15,6 +15,14 @@ import numpy as np
 from rlkit.errors import RLKitError, suggest
 
 gym.register(id="rlkit/FakeImage-v0", entry_point="rlkit.envs.fake:FakeImageEnv", max_episode_steps=1000)
+# robot navigation (PyBullet): other choices are NavigationEnv kwargs
+gym.register(id="rlkit/Navigation-v0", entry_point="rlkit.envs.navigation:NavigationEnv", max_episode_steps=500)
+gym.register(
+    id="rlkit/NavigationRGB-v0",
+    entry_point="rlkit.envs.navigation:NavigationEnv",
+    max_episode_steps=500,
+    kwargs={"obs_type": "rgb"},
+)
 
 EVAL_MAX_EPISODE_STEPS = 10_000  # evaluation episodes of envs without a time limit (CliffWalking) must end
 
