@@ -15,6 +15,10 @@ import numpy as np
 from rlkit.errors import RLKitError, suggest
 
 gym.register(id="rlkit/FakeImage-v0", entry_point="rlkit.envs.fake:FakeImageEnv", max_episode_steps=1000)
+# PyBullet driving (rlkit.envs.driving): further choices (action_type, track_width, ...) are env kwargs.
+gym.register(id="rlkit/Driving-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000)
+gym.register(id="rlkit/DrivingRGB-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000,
+             kwargs={"obs_type": "rgb"})
 
 EVAL_MAX_EPISODE_STEPS = 10_000  # evaluation episodes of envs without a time limit (CliffWalking) must end
 
