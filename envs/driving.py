@@ -416,3 +416,104 @@ class DrivingEnv(gym.Env):
             finally:
                 self._client = None
                 self._egl_plugin = -1
+
+
+class DrivingExpert:
+    """Privileged driver: pure pursuit on the centreline (shifted sideways around obstacles) for steering and a
+    PID on speed, both from the simulator's true state (``DrivingEnv.car_state``), not from observations.
+
+    ``act()`` returns an action in the env's action space (the nearest table entry for discrete action types).
+    The target speed is ``speed`` (default 0.8 x ``max_speed``), lowered in curves to keep lateral acceleration
+    under ``lateral_accel`` m/s^2.
+    """
+
+    def __init__(self, env: gym.Env, speed: float | None = None, lookahead: float = 0.6, lateral_accel: float = 3.0,
+                 kp: float = 0.5, ki: float = 0.3, kd: float = 0.02) -> None:
+        self.env: DrivingEnv = env.unwrapped  # type: ignore[assignment]
+        if not isinstance(self.env, DrivingEnv):
+            raise RLKitError("DrivingExpert needs a DrivingEnv (rlkit/Driving-v0 or rlkit/DrivingRGB-v0).")
+        self.speed = 0.8 * self.env.max_speed if speed is None else speed
+        self.lookahead, self.lateral_accel = lookahead, lateral_accel
+        self.kp, self.ki, self.kd = kp, ki, kd
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear the PID state (call after each env reset)."""
+        self._integral = 0.0
+        self._last_error: float | None = None
+
+    def path_offset(self, s: float) -> float:
+        """Lateral offset of the expert's path at arc length ``s``: 0, or beside the obstacles near ``s``."""
+        env, track = self.env, self.env.track
+        assert track is not None
+        half = track.width / 2.0
+        best = 0.0
+        for _, s_obs, o, radius in env._obstacles:
+            ds = abs((s - s_obs + track.length / 2) % track.length - track.length / 2)
+            weight = float(np.clip((2.5 - ds) / 1.7, 0.0, 1.0))
+            if weight == 0.0:
+                continue
+            side = -1.0 if o >= 0 else 1.0
+            target = float(np.clip(o + side * (radius + 0.35), -half + 0.2, half - 0.2))
+            if abs(weight * target) > abs(best):
+                best = weight * target
+        return best
+
+    def act(self) -> Any:
+        """The expert's action for the env's current state."""
+        env, track = self.env, self.env.track
+        assert track is not None
+        st = env.car_state()
+        dt = env.physics_dt * env.action_repeat
+        speed = max(st["speed"], 0.0)
+        ld = self.lookahead + 0.3 * speed
+        s_target = st["s"] + ld
+        target = track.point_at(s_target, self.path_offset(s_target))
+        cy, sy = math.cos(st["yaw"]), math.sin(st["yaw"])
+        rear = np.array([st["x"] - _CAR_CENTRE * cy, st["y"] - _CAR_CENTRE * sy])
+        rel = target - rear
+        local_x, local_y = rel[0] * cy + rel[1] * sy, -rel[0] * sy + rel[1] * cy
+        dist = math.hypot(local_x, local_y)
+        delta = math.atan2(2.0 * WHEELBASE * local_y, dist * dist)  # pure pursuit: atan(2 L sin(alpha) / ld)
+        steer = float(np.clip(delta / env.max_steer, -1.0, 1.0))
+        ahead = track.index_at(st["s"] + np.linspace(0.0, 2.0 + speed, 12))
+        kappa = float(np.max(np.abs(track.curvature[ahead])))
+        v_ref = min(self.speed, math.sqrt(self.lateral_accel / max(kappa, 1e-6)))
+        error = v_ref - st["speed"]
+        self._integral = float(np.clip(self._integral + error * dt, -1.0, 1.0))
+        deriv = 0.0 if self._last_error is None else (error - self._last_error) / dt
+        self._last_error = error
+        throttle = float(np.clip(v_ref / env.max_speed + self.kp * error + self.ki * self._integral
+                                 + self.kd * deriv, -1.0, 1.0))
+        if env.action_type == "continuous":
+            return np.array([steer, throttle], dtype=np.float32)
+        cost = np.abs(env._action_table[:, 0] - steer) + 0.5 * np.abs(env._action_table[:, 1] - throttle)
+        return int(np.argmin(cost))
+
+
+def run_expert(env_id: str = "rlkit/Driving-v0", episodes: int = 3, seed: int = 0,
+               **env_kwargs: Any) -> dict[str, float]:
+    """Drive ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) with :class:`DrivingExpert`; returns mean
+    route completion, laps, return and length, and the success, off-track and collision rates."""
+    env = gym.make(env_id, **env_kwargs)
+    rows = []
+    try:
+        expert = DrivingExpert(env)
+        for k in range(episodes):
+            env.reset(seed=seed + k)
+            expert.reset()
+            ret, length, off, hit = 0.0, 0, False, False
+            while True:
+                _, reward, terminated, truncated, info = env.step(expert.act())
+                ret, length = ret + reward, length + 1
+                off, hit = off or info["off_track"], hit or info["collision"]
+                if terminated or truncated:
+                    break
+            rows.append((info["route_completion"], info["laps"], float(info["is_success"]), float(off), float(hit),
+                         ret, length))
+    finally:
+        env.close()
+    mean = np.mean(np.array(rows, dtype=np.float64), axis=0)
+    keys = ("route_completion", "laps", "success_rate", "off_track_rate", "collision_rate", "mean_return",
+            "mean_length")
+    return dict(zip(keys, (float(v) for v in mean)))
