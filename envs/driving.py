@@ -35,7 +35,9 @@ _CAR_CENTRE = 0.18  # metres ahead of the base frame
 _RAY_START = 0.32  # rays start outside the car's own collision shapes
 _RAY_HEIGHT = 0.1
 
+_CAM_FOV, _CAM_HEIGHT, _CAM_PITCH = 80.0, 0.3, 0.1  # forward camera: degrees, metres, radians down
 _GROUND_RGBA = (0.35, 0.55, 0.3, 1.0)
+_GRASS_RGB, _SKY_RGB = (70, 110, 60), (185, 210, 240)  # background painted into camera frames
 _ROAD_RGBA = (0.3, 0.3, 0.32, 1.0)
 _BORDER_RGBA = (0.95, 0.95, 0.95, 1.0)
 _OBSTACLE_RGBA = (0.85, 0.25, 0.1, 1.0)
@@ -60,7 +62,8 @@ class DrivingEnv(gym.Env):
       - ``state``: float32 vector ``[lateral offset / half width, sin and cos of heading error, speed / max_speed,
         steering / max_steer, curvature (1/m) at 1, 2 and 4 m ahead, n_rays range fractions]``; the rays (one
         ``rayTestBatch`` call) fan over +-90 degrees at 0.1 m height and see obstacles.
-      - ``rgb``: uint8 ``(84, 84, 3)`` forward camera (the ego car is hidden). ``grayscale=True`` gives one
+      - ``rgb``: uint8 ``(84, 84, 3)`` forward camera (the ego car and the ground plane are hidden while
+        rendering, the ground is painted in afterwards: twice as fast). ``grayscale=True`` gives one
         channel, ``frame_stack=k`` concatenates the last k frames along the channel axis, ``channels_first=True``
         puts channels first (``(k, 84, 84)`` with grayscale, the layout rlkit's CNN encoders and Atari use).
 
@@ -163,8 +166,13 @@ class DrivingEnv(gym.Env):
         self._egl_plugin = -1
         self.track: Track | None = None
         self._frames: deque[np.ndarray] = deque(maxlen=frame_stack)
-        fov, aspect = 80.0, 1.0
-        self._proj = p.computeProjectionMatrixFOV(fov, aspect, 0.05, 30.0)
+        self._proj = p.computeProjectionMatrixFOV(_CAM_FOV, 1.0, 0.05, 30.0)
+        rows = 1.0 - 2.0 * (np.arange(image_size) + 0.5) / image_size  # +1 top .. -1 bottom
+        sky = rows * math.tan(math.radians(_CAM_FOV / 2)) > math.tan(_CAM_PITCH)
+        sky_rgba, grass_rgba = np.array([*_SKY_RGB, 255], np.uint8), np.array([*_GRASS_RGB, 255], np.uint8)
+        background = np.where(sky[:, None, None], sky_rgba, grass_rgba)  # (size, 1, 4)
+        self._background = np.ascontiguousarray(np.broadcast_to(background, (image_size, image_size, 4)))
+        self._background = self._background.view(np.uint32)  # (size, size, 1), matches an RGBA frame's view
         self._render_proj = p.computeProjectionMatrixFOV(60.0, 4.0 / 3.0, 0.1, 60.0)
 
     # ------------------------------------------------------------------ simulation setup
@@ -252,10 +260,12 @@ class DrivingEnv(gym.Env):
         return obstacles
 
     def _set_car_visible(self, visible: bool) -> None:
+        """Show or hide the ego car and the ground: hidden for the forward camera (faster), shown for render()."""
         c = self._client
         assert c is not None
         for link, rgba in self._car_colours.items():
             c.changeVisualShape(self._car, link, rgbaColor=rgba if visible else (0, 0, 0, 0))
+        c.changeVisualShape(self._ground, -1, rgbaColor=_GROUND_RGBA if visible else (0, 0, 0, 0))
 
     # ------------------------------------------------------------------ privileged state
     def car_state(self) -> dict[str, float]:
@@ -376,22 +386,34 @@ class DrivingEnv(gym.Env):
         hits = self._client.rayTestBatch(starts.tolist(), ends.tolist())  # type: ignore[union-attr]
         return np.array([h[2] if h[0] >= 0 else 1.0 for h in hits], dtype=np.float32)
 
-    def _image(self, view: list[float], proj: tuple[float, ...], width: int, height: int) -> np.ndarray:
+    def _rgba(self, view: list[float], proj: tuple[float, ...], width: int, height: int) -> np.ndarray:
         c = self._client
         assert c is not None
         renderer = p.ER_BULLET_HARDWARE_OPENGL if self.renderer == "egl" else p.ER_TINY_RENDERER
         _, _, rgba, _, _ = c.getCameraImage(width, height, view, proj, renderer=renderer,
                                             flags=p.ER_NO_SEGMENTATION_MASK, shadow=0)
-        return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
+        return np.ascontiguousarray(rgba, dtype=np.uint8).reshape(height, width, 4)
+
+    def _image(self, view: list[float], proj: tuple[float, ...], width: int, height: int) -> np.ndarray:
+        return self._rgba(view, proj, width, height)[:, :, :3]
 
     def _camera(self, state: dict[str, float]) -> np.ndarray:
         cy, sy = math.cos(state["yaw"]), math.sin(state["yaw"])
         x, y = state["x"], state["y"]
-        view = p.computeViewMatrix([x + 0.2 * cy, y + 0.2 * sy, 0.3], [x + 3.0 * cy, y + 3.0 * sy, 0.0], [0, 0, 1])
-        frame = self._image(view, self._proj, self.image_size, self.image_size)
-        if self.grayscale:
-            frame = (frame @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[:, :, None]
-        return np.ascontiguousarray(frame.transpose(2, 0, 1)) if self.channels_first else frame
+        ahead = _CAM_HEIGHT / math.tan(_CAM_PITCH)
+        view = p.computeViewMatrix([x + 0.2 * cy, y + 0.2 * sy, _CAM_HEIGHT],
+                                   [x + (0.2 + ahead) * cy, y + (0.2 + ahead) * sy, 0.0], [0, 0, 1])
+        rgba = self._rgba(view, self._proj, self.image_size, self.image_size)
+        # The ground is hidden while rendering (a flat colour costs TinyRenderer as much as the rest of the scene):
+        # paint the empty (opaque white) background as sky above the horizon and grass below it.
+        packed = rgba.view(np.uint32)
+        np.copyto(packed, self._background, where=packed == np.uint32(0xFFFFFFFF))
+        if self.grayscale:  # ITU-R 601 luma in integer arithmetic
+            wide = rgba.astype(np.uint16)
+            frame = ((wide[:, :, 0] * 77 + wide[:, :, 1] * 150 + wide[:, :, 2] * 29) >> 8).astype(np.uint8)[:, :, None]
+        else:
+            frame = rgba[:, :, :3]
+        return np.ascontiguousarray(frame.transpose(2, 0, 1) if self.channels_first else frame)
 
     def render(self) -> np.ndarray | None:
         """Third-person chase view (240x320 RGB) with the car visible."""
@@ -403,9 +425,12 @@ class DrivingEnv(gym.Env):
         view = p.computeViewMatrix([x - 1.6 * cy, y - 1.6 * sy, 1.0], [x + 1.0 * cy, y + 1.0 * sy, 0.0], [0, 0, 1])
         self._set_car_visible(True)
         try:
-            return self._image(view, self._render_proj, 320, 240)
+            rgba = self._rgba(view, self._render_proj, 320, 240)
         finally:
             self._set_car_visible(False)
+        packed = rgba.view(np.uint32)
+        np.copyto(packed, np.array([*_SKY_RGB, 255], np.uint8).view(np.uint32), where=packed == np.uint32(0xFFFFFFFF))
+        return np.ascontiguousarray(rgba[:, :, :3])
 
     def close(self) -> None:
         if self._client is not None:
