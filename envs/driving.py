@@ -9,6 +9,8 @@ config through ``make_vec_env``'s ``settings_dict``. A privileged pure-pursuit +
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections import deque
 from typing import Any
 
@@ -163,6 +165,7 @@ class DrivingEnv(gym.Env):
         self._ray_dirs = np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
         self._client: bullet_client.BulletClient | None = None
+        self._mesh_dir: tempfile.TemporaryDirectory | None = None
         self._egl_plugin = -1
         self.track: Track | None = None
         self._frames: deque[np.ndarray] = deque(maxlen=frame_stack)
@@ -232,7 +235,11 @@ class DrivingEnv(gym.Env):
             for i in range(n):
                 a, b, cc, d = 2 * i, 2 * i + 1, (2 * i + 2) % (2 * n), (2 * i + 3) % (2 * n)
                 idx += [a, b, cc, cc, b, d]
-            vis = c.createVisualShape(p.GEOM_MESH, vertices=verts.tolist(), indices=idx, rgbaColor=rgba)
+            if self.renderer == "egl":  # the EGL plugin only draws meshes loaded from files
+                vis = c.createVisualShape(p.GEOM_MESH, fileName=self._write_obj(verts, idx, len(self._mesh_bodies)),
+                                          rgbaColor=rgba)
+            else:
+                vis = c.createVisualShape(p.GEOM_MESH, vertices=verts.tolist(), indices=idx, rgbaColor=rgba)
             self._mesh_bodies.append(c.createMultiBody(0, -1, vis))
 
     def _add_obstacles(self, c: bullet_client.BulletClient, track: Track) -> list[tuple[int, float, float, float]]:
@@ -259,13 +266,25 @@ class DrivingEnv(gym.Env):
             obstacles.append((body, s, offset, size * math.sqrt(2.0)))
         return obstacles
 
+    def _write_obj(self, verts: np.ndarray, indices: list[int], k: int) -> str:
+        if self._mesh_dir is None:
+            self._mesh_dir = tempfile.TemporaryDirectory(prefix="rlkit-driving-")
+        path = os.path.join(self._mesh_dir.name, f"mesh{k}.obj")
+        with open(path, "w") as f:
+            f.writelines(f"v {x:.5f} {y:.5f} {z:.5f}\n" for x, y, z in verts)
+            f.write("vn 0 0 1\n")
+            f.writelines(f"f {a + 1}//1 {b + 1}//1 {c + 1}//1\n"
+                         for a, b, c in zip(indices[0::3], indices[1::3], indices[2::3]))
+        return path
+
     def _set_car_visible(self, visible: bool) -> None:
         """Show or hide the ego car and the ground: hidden for the forward camera (faster), shown for render()."""
         c = self._client
         assert c is not None
         for link, rgba in self._car_colours.items():
             c.changeVisualShape(self._car, link, rgbaColor=rgba if visible else (0, 0, 0, 0))
-        c.changeVisualShape(self._ground, -1, rgbaColor=_GROUND_RGBA if visible else (0, 0, 0, 0))
+        if self.renderer == "tiny":  # EGL clears to another colour than white: it draws the ground itself
+            c.changeVisualShape(self._ground, -1, rgbaColor=_GROUND_RGBA if visible else (0, 0, 0, 0))
 
     # ------------------------------------------------------------------ privileged state
     def car_state(self) -> dict[str, float]:
@@ -441,6 +460,9 @@ class DrivingEnv(gym.Env):
             finally:
                 self._client = None
                 self._egl_plugin = -1
+        if self._mesh_dir is not None:
+            self._mesh_dir.cleanup()
+            self._mesh_dir = None
 
 
 class DrivingExpert:

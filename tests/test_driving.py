@@ -161,3 +161,19 @@ def test_make_vec_env_records_kwargs():
 def test_bad_kwargs_raise_one_line_error(kwargs, valid):
     with pytest.raises(RLKitError, match=valid):
         DrivingEnv(**kwargs)
+
+
+def test_egl_renderer_on_request_draws_the_road():
+    try:
+        env = DrivingEnv(obs_type="rgb", renderer="egl")
+        obs, _ = env.reset(seed=0)
+    except RLKitError as exc:  # no EGL plugin on this machine
+        pytest.skip(str(exc))
+    try:
+        obs, *_ = env.step(2)
+        assert obs.shape == (84, 84, 3) and obs.dtype == np.uint8
+        road = obs[-10:, 38:46].reshape(-1, 3)  # just ahead of the car: grey road, not green grass
+        assert np.all(np.abs(road[:, 0].astype(int) - road[:, 1]) < 8)
+    finally:
+        env.close()
+        env.close()
