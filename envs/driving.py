@@ -34,6 +34,7 @@ _STEER_JOINTS = (4, 6)
 _WHEEL_RADIUS = 0.05
 WHEELBASE = 0.325
 _CAR_CENTRE = 0.18  # metres ahead of the base frame
+_CAR_WIDTH = 0.3
 _RAY_START = 0.32  # rays start outside the car's own collision shapes
 _RAY_HEIGHT = 0.1
 
@@ -243,8 +244,8 @@ class DrivingEnv(gym.Env):
             self._mesh_bodies.append(c.createMultiBody(0, -1, vis))
 
     def _add_obstacles(self, c: bullet_client.BulletClient, track: Track) -> list[tuple[int, float, float, float]]:
-        """Static obstacles at random arc lengths (after the first 3 m), alternating free side; returns
-        (body, s, lateral offset, radius)."""
+        """Static obstacles at random arc lengths (after the first 3 m, one per equal stretch of road) on a random
+        side, leaving a lane for the car on the other side; returns (body, s, lateral offset, radius)."""
         obstacles: list[tuple[int, float, float, float]] = []
         if self.num_obstacles == 0:
             return obstacles
@@ -254,7 +255,9 @@ class DrivingEnv(gym.Env):
             s = 3.0 + gap * (k + float(self.np_random.uniform(0.2, 0.8)))
             side = 1.0 if self.np_random.uniform() < 0.5 else -1.0
             size = float(self.np_random.uniform(0.12, 0.2))
-            offset = side * float(self.np_random.uniform(0.0, 0.3)) * track.width
+            # leave a free lane of at least car width + 0.35 m on the other side of the obstacle
+            min_offset = _CAR_WIDTH + 0.35 - track.width / 2.0 + size * math.sqrt(2.0)
+            offset = side * max(float(self.np_random.uniform(0.0, 0.3)) * track.width, min_offset)
             xy = track.point_at(s, offset)
             if self.np_random.uniform() < 0.5:
                 col = c.createCollisionShape(p.GEOM_BOX, halfExtents=[size, size, 0.15])

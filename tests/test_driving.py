@@ -104,8 +104,9 @@ def test_seeds_give_different_drivable_tracks_and_track_seed_fixes_one():
 
 
 def test_expert_completes_laps_without_leaving_the_road():
-    result = run_expert("rlkit/Driving-v0", episodes=3, seed=10, action_type="continuous", num_obstacles=5,
-                        track_roughness=0.35, track_harmonics=5)
+    # a narrow, curvy track with obstacles: placement must leave a lane, generation must bound curvature
+    result = run_expert("rlkit/Driving-v0", episodes=3, seed=10, action_type="continuous", num_obstacles=6,
+                        track_width=1.0, track_roughness=0.4, track_harmonics=6)
     assert result["success_rate"] == 1.0 and result["laps"] == 1.0
     assert result["off_track_rate"] == 0.0 and result["collision_rate"] == 0.0
     discrete = run_expert("rlkit/Driving-v0", episodes=2, seed=20)  # 5 steering angles at fixed throttle
