@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -44,6 +46,19 @@ _GRASS_RGB, _SKY_RGB = (70, 110, 60), (185, 210, 240)  # background painted into
 _ROAD_RGBA = (0.3, 0.3, 0.32, 1.0)
 _BORDER_RGBA = (0.95, 0.95, 0.95, 1.0)
 _OBSTACLE_RGBA = (0.85, 0.25, 0.1, 1.0)
+
+
+def _quiet(fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` with the process's stdout silenced (pybullet prints ``argv[0]=`` on every connect)."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return fn()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
@@ -124,6 +139,8 @@ class DrivingEnv(gym.Env):
         terminate_on_collision: bool = True,
         terminate_off_track: bool = True,
     ) -> None:
+        #: every constructor argument but render_mode, resolved (defaults included), e.g. for a run's config
+        self.settings: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "render_mode")}
         self.obs_type = _choice("obs_type", obs_type, OBS_TYPES)
         self.action_type = _choice("action_type", action_type, ACTION_TYPES)
         self.renderer = _choice("renderer", renderer, RENDERERS)
@@ -182,7 +199,7 @@ class DrivingEnv(gym.Env):
     # ------------------------------------------------------------------ simulation setup
     def _connect(self) -> bullet_client.BulletClient:
         if self._client is None:
-            self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+            self._client = _quiet(lambda: bullet_client.BulletClient(connection_mode=p.DIRECT))
             if self.renderer == "egl":
                 import pkgutil
 
