@@ -51,6 +51,9 @@ class Track:
         else:
             idx = np.arange(hint - window, hint + window + 1) % n
         d2 = np.sum((self.points[idx] - xy) ** 2, axis=1)
+        if hint is not None and d2.min() > self.width**2:  # far off the road: the local window may mislead
+            idx = np.arange(n)
+            d2 = np.sum((self.points - xy) ** 2, axis=1)
         i = int(idx[int(np.argmin(d2))])
         rel = xy - self.points[i]
         along = float(rel @ self.tangents[i])
