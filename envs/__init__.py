@@ -23,6 +23,10 @@ gym.register(
     max_episode_steps=500,
     kwargs={"obs_type": "rgb"},
 )
+# PyBullet driving (rlkit.envs.driving): further choices (action_type, track_width, ...) are env kwargs.
+gym.register(id="rlkit/Driving-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000)
+gym.register(id="rlkit/DrivingRGB-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000,
+             kwargs={"obs_type": "rgb"})
 
 EVAL_MAX_EPISODE_STEPS = 10_000  # evaluation episodes of envs without a time limit (CliffWalking) must end
 
@@ -35,6 +39,8 @@ FAMILY_BY_ENTRY = {
     "gymnasium.envs.phys2d": "phys2d",
     "gymnasium.envs.functional_jax_env": "jax",
     "gymnasium.envs.tabular": "tabular",
+    "rlkit.envs.driving": "driving",
+    "rlkit.envs.navigation": "navigation",
     "rlkit": "rlkit",
 }
 
