@@ -376,15 +376,26 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_encoders(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import numpy as np
+    import torch
 
     from rlkit.registry import ENCODERS
+    from rlkit.vision.encoders import forward_flops, make_encoder
 
-    image = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    spaces = {
+        "image": gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),  # an Atari frame stack
+        "vector": gym.spaces.Box(-1.0, 1.0, (8,), np.float32),  # e.g. LunarLander's state
+    }
+    print("parameters and forward FLOPs of one observation (batch 1); image input 4x84x84 uint8, vector 8 float32")
     for name, cls in ENCODERS.items():
-        space = image if name != "mlp" else gym.spaces.Box(-1, 1, (8,), np.float32)
-        encoder = cls(space)
+        space = spaces[getattr(cls, "example_input", "image")]
+        encoder = make_encoder(name, space)
         params = sum(p.numel() for p in encoder.parameters())
-        print(f"{name:18s} params {params:>10,d}  features {encoder.features_dim:4d}  input {space.shape}")
+        flops = forward_flops(encoder, torch.as_tensor(space.sample()[None]))
+        shape = "x".join(map(str, space.shape))
+        print(
+            f"{name:18s} params {params:>10,d}  features {encoder.features_dim:4d}  MFLOPs {flops / 1e6:8.2f}  "
+            f"input {shape} {space.dtype}"
+        )
     return 0
 
 
