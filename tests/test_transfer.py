@@ -59,7 +59,8 @@ def one_line_error(capsys, *argv: str) -> str:
 def dqn_args(run_dir: Path, *extra: str) -> list[str]:
     return ["train", "dqn", "--env", "rlkit/FakeImage-v0", "--total-steps", "200", "--run-dir", str(run_dir),
             "--set", "learning_starts=50", "--set", "buffer_size=500", "--set", "eval_episodes=1",
-            "--set", "torch_threads=1", "--set", "env_kwargs.episode_length=20", *extra]
+            "--set", "torch_threads=1", "--set", "env_kwargs.episode_length=20", "--set", "train_freq=8",
+            "--set", "gradient_steps=1", "--set", "batch_size=16", *extra]
 
 
 # ---- file format ------------------------------------------------------------------------------------------
