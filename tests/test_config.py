@@ -135,3 +135,10 @@ def test_config_help_documents_every_field():
         assert docs[f.name] in text
     assert "loss (huber|mse, default 'huber')" in text
     assert "stop_at_return (float | None, default None)" in text
+
+
+def test_default_preset_prefers_the_device_specific_one():
+    assert default_preset("dqn", "atari", "cpu") == "atari-cpu"
+    assert default_preset("dqn", "atari", "cuda") == "atari-gpu"
+    assert default_preset("ppo", "atari", "cuda") == "atari"  # no CUDA-specific PPO preset: the general one
+    assert "default_device" not in load_preset("dqn", "atari-gpu")

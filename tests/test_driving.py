@@ -25,7 +25,7 @@ def test_registered_ids_pass_check_env(env_id):
             check_env(env.unwrapped)
     finally:
         env.close()
-    assert env_family(env_id) == "rlkit" and env_id in list_envs()["rlkit"]
+    assert env_family(env_id) == "driving" and env_id in list_envs()["driving"]
 
 
 @pytest.mark.parametrize("obs_type", OBS_TYPES)
