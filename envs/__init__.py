@@ -15,18 +15,15 @@ import numpy as np
 from rlkit.errors import RLKitError, suggest
 
 gym.register(id="rlkit/FakeImage-v0", entry_point="rlkit.envs.fake:FakeImageEnv", max_episode_steps=1000)
-# robot navigation (PyBullet): other choices are NavigationEnv kwargs
+# PyBullet sims: other choices are env kwargs. The pixel ids give (C, H, W) uint8 frames, what rlkit's CNN encoders
+# take (camera kwargs grayscale / frame_stack / channels_first mean the same in both: rlkit.envs.pixels).
+_PIXELS = {"obs_type": "rgb", "channels_first": True}
 gym.register(id="rlkit/Navigation-v0", entry_point="rlkit.envs.navigation:NavigationEnv", max_episode_steps=500)
-gym.register(
-    id="rlkit/NavigationRGB-v0",
-    entry_point="rlkit.envs.navigation:NavigationEnv",
-    max_episode_steps=500,
-    kwargs={"obs_type": "rgb"},
-)
-# PyBullet driving (rlkit.envs.driving): further choices (action_type, track_width, ...) are env kwargs.
+gym.register(id="rlkit/NavigationRGB-v0", entry_point="rlkit.envs.navigation:NavigationEnv", max_episode_steps=500,
+             kwargs=_PIXELS)
 gym.register(id="rlkit/Driving-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000)
 gym.register(id="rlkit/DrivingRGB-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000,
-             kwargs={"obs_type": "rgb"})
+             kwargs=_PIXELS)
 
 EVAL_MAX_EPISODE_STEPS = 10_000  # evaluation episodes of envs without a time limit (CliffWalking) must end
 
@@ -110,7 +107,8 @@ def make_vec_env(
 ) -> gym.vector.VectorEnv:
     """Build ``num_envs`` copies of ``env_id`` as one VectorEnv (next-step autoreset, episode statistics).
 
-    ``mode="eval"`` gives full, unclipped episodes. The resolved env settings are in ``env.settings_dict``.
+    ``mode="eval"`` gives full, unclipped episodes. The resolved env settings are in ``env.settings_dict`` (for
+    envs with an ``unwrapped.settings`` dict, such as rlkit's sims, every kwarg including defaults).
     The action space is seeded from ``seed``; pass the same seed to the first ``reset``.
     """
     env_kwargs = dict(env_kwargs or {})
@@ -141,8 +139,10 @@ def make_vec_env(
             )
         except TypeError as exc:
             raise RLKitError(f"bad env_kwargs for {env_id}: {exc}.") from None
+        # our sims expose every resolved kwarg (defaults included) as ``unwrapped.settings``: record them all
+        resolved = getattr(envs.envs[0].unwrapped, "settings", None) if hasattr(envs, "envs") else None
         envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-        envs.settings_dict = {"env_id": env_id, **env_kwargs}  # type: ignore[attr-defined]
+        envs.settings_dict = {"env_id": env_id, **env_kwargs, **(resolved or {})}  # type: ignore[attr-defined]
     if seed is not None:
         envs.action_space.seed(seed)
         envs.single_action_space.seed(seed)

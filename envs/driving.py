@@ -12,7 +12,6 @@ import math
 import os
 import sys
 import tempfile
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ import pybullet_data
 from pybullet_utils import bullet_client
 
 from rlkit.envs.driving_track import Track, generate_track
+from rlkit.envs.pixels import PixelLayout
 from rlkit.errors import RLKitError
 
 OBS_TYPES = ("state", "rgb")
@@ -59,6 +59,34 @@ def _quiet(fn: Callable[[], Any]) -> Any:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
+
+
+def _check_knobs(k: dict[str, Any]) -> None:
+    """One-line RLKitError for an impossible combination of DrivingEnv kwargs (called at construction)."""
+    for name in ("laps", "action_repeat", "track_harmonics", "num_obstacles", "n_rays"):
+        value = k[name]
+        low = 0 if name in ("num_obstacles", "n_rays") else (2 if name == "track_harmonics" else 1)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise RLKitError(f"{name} must be an integer >= {low}; got {value!r}.")
+    for name in ("track_width", "track_radius", "min_turn_radius", "max_speed", "max_steer", "ray_length",
+                 "physics_dt"):
+        if not (isinstance(k[name], (int, float)) and math.isfinite(k[name]) and k[name] > 0):
+            raise RLKitError(f"{name} must be a number > 0; got {k[name]!r}.")
+    if k["track_width"] <= _CAR_WIDTH:
+        raise RLKitError(f"track_width must exceed the car's width ({_CAR_WIDTH} m); got {k['track_width']}.")
+    if k["track_radius"] <= 2 * k["track_width"]:
+        raise RLKitError(f"track_radius must be > 2 x track_width ({2 * k['track_width']} m); got {k['track_radius']}.")
+    if not 0 <= k["track_roughness"] < 0.6:
+        raise RLKitError(f"track_roughness must be in [0, 0.6); got {k['track_roughness']!r}.")
+    if k["min_turn_radius"] >= k["track_radius"]:
+        raise RLKitError(f"min_turn_radius ({k['min_turn_radius']} m) must be < track_radius ({k['track_radius']} m): "
+                         "even a circle turns tighter than that.")
+    # obstacles sit one per equal stretch of road after the first 3 m (and 1 m before the line); each needs >= 1 m
+    lap = 2 * math.pi * k["track_radius"]
+    room = int(lap - 4.0)
+    if k["num_obstacles"] > room:
+        raise RLKitError(f"num_obstacles {k['num_obstacles']} does not fit on a ~{lap:.0f} m track "
+                         f"(track_radius {k['track_radius']}): at most {room}, one per metre of road.")
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
@@ -104,7 +132,9 @@ class DrivingEnv(gym.Env):
     more = more curves per lap), ``min_turn_radius`` 1.5 m (tighter draws are flattened), ``num_obstacles`` 0.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    # episode_metrics: final-step info keys that rlkit's evaluation averages over episodes (eval.json, tables)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30,
+                "episode_metrics": ("route_completion", "laps", "is_success", "collision", "off_track")}
 
     def __init__(
         self,
@@ -146,10 +176,7 @@ class DrivingEnv(gym.Env):
         self.renderer = _choice("renderer", renderer, RENDERERS)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise RLKitError(f"unknown render_mode {render_mode!r}; valid: rgb_array or None.")
-        if frame_stack < 1 or action_repeat < 1 or laps < 1 or num_obstacles < 0 or n_rays < 0:
-            raise RLKitError("frame_stack, action_repeat and laps must be >= 1; num_obstacles, n_rays >= 0.")
-        if track_width <= 0 or track_radius <= 2 * track_width or not 0 <= track_roughness < 0.6:
-            raise RLKitError("need track_width > 0, track_radius > 2 * track_width and 0 <= track_roughness < 0.6.")
+        _check_knobs(self.settings)
         self.render_mode = render_mode
         self.track_kwargs = dict(radius=track_radius, roughness=track_roughness, harmonics=track_harmonics,
                                  width=track_width, min_turn_radius=min_turn_radius)
@@ -164,6 +191,7 @@ class DrivingEnv(gym.Env):
             collision_penalty, off_track_penalty, off_track_margin)
         self.terminate_on_collision, self.terminate_off_track = terminate_on_collision, terminate_off_track
 
+        self._pixels = PixelLayout(image_size, grayscale, frame_stack, channels_first)
         if self.action_type == "continuous":
             self.action_space: gym.spaces.Space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         else:
@@ -176,9 +204,7 @@ class DrivingEnv(gym.Env):
             high = np.array([5, 1, 1, 2, 1.5, 5, 5, 5] + [1] * n_rays, dtype=np.float32)
             self.observation_space: gym.spaces.Space = gym.spaces.Box(low, high, None, np.float32)
         else:
-            channels = (1 if grayscale else 3) * frame_stack
-            shape = (channels, image_size, image_size) if channels_first else (image_size, image_size, channels)
-            self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+            self.observation_space = self._pixels.space
         angles = np.linspace(-np.pi / 2, np.pi / 2, n_rays) if n_rays > 1 else np.zeros(n_rays)
         self._ray_dirs = np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
@@ -186,7 +212,6 @@ class DrivingEnv(gym.Env):
         self._mesh_dir: tempfile.TemporaryDirectory | None = None
         self._egl_plugin = -1
         self.track: Track | None = None
-        self._frames: deque[np.ndarray] = deque(maxlen=frame_stack)
         self._proj = p.computeProjectionMatrixFOV(_CAM_FOV, 1.0, 0.05, 30.0)
         rows = 1.0 - 2.0 * (np.arange(image_size) + 0.5) / image_size  # +1 top .. -1 bottom
         sky = rows * math.tan(math.radians(_CAM_FOV / 2)) > math.tan(_CAM_PITCH)
@@ -332,7 +357,6 @@ class DrivingEnv(gym.Env):
         self._t = 0
         state = self.car_state()
         self._last_s = state["s"]
-        self._frames.clear()
         info = self._info(state, False, False)
         return self._observe(state, reset=True), info
 
@@ -389,13 +413,7 @@ class DrivingEnv(gym.Env):
     def _observe(self, state: dict[str, float], reset: bool = False) -> np.ndarray:
         if self.obs_type == "state":
             return self._state_obs(state)
-        frame = self._camera(state)
-        if reset:
-            self._frames.extend([frame] * self.frame_stack)
-        else:
-            self._frames.append(frame)
-        axis = 0 if self.channels_first else 2
-        return np.concatenate(self._frames, axis=axis) if self.frame_stack > 1 else frame
+        return self._pixels.observe(self._camera(state), reset=reset)
 
     def _state_obs(self, state: dict[str, float]) -> np.ndarray:
         track = self.track
@@ -447,12 +465,7 @@ class DrivingEnv(gym.Env):
         # paint the empty (opaque white) background as sky above the horizon and grass below it.
         packed = rgba.view(np.uint32)
         np.copyto(packed, self._background, where=packed == np.uint32(0xFFFFFFFF))
-        if self.grayscale:  # ITU-R 601 luma in integer arithmetic
-            wide = rgba.astype(np.uint16)
-            frame = ((wide[:, :, 0] * 77 + wide[:, :, 1] * 150 + wide[:, :, 2] * 29) >> 8).astype(np.uint8)[:, :, None]
-        else:
-            frame = rgba[:, :, :3]
-        return np.ascontiguousarray(frame.transpose(2, 0, 1) if self.channels_first else frame)
+        return rgba  # (size, size, 4); PixelLayout keeps RGB (or luma) in the chosen layout
 
     def render(self) -> np.ndarray | None:
         """Third-person chase view (240x320 RGB) with the car visible."""

@@ -24,13 +24,13 @@ from rlkit.envs.navigation_planning import (
     point_clearance,
     signed_distance,
 )
+from rlkit.envs.pixels import PixelLayout
 from rlkit.errors import RLKitError
 
 OBS_TYPES = ("state", "rgb")
 ACTION_TYPES = ("discrete", "continuous")
 PROGRESS_TYPES = ("geodesic", "euclidean")
 RENDERERS = ("tiny", "egl")
-IMAGE_LAYOUTS = ("hwc", "chw")
 # discrete actions as normalised (linear, angular) commands
 DISCRETE_ACTIONS = np.array([(1.0, 0.0), (0.0, 1.0), (0.0, -1.0), (1.0, 0.5), (1.0, -0.5)])
 DISCRETE_ACTION_NAMES = ("forward", "turn_left", "turn_right", "forward_left", "forward_right")
@@ -84,8 +84,10 @@ class NavigationEnv(gym.Env):
         linear_velocity, angular_velocity]``; rays are ``num_rays`` range readings evenly spread over
         ``ray_fov`` radians (one batched ``rayTestBatch``), each the hit fraction of the segment from the robot's
         surface out to ``ray_length`` metres (1 = nothing hit); velocities are normalised to [-1, 1].
-        ``rgb``: uint8 egocentric camera image ``(image_size, image_size, 3)`` (``image_layout="chw"`` gives
-        channels first, as rlkit's encoders expect), camera on the robot's front edge, 90 degree field of view.
+        ``rgb``: uint8 egocentric camera image ``(image_size, image_size, 3)``, camera on the robot's front edge,
+        90 degree field of view. Same layout kwargs as the driving env (``rlkit.envs.pixels``): ``grayscale=True``
+        gives one luma channel, ``frame_stack=k`` the last k frames on the channel axis, ``channels_first=True``
+        ``(C, H, W)`` as rlkit's CNN encoders expect (``rlkit/NavigationRGB-v0`` registers it: ``(3, 84, 84)``).
     Actions (``action_type``):
         ``discrete``: 0 forward, 1 turn left, 2 turn right, 3 forward-left, 4 forward-right (forward-turns at
         half the angular speed). ``continuous``: Box(-1, 1, (2,)) = (linear, angular) velocity as fractions of
@@ -114,12 +116,14 @@ class NavigationEnv(gym.Env):
         control_dt, substeps: seconds per env step and motion/collision substeps per env step (0.1, 2).
         progress_reward: ``"geodesic"`` | ``"euclidean"`` (``"geodesic"``); progress_scale (1.0).
         step_cost (0.01), success_bonus (10.0), collision_penalty (0.1), terminate_on_collision (False).
-        image_size (84), image_layout ``"hwc"`` | ``"chw"`` (``"hwc"``), renderer ``"tiny"`` | ``"egl"``
+        image_size (84), grayscale (False), frame_stack (1), channels_first (False), renderer ``"tiny"`` | ``"egl"``
         (``"tiny"``: TinyRenderer; EGL only on request), render_size for ``render_mode="rgb_array"`` (256), a
         top-down view of the whole arena.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    # episode_metrics: final-step info keys that rlkit's evaluation averages over episodes (eval.json, tables)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10,
+                "episode_metrics": ("success", "spl", "collisions", "path_length", "goal_distance")}
 
     def __init__(
         self,
@@ -146,16 +150,19 @@ class NavigationEnv(gym.Env):
         collision_penalty: float = 0.1,
         terminate_on_collision: bool = False,
         image_size: int = 84,
-        image_layout: str = "hwc",
+        grayscale: bool = False,
+        frame_stack: int = 1,
+        channels_first: bool = False,
         renderer: str = "tiny",
         render_size: int = 256,
         render_mode: str | None = None,
     ) -> None:
+        #: every constructor argument but render_mode, resolved (defaults included), e.g. for a run's config
+        self.settings: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "render_mode")}
         self.obs_type = _choice("obs_type", obs_type, OBS_TYPES)
         self.action_type = _choice("action_type", action_type, ACTION_TYPES)
         self.progress_reward = _choice("progress_reward", progress_reward, PROGRESS_TYPES)
         self.renderer = _choice("renderer", renderer, RENDERERS)
-        self.image_layout = _choice("image_layout", image_layout, IMAGE_LAYOUTS)
         if render_mode is not None:
             _choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         self.render_mode = render_mode
@@ -182,6 +189,13 @@ class NavigationEnv(gym.Env):
         self.image_size, self.render_size = int(image_size), int(render_size)
         half = self.arena_size / 2
         usable = self.arena_size - 2 * (self.robot_radius + SPAWN_CLEARANCE)
+        if usable <= 0:
+            raise RLKitError(
+                f"arena_size {self.arena_size} m leaves no room for a robot of radius {self.robot_radius} m; "
+                f"need arena_size > {2 * (self.robot_radius + SPAWN_CLEARANCE):.2f} m."
+            )
+        if self.obstacle_size >= self.arena_size:
+            raise RLKitError(f"obstacle_size must be < arena_size ({self.arena_size} m); got {self.obstacle_size}.")
         if self.min_goal_distance >= usable * math.sqrt(2):
             raise RLKitError(
                 f"min_goal_distance must be < {usable * math.sqrt(2):.2f} m for arena_size {self.arena_size}; "
@@ -194,6 +208,8 @@ class NavigationEnv(gym.Env):
         self._centers = cell_centers(self.grid_n, self.grid_resolution, -half)
         self._diag = self.arena_size * math.sqrt(2)
 
+        self._pixels = PixelLayout(self.image_size, grayscale, frame_stack, channels_first)
+        self.grayscale, self.frame_stack, self.channels_first = bool(grayscale), int(frame_stack), bool(channels_first)
         if self.action_type == "discrete":
             self.action_space: gym.Space = gym.spaces.Discrete(len(DISCRETE_ACTIONS))
         else:
@@ -203,9 +219,7 @@ class NavigationEnv(gym.Env):
             low = np.concatenate([[0.0, -1.0, -1.0], np.zeros(self.num_rays), [-1.0, -1.0]]).astype(np.float32)
             self.observation_space: gym.Space = gym.spaces.Box(low, np.ones(n, np.float32), (n,), np.float32)
         else:
-            s = self.image_size
-            shape = (s, s, 3) if self.image_layout == "hwc" else (3, s, s)
-            self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+            self.observation_space = self._pixels.space
 
         offsets = np.linspace(-self.ray_fov / 2, self.ray_fov / 2, self.num_rays, endpoint=self.ray_fov < 2 * math.pi)
         self._ray_offsets = offsets if self.num_rays > 1 else np.zeros(1)
@@ -353,7 +367,7 @@ class NavigationEnv(gym.Env):
         self._reset_episode_stats()
         self._last_distance = math.inf
         self._last_distance = self._progress_distance(self.position)
-        return self._observation(), self._info(False)
+        return self._observation(reset=True), self._info(False)
 
     def _command(self, action: Any) -> tuple[float, float]:
         if self.action_type == "discrete":
@@ -449,9 +463,9 @@ class NavigationEnv(gym.Env):
         }
 
     # ---------------------------------------------------------------- observations and rendering
-    def _observation(self) -> np.ndarray:
+    def _observation(self, reset: bool = False) -> np.ndarray:
         if self.obs_type == "rgb":
-            return self._ego_image()
+            return self._pixels.observe(self._ego_image(), reset=reset)
         x, y = self.position
         dx, dy = self.goal_position - self.position
         bearing = math.atan2(dy, dx) - self.yaw
@@ -479,7 +493,7 @@ class NavigationEnv(gym.Env):
         view = self._p.computeViewMatrix(eye, [eye[0] + c, eye[1] + s, eye[2] - EGO_PITCH], [0, 0, 1])
         img, depth = self._camera(self.image_size, self.image_size, view, self._ego_proj)
         img[(depth >= 1.0) & self._below_horizon] = FLOOR_FILL  # nothing drawn there: it is floor
-        return np.ascontiguousarray(img.transpose(2, 0, 1)) if self.image_layout == "chw" else img
+        return img  # (size, size, 3); PixelLayout gives the observation layout
 
     def render(self) -> np.ndarray | None:
         """Top-down view of the arena (``render_mode="rgb_array"``)."""

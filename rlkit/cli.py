@@ -281,13 +281,14 @@ def resolve_checkpoint(target: str, which: str = "best") -> Path:
 
 
 def format_table(summary: dict[str, float]) -> str:
-    """A two-line table of evaluation statistics."""
+    """A two-line table of evaluation statistics (then the means of the env's episode metrics, e.g. success)."""
     columns = ["episodes", "mean", "std", "median", "iqm", "min", "max", "mean_length", "human_normalized_mean"]
     names = {"mean_length": "mean len", "human_normalized_mean": "human-norm"}
-    present = [c for c in columns if c in summary]
-    header = "  ".join(f"{names.get(c, c):>10s}" for c in present)
+    present = [c for c in columns if c in summary] + [c for c in summary if c not in columns]
+    widths = [max(10, len(names.get(c, c))) for c in present]
+    header = "  ".join(f"{names.get(c, c):>{w}s}" for c, w in zip(present, widths))
     values = "  ".join(
-        f"{summary[c]:>10d}" if c == "episodes" else f"{summary[c]:>10.2f}" for c in present
+        f"{summary[c]:>{w}d}" if c == "episodes" else f"{summary[c]:>{w}.2f}" for c, w in zip(present, widths)
     )
     return f"{header}\n{values}"
 
@@ -383,6 +384,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         **summary,
         "returns": result.returns,
         "lengths": result.lengths,
+        "metrics": result.metrics,
         "config": info["config"],
     }
     (out_dir / "eval.json").write_text(json.dumps(record, indent=2))

@@ -1,17 +1,20 @@
 """Env stepping speed on one process: random actions, ``--steps`` steps after ``--warmup`` steps, resets included.
 
-Rows are (name, factory) entries in ``ENTRIES`` (our envs, with a target steps/s) and ``REFERENCES`` (other
-simulators for scale); add a row by appending an entry. References: highway-env's ``highway-fast-v0`` when it is
-installed (``pip install highway-env``), else CartPole-v1; and a raw PyBullet loop (racecar.urdf on a plane, same
-physics settings as rlkit/Driving-v0: 4 substeps of 1/120 s per step, no rays, no camera) as the floor of what the
-driving env can reach.
+Rows are (name, factory) entries in ``ENTRIES`` (our envs: driving and navigation, each with its target steps/s)
+and ``REFERENCES`` (other simulators for scale); add a row by appending an entry. References: highway-env's
+``highway-fast-v0`` when it is installed (``pip install highway-env``), else CartPole-v1; and a raw PyBullet loop
+(racecar.urdf on a plane, same physics settings as rlkit/Driving-v0: 4 substeps of 1/120 s per step, no rays, no
+camera) as the floor of what the driving env can reach. The machine, its CPU count and the 1-minute load average
+(before and after) are printed: other jobs on a shared machine slow the figures down.
 
-    OMP_NUM_THREADS=1 python scripts/bench_envs.py [--steps 3000] [--warmup 200] [--only driving]
+    OMP_NUM_THREADS=1 python scripts/bench_envs.py [--steps 3000] [--warmup 200] [--only navigation]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 from collections.abc import Callable
 
@@ -26,9 +29,15 @@ Factory = Callable[[], gym.Env]
 ENTRIES: list[tuple[str, Factory, float | None]] = [
     ("rlkit/Driving-v0 (state, 9 rays)", lambda: gym.make("rlkit/Driving-v0"), 500.0),
     ("rlkit/Driving-v0 (state, 5 obstacles)", lambda: gym.make("rlkit/Driving-v0", num_obstacles=5), 500.0),
-    ("rlkit/DrivingRGB-v0 (84x84x3)", lambda: gym.make("rlkit/DrivingRGB-v0"), 200.0),
-    ("rlkit/DrivingRGB-v0 (gray, stack 4)",
-     lambda: gym.make("rlkit/DrivingRGB-v0", grayscale=True, frame_stack=4, channels_first=True), 200.0),
+    ("rlkit/DrivingRGB-v0 (3x84x84)", lambda: gym.make("rlkit/DrivingRGB-v0"), 200.0),
+    ("rlkit/DrivingRGB-v0 (gray, stack 4)", lambda: gym.make("rlkit/DrivingRGB-v0", grayscale=True, frame_stack=4),
+     200.0),
+    ("rlkit/Navigation-v0 (state, 16 rays)", lambda: gym.make("rlkit/Navigation-v0"), 1000.0),
+    ("rlkit/Navigation-v0 (state, continuous)",
+     lambda: gym.make("rlkit/Navigation-v0", action_type="continuous"), 1000.0),
+    ("rlkit/NavigationRGB-v0 (3x84x84)", lambda: gym.make("rlkit/NavigationRGB-v0"), 300.0),
+    ("rlkit/NavigationRGB-v0 (continuous)",
+     lambda: gym.make("rlkit/NavigationRGB-v0", action_type="continuous"), 300.0),
 ]
 
 
@@ -117,12 +126,15 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run rows whose name contains this string")
     args = parser.parse_args()
     rows = [r for r in ENTRIES + REFERENCES if args.only.lower() in r[0].lower()]
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'env':<46} {'obs shape':>14} {'episodes':>8} {'steps/s':>9} {'target':>7}")
     for name, factory, target in rows:
         sps, shape, episodes = bench(factory, args.steps, args.warmup)
         verdict = "" if target is None else ("ok" if sps >= target else "MISS")
         target_text = "" if target is None else f"{target:.0f}"
         print(f"{name:<46} {shape:>14} {episodes:>8} {sps:>9.0f} {target_text:>7} {verdict}", flush=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

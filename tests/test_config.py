@@ -142,3 +142,18 @@ def test_default_preset_prefers_the_device_specific_one():
     assert default_preset("dqn", "atari", "cuda") == "atari-gpu"
     assert default_preset("ppo", "atari", "cuda") == "atari"  # no CUDA-specific PPO preset: the general one
     assert "default_device" not in load_preset("dqn", "atari-gpu")
+
+
+def test_every_shipped_preset_of_every_algo_builds():
+    from rlkit.registry import AGENTS
+
+    for full in preset_names():
+        algo, name = full.split("-", 1)
+        config = build_config(AGENTS.get(algo).Config, load_preset(algo, name))
+        assert config.total_steps > 0, full
+
+
+def test_default_presets_of_the_pybullet_sims():
+    assert default_preset("ppo", "driving") == "driving"
+    assert default_preset("dqn", "navigation") == "navigation"
+    assert default_preset("dqn", "navigation-rgb") is None  # the pixel preset is opt-in (--preset navigation-rgb)

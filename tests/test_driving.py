@@ -145,9 +145,10 @@ def test_grayscale_frame_stack_channels_first_layout():
 def test_make_vec_env_records_kwargs():
     envs = make_vec_env("rlkit/Driving-v0", 2, seed=0, env_kwargs={"track_width": 1.2, "num_obstacles": 2})
     try:
-        assert envs.settings_dict == {"env_id": "rlkit/Driving-v0", "track_width": 1.2, "num_obstacles": 2}
         settings = envs.unwrapped.envs[0].unwrapped.settings  # every resolved kwarg, defaults included
-        assert settings["track_width"] == 1.2 and settings["track_radius"] == 6.0 and settings["obs_type"] == "state"
+        assert envs.settings_dict == {"env_id": "rlkit/Driving-v0", **settings}
+        assert settings["track_width"] == 1.2 and settings["num_obstacles"] == 2
+        assert settings["track_radius"] == 6.0 and settings["obs_type"] == "state"
         obs, _ = envs.reset(seed=0)
         assert obs.shape == (2, 17)
         assert not np.array_equal(obs[0], obs[1])  # seeds 0 and 1: different tracks (curvature ahead)
