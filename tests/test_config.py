@@ -156,4 +156,5 @@ def test_every_shipped_preset_of_every_algo_builds():
 def test_default_presets_of_the_pybullet_sims():
     assert default_preset("ppo", "driving") == "driving"
     assert default_preset("dqn", "navigation") == "navigation"
-    assert default_preset("dqn", "navigation-rgb") is None  # the pixel preset is opt-in (--preset navigation-rgb)
+    assert "ppo-navigation-rgb" in preset_names("ppo")  # the pixel preset is opt-in (--preset navigation-rgb)
+    assert default_preset("ppo", "navigation") is None
