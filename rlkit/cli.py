@@ -17,6 +17,7 @@ from rlkit.errors import RLKitError
 
 EXIT_USER_ERROR = 2
 STOCHASTIC_EPSILON = 0.05  # epsilon of --stochastic evaluation for value-based agents (Nature DQN's eval value)
+# (policy-gradient agents sample from their policy under --stochastic)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -352,8 +353,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         epsilon = max(getattr(config, "eval_epsilon", 0.0), STOCHASTIC_EPSILON)
     else:
         epsilon = getattr(config, "eval_epsilon", 0.0)
+    deterministic = not args.stochastic
     result = evaluate(
-        lambda obs: agent.act(obs, epsilon=epsilon),
+        lambda obs: agent.act(obs, deterministic=deterministic, epsilon=epsilon),
         config.env_id,
         args.episodes,
         seed=seed,
@@ -365,7 +367,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if normalized is not None:
         summary["human_normalized_mean"] = normalized
     step = info["step"]
-    print(f"{config.env_id}  {info['algo']}  {checkpoint.name} (step {step})  seed {seed}  epsilon {epsilon}")
+    print(f"{config.env_id}  {info['algo']}  {checkpoint.name} (step {step})  seed {seed}  epsilon {epsilon}"
+          f"{'  stochastic' if args.stochastic else ''}")
     print(format_table(summary))
     if args.out:
         out_dir = Path(args.out)
@@ -381,6 +384,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "step": step,
         "seed": seed,
         "epsilon": epsilon,
+        "deterministic": deterministic,
         **summary,
         "returns": result.returns,
         "lengths": result.lengths,
@@ -505,7 +509,9 @@ def make_parser() -> ArgumentParser:
     ev.add_argument("--env", help="env id: required with --sb3; otherwise checked against the checkpoint's env")
     mode = ev.add_mutually_exclusive_group()
     mode.add_argument("--deterministic", action="store_true", help="greedy actions (default)")
-    mode.add_argument("--stochastic", action="store_true", help=f"epsilon-greedy with epsilon {STOCHASTIC_EPSILON}")
+    mode.add_argument("--stochastic", action="store_true",
+                      help=f"sample from the policy (PPO, A2C, REINFORCE); epsilon-greedy with epsilon "
+                           f"{STOCHASTIC_EPSILON} (value-based agents)")
     ev.add_argument("--epsilon", type=float, help="exploration during evaluation (default: the config's eval_epsilon)")
     ev.add_argument("--checkpoint", default="best", help="best | last | STEP (a periodic checkpoint's env step)")
     ev.add_argument("--video", action="store_true", help="write an mp4 of each of the first K episodes")

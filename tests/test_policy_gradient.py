@@ -126,6 +126,7 @@ def test_ppo_resume_and_eval(tmp_path):
     assert main(["eval", str(run), "--episodes", "2", "--stochastic", "--checkpoint", "last"]) == 0
     record = json.loads((run / "eval" / "eval.json").read_text())
     assert record["algo"] == "ppo" and record["step"] == 2048
+    assert record["deterministic"] is False  # --stochastic samples from the policy (epsilon means nothing to PPO)
 
 
 def _best_eval(run) -> float:
