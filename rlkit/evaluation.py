@@ -48,22 +48,76 @@ def evaluate(
     num_envs = max(1, min(num_envs, episodes))
     targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
     counts = np.zeros(num_envs, dtype=np.int64)
-    envs = make_vec_env(env_id, num_envs, seed=seed, mode="eval", env_kwargs=env_kwargs)
     result = EvalResult()
+
+    def record(info: dict, offset: int) -> None:
+        for i, ret, length in episode_stats(info):
+            i += offset
+            if counts[i] < targets[i]:
+                counts[i] += 1
+                result.returns.append(ret)
+                result.lengths.append(length)
+
+    groups = _eval_envs(env_id, num_envs, seed, env_kwargs)
     try:
-        obs, _ = envs.reset(seed=seed)
-        for _ in range(max_steps):
-            obs, _, _, _, info = envs.step(act(obs))
-            for i, ret, length in episode_stats(info):
-                if counts[i] < targets[i]:
-                    counts[i] += 1
-                    result.returns.append(ret)
-                    result.lengths.append(length)
-            if (counts >= targets).all():
-                break
+        if len(groups) == 2:
+            _play_pipelined(act, groups, seed, record, counts, targets, max_steps)
+        else:
+            envs = groups[0]
+            obs, _ = envs.reset(seed=seed)
+            for _ in range(max_steps):
+                obs, _, _, _, info = envs.step(act(obs))
+                record(info, 0)
+                if (counts >= targets).all():
+                    break
     finally:
-        envs.close()
+        for envs in groups:
+            envs.close()
     return result
+
+
+def _eval_envs(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None) -> list[Any]:
+    """One vector env, or two halves when the env steps asynchronously (ALE) and there are >= 4 envs."""
+    envs = make_vec_env(env_id, num_envs, seed=seed, mode="eval", env_kwargs=env_kwargs)
+    if num_envs < 4 or not getattr(envs, "supports_async", False):
+        return [envs]
+    envs.close()
+    half = num_envs // 2
+    # The second half's seed is offset so its games differ from the first half's.
+    return [
+        make_vec_env(env_id, half, seed=seed, mode="eval", env_kwargs=env_kwargs),
+        make_vec_env(env_id, num_envs - half, seed=seed + 10_007, mode="eval", env_kwargs=env_kwargs),
+    ]
+
+
+def _play_pipelined(
+    act: Callable[[np.ndarray], np.ndarray],
+    groups: list[Any],
+    seed: int,
+    record: Callable[[dict, int], None],
+    counts: np.ndarray,
+    targets: np.ndarray,
+    max_steps: int,
+) -> None:
+    """Ping-pong between two halves: the network acts for one half while ALE's threads step the other, so
+    the forward pass and emulation overlap instead of alternating."""
+    first, second = groups
+    offset = first.num_envs
+    obs_first, _ = first.reset(seed=seed)
+    obs_second, _ = second.reset(seed=seed + 10_007)
+    first.step_async(act(obs_first))
+    for _ in range(max_steps):
+        actions_second = act(obs_second)  # overlaps the first half's emulation
+        obs_first, _, _, _, info = first.step_wait()
+        second.step_async(actions_second)
+        record(info, 0)
+        actions_first = act(obs_first)  # overlaps the second half's emulation
+        obs_second, _, _, _, info = second.step_wait()
+        first.step_async(actions_first)
+        record(info, offset)
+        if (counts >= targets).all():
+            first.step_wait()  # leave no step in flight before closing
+            break
 
 
 def evaluate_during_training(agent: Any, run: Any) -> float:
