@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlkit.agents.base import Agent
+from rlkit.agents.optim import OptimizerConfig, apply_lr_schedule, optimizer_from_config
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
 from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays
-from rlkit.config import TrainConfig
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -29,7 +29,7 @@ from rlkit.vision.encoders import default_encoder, make_encoder
 
 
 @dataclasses.dataclass
-class DQNConfig(TrainConfig):
+class DQNConfig(OptimizerConfig):
     """DQN settings. Defaults follow the SB3 / Nature DQN; presets adapt them per env family."""
 
     encoder: str = "auto"
@@ -49,9 +49,9 @@ class DQNConfig(TrainConfig):
     batch_size: int = 32
     """Transitions per gradient step."""
     lr: float = 1e-4
-    """Adam learning rate."""
+    """Learning rate (at the start of lr_schedule)."""
     adam_eps: float = 1e-8
-    """Adam epsilon."""
+    """Optimizer epsilon (adam, adamw, rmsprop, adagrad)."""
     train_freq: int = 4
     """Env steps (summed over envs) between gradient updates."""
     gradient_steps: int = 1
@@ -159,7 +159,7 @@ class DQN(Agent):
         self.target_net.to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.target_net.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, eps=config.adam_eps)
+        self.optimizer = optimizer_from_config(config, self.q_net.parameters(), eps=config.adam_eps)
         self.rng = np.random.default_rng(config.seed)
         # Counters that a resume restores.
         self.reset_counters()
@@ -317,6 +317,7 @@ class DQN(Agent):
                 monitor.episodes(info)
 
                 if self.global_step >= self.learning_starts_at and buffer.can_sample():
+                    apply_lr_schedule(self.optimizer, cfg, self.global_step)
                     while self.next_train_step <= self.global_step:
                         for _ in range(cfg.gradient_steps):
                             losses = self.train_step(buffer)
@@ -328,7 +329,8 @@ class DQN(Agent):
                     self.next_train_step = self.global_step
                     self.next_target_step = self.global_step
 
-                if monitor.tick({"charts/epsilon": epsilon, **{f"losses/{k}": v for k, v in losses.items()}}):
+                scalars = {"charts/epsilon": epsilon, "charts/learning_rate": self.optimizer.param_groups[0]["lr"]}
+                if monitor.tick({**scalars, **{f"losses/{k}": v for k, v in losses.items()}}):
                     break
         finally:
             envs.close()

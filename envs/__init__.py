@@ -15,6 +15,7 @@ import numpy as np
 from rlkit.errors import RLKitError, suggest
 
 gym.register(id="rlkit/FakeImage-v0", entry_point="rlkit.envs.fake:FakeImageEnv", max_episode_steps=1000)
+gym.register(id="rlkit/MaskedCartPole-v0", entry_point="rlkit.envs.masked:MaskedCartPoleEnv", max_episode_steps=500)
 
 EVAL_MAX_EPISODE_STEPS = 10_000  # evaluation episodes of envs without a time limit (CliffWalking) must end
 

@@ -32,8 +32,26 @@ class EvalResult:
         return summarize(self.returns, self.lengths)
 
 
+class AgentActor:
+    """Batched observations (+ episode-start flags) -> actions of one agent, with fixed ``act`` keyword
+    arguments. For a recurrent agent (``agent.recurrent``) it carries the state of every env between calls,
+    zeroing an env's state where ``episode_start`` is set; the first call starts every env afresh."""
+
+    def __init__(self, agent: Any, **act_kwargs: Any) -> None:
+        self.agent, self.act_kwargs = agent, act_kwargs
+        self.state: Any = None
+
+    def __call__(self, obs: np.ndarray, episode_start: np.ndarray | None = None) -> np.ndarray:
+        if not getattr(self.agent, "recurrent", False):
+            return self.agent.act(obs, **self.act_kwargs)
+        if self.state is None:
+            self.state, episode_start = self.agent.initial_state(len(obs)), np.ones(len(obs), dtype=bool)
+        actions, self.state = self.agent.act(obs, state=self.state, episode_start=episode_start, **self.act_kwargs)
+        return actions
+
+
 def evaluate(
-    act: Callable[[np.ndarray], np.ndarray],
+    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
     env_id: str,
     episodes: int,
     seed: int,
@@ -41,9 +59,12 @@ def evaluate(
     num_envs: int = 8,
     max_steps: int = 10_000_000,
 ) -> EvalResult:
-    """Play ``episodes`` full episodes with ``act`` (batched obs -> actions) on ``num_envs`` parallel envs.
+    """Play ``episodes`` full episodes with ``act`` (batched obs, episode-start flags -> actions; e.g. an
+    ``AgentActor``) on ``num_envs`` parallel envs.
 
-    Episodes are split evenly across envs beforehand, so short episodes are not over-represented.
+    Episodes are split evenly across envs beforehand, so short episodes are not over-represented. With
+    next-step autoreset, an env's observation starts an episode after ``reset`` and after a step that follows
+    an episode end (that step's action is ignored).
     """
     num_envs = max(1, min(num_envs, episodes))
     targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
@@ -52,8 +73,13 @@ def evaluate(
     result = EvalResult()
     try:
         obs, _ = envs.reset(seed=seed)
+        episode_start = np.ones(num_envs, dtype=bool)
+        ended = np.zeros(num_envs, dtype=bool)
         for _ in range(max_steps):
-            obs, _, _, _, info = envs.step(act(obs))
+            actions = act(obs, episode_start)
+            episode_start = ended  # this step reset the envs whose episodes ended on the previous step
+            obs, _, terminated, truncated, info = envs.step(actions)
+            ended = np.asarray(terminated) | np.asarray(truncated)
             for i, ret, length in episode_stats(info):
                 if counts[i] < targets[i]:
                     counts[i] += 1
@@ -75,7 +101,7 @@ def evaluate_during_training(agent: Any, run: Any) -> float:
     eval_rng = np.random.default_rng(cfg.seed + 1_000_003)
     epsilon = getattr(cfg, "eval_epsilon", 0.0)
     result = evaluate(
-        lambda obs: agent.act(obs, epsilon=epsilon, rng=eval_rng),
+        AgentActor(agent, epsilon=epsilon, rng=eval_rng),
         cfg.env_id,
         cfg.eval_episodes,
         seed=cfg.seed + 1_000_003,
