@@ -180,6 +180,12 @@ class ActorCritic(nn.Module):
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
         return self.head_distribution(self.actor_encoder(obs))
 
+    def distribution_and_value(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
+        """Policy distribution and value in one pass: a shared encoder (images) runs once, not twice."""
+        features = self.actor_encoder(obs)
+        value_features = features if self.critic_encoder is None else self.critic_encoder(obs)
+        return self.head_distribution(features), self.value_head(value_features).squeeze(-1)
+
     def head_distribution(self, features: torch.Tensor) -> torch.distributions.Distribution:
         """The policy's (pre-squash) action distribution given the policy head's input features."""
         out = self.policy_head(features)
@@ -317,13 +323,12 @@ class PPO(Agent):
                     if self.obs_rms is not None:
                         self.obs_rms.update(np.asarray(obs, dtype=np.float64))
                     obs_tensor = self._obs(obs)
-                    with torch.no_grad():
-                        dist = self.net.distribution(obs_tensor)
+                    with torch.inference_mode():
+                        dist, value = self.net.distribution_and_value(obs_tensor)
                         raw = dist.sample()
                         logp = dist.log_prob(raw) if self.net.discrete else dist.log_prob(raw).sum(-1)
                         if self.config.squash and not self.net.discrete:
                             logp = logp - tanh_log_det(raw)
-                        value = self.net.value(obs_tensor)
                     actions = raw.cpu().numpy()
                     next_obs, rewards, terminated, truncated, info = envs.step(self.to_env_action(actions))
                     rewards = np.asarray(rewards, dtype=np.float64)
@@ -341,7 +346,7 @@ class PPO(Agent):
                     obs = next_obs
                     self.global_step += N
                     monitor.episodes(info)
-                with torch.no_grad():
+                with torch.inference_mode():
                     next_value = self.net.value(self._obs(obs)).cpu().numpy()
                 advantages, returns = gae(
                     buf_rewards, buf_values, next_value, buf_term, buf_ended, cfg.gamma, cfg.gae_lambda
@@ -378,8 +383,8 @@ class PPO(Agent):
             order = torch.as_tensor(self.rng.permutation(size), device=self.device)
             for start in range(0, size, minibatch):
                 idx = order[start : start + minibatch]
-                new_logp, entropy = self.net.log_prob_entropy(b_obs[idx], b_actions[idx])
-                values = self.net.value(b_obs[idx])
+                dist, values = self.net.distribution_and_value(b_obs[idx])
+                new_logp, entropy = self.net.dist_log_prob_entropy(dist, b_actions[idx])
                 log_ratio = new_logp - b_logp[idx]
                 ratio = log_ratio.exp()
                 adv = b_adv[idx]
