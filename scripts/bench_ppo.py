@@ -20,9 +20,13 @@ count. After ``--warmup`` untimed rollouts, ``--rollouts`` rollouts (collection 
 same number of env steps and gradient steps on both sides. Phases are timed with thin wrappers around the
 libraries' own calls: env stepping, acting (policy forward during collection) and the update.
 
+On a shared machine the load changes between children; ``--repeats N`` runs the two children alternately
+N times each and reports the run with the median steps/s of each library, plus every pair's ratio.
+
 Run (from the repository root)::
 
     python scripts/bench_ppo.py               # 2 warm-up + 6 timed rollouts (6 x 1024 env steps) each
+    python scripts/bench_ppo.py --threads 1 --repeats 3
     python scripts/bench_ppo.py --quick       # smoke check: 1 + 1 rollouts
 """
 
@@ -254,6 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch.set_num_threads for both libraries (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the two children N times (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 warm-up + 1 timed rollout")
     parser.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show the children's output")
@@ -271,10 +276,19 @@ def main(argv: list[str] | None = None) -> int:
         print(MARKER + json.dumps(children[args.only](args)), flush=True)
         return 0
     load = os.getloadavg()
-    results = {name: run_child(name, args) for name in children}
-    report(args, results["rlkit"], results["sb3"], load)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in children}
+    for _ in range(args.repeats):
+        for name in children:
+            runs[name].append(run_child(name, args))
+    median = {name: sorted(results, key=lambda r: r["sps"])[len(results) // 2] for name, results in runs.items()}
+    report(args, median["rlkit"], median["sb3"], load)
+    if args.repeats > 1:
+        pairs = [f"{a['sps']:.1f}/{b['sps']:.1f} = {a['sps'] / b['sps']:.2f}x"
+                 for a, b in zip(runs["rlkit"], runs["sb3"])]
+        print(f"  table: the median-speed run of each of {args.repeats}; every pair (rlkit/SB3 steps/s, run one after "
+              f"the other): {'; '.join(pairs)}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **results}, indent=2))
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **runs}, indent=2))
     return 0
 
 
