@@ -336,7 +336,7 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlkit.evaluation import evaluate
+    from rlkit.evaluation import AgentActor, evaluate
     from rlkit.stats import human_normalized
 
     if args.episodes < 1:
@@ -352,7 +352,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         epsilon = getattr(config, "eval_epsilon", 0.0)
     result = evaluate(
-        lambda obs: agent.act(obs, epsilon=epsilon),
+        AgentActor(agent, epsilon=epsilon),
         config.env_id,
         args.episodes,
         seed=seed,

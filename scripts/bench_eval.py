@@ -63,10 +63,10 @@ def copy_into_sb3(agent, model) -> None:
 
 
 def bench_rlkit(agent, episodes: int, seed: int) -> dict:
-    from rlkit.evaluation import evaluate
+    from rlkit.evaluation import AgentActor, evaluate
 
     start = time.perf_counter()
-    result = evaluate(lambda obs: agent.act(obs, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes)
+    result = evaluate(AgentActor(agent, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": int(sum(result.lengths)), "mean": result.mean}
 

@@ -212,7 +212,7 @@ def test_train_help_lists_every_config_field(capsys):
     assert code == 0
     for field in dataclasses.fields(DQNConfig):
         assert f"  {field.name} (" in out, field.name
-    assert "Adam learning rate." in out
+    assert "Learning rate (at the start of lr_schedule)." in out
 
 
 def test_encoders(capsys):

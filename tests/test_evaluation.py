@@ -227,7 +227,7 @@ def test_pipelined_atari_evaluation_plays_each_requested_episode():
         g.close()
     seen_batches = []
 
-    def act(obs: np.ndarray) -> np.ndarray:
+    def act(obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
         seen_batches.append(len(obs))
         return np.zeros(len(obs), dtype=np.int64)
 
