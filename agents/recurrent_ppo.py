@@ -49,7 +49,8 @@ class RecurrentActorCritic(ActorCritic):
         nn.Module.__init__(self)
         image = isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
         name = config.encoder if config.encoder != "auto" else ("nature_cnn" if image else "mlp_tanh")
-        self.actor_encoder = make_encoder(name, observation_space)
+        self.encoder_name = name
+        self.actor_encoder = make_encoder(name, observation_space, **config.encoder_kwargs)
         self.critic_encoder = None
         self.lstm = nn.LSTM(self.actor_encoder.features_dim, config.lstm_hidden, config.lstm_layers)
         for param_name, param in self.lstm.named_parameters():

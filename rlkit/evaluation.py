@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,3 +153,37 @@ def _play_pipelined(
         if (counts >= targets).all():
             break
     first.step_wait()  # leave no step in flight before closing
+
+
+def evaluate_during_training(agent: Any, run: Any) -> float:
+    """Periodic evaluation of a training agent: TensorBoard ``eval/*``, a line in ``eval/evaluations.jsonl``,
+    and ``checkpoints/best.safetensors`` when the mean improves. Uses its own RNG, so evaluating never
+    changes the training run's exploration."""
+    cfg = agent.config
+    started = time.time()
+    eval_rng = np.random.default_rng(cfg.seed + 1_000_003)
+    epsilon = getattr(cfg, "eval_epsilon", 0.0)
+    result = evaluate(
+        AgentActor(agent, epsilon=epsilon, rng=eval_rng),
+        cfg.env_id,
+        cfg.eval_episodes,
+        seed=cfg.seed + 1_000_003,
+        env_kwargs=cfg.env_kwargs,
+        num_envs=min(cfg.eval_episodes, 10),
+    )
+    summary = result.summary()
+    step = agent.global_step
+    run.log_scalars({"eval/mean_return": summary["mean"], "eval/std_return": summary["std"]}, step)
+    record = {"step": step, **summary, "returns": result.returns, "lengths": result.lengths}
+    with open(run.eval_dir / "evaluations.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    improved = summary["mean"] > agent.best_eval
+    if improved:
+        agent.best_eval = summary["mean"]
+        agent.save(run.checkpoint_dir / "best.safetensors")
+    run.print(
+        f"eval @ {step}: mean {summary['mean']:.2f} +/- {summary['std']:.2f} over "
+        f"{summary['episodes']} episodes (min {summary['min']:.0f}, max {summary['max']:.0f})"
+        f"{' new best' if improved else ''} [{time.time() - started:.0f}s]"
+    )
+    return summary["mean"]
