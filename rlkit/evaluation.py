@@ -59,6 +59,7 @@ def evaluate(
     env_kwargs: dict | None = None,
     num_envs: int = 8,
     max_steps: int = 10_000_000,
+    pipeline: bool = True,
 ) -> EvalResult:
     """Play ``episodes`` full episodes with ``act`` (batched obs, episode-start flags -> actions; e.g. an
     ``AgentActor``) on ``num_envs`` parallel envs.
@@ -80,7 +81,8 @@ def evaluate(
                 result.returns.append(ret)
                 result.lengths.append(length)
 
-    groups = _eval_envs(env_id, num_envs, seed, env_kwargs, pipelined=not getattr(act, "stateful", False))
+    pipelined = pipeline and not getattr(act, "stateful", False)
+    groups = _eval_envs(env_id, num_envs, seed, env_kwargs, pipelined=pipelined)
     try:
         if len(groups) == 2:
             _play_pipelined(act, groups, seed, record, counts, targets, max_steps)

@@ -70,11 +70,13 @@ def copy_into_sb3(agent, model) -> None:
     model.policy.q_net_target.load_state_dict(state)
 
 
-def bench_rlkit(agent, episodes: int, seed: int) -> dict:
+def bench_rlkit(agent, episodes: int, seed: int, pipeline: bool = True) -> dict:
     from rlkit.evaluation import AgentActor, evaluate
 
     start = time.perf_counter()
-    result = evaluate(AgentActor(agent, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes)
+    result = evaluate(
+        AgentActor(agent, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes, pipeline=pipeline
+    )
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": int(sum(result.lengths)), "mean": result.mean}
 
@@ -111,6 +113,7 @@ MEASUREMENTS = {
     # name: (side, envs, OMP_WAIT_POLICY or None for the OpenMP default)
     "rlkit evaluate, 10 envs": ("rlkit", 10, "PASSIVE"),
     "rlkit evaluate, 10 envs, OpenMP spin": ("rlkit", 10, None),
+    "rlkit evaluate, 10 envs, not pipelined": ("rlkit-serial", 10, "PASSIVE"),
     "SB3 evaluate_policy, 1 env": ("sb3", 1, None),
     "SB3 evaluate_policy, 1 env, PASSIVE": ("sb3", 1, "PASSIVE"),
     "SB3 evaluate_policy, 10 envs": ("sb3", 10, None),
@@ -121,8 +124,8 @@ def measure(side: str, envs: int, args: argparse.Namespace) -> dict:
     """One measurement in this process (the child side of ``main``)."""
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     agent = build_rlkit_agent(args.checkpoint, args.seed)
-    if side == "rlkit":
-        return bench_rlkit(agent, args.episodes, args.seed)
+    if side.startswith("rlkit"):
+        return bench_rlkit(agent, args.episodes, args.seed, pipeline=side == "rlkit")
     return bench_sb3(agent, args.episodes, args.seed, envs)
 
 
@@ -156,7 +159,7 @@ def main() -> None:
     for name, r in rows:
         print(f"{name:40s} {r['seconds']:8.1f} {r['steps']:8d} {r['steps'] / r['seconds']:9.0f} {r['mean']:12.2f}")
     ours = rows[0][1]["steps"] / rows[0][1]["seconds"]
-    for name, r in rows[2:]:
+    for name, r in rows[3:]:
         print(f"rlkit / {name}: {ours / (r['steps'] / r['seconds']):.2f}x steps/s (target >= 3x)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
