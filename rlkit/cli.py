@@ -387,6 +387,53 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from rlkit.vision.pretrain import default_run_dir, method_class, pretrain_overrides, run_pretrain
+
+    if args.method and not args.resume:
+        method_class(args.method)  # unknown method: one-line error before anything else
+        if not args.data:
+            raise RLKitError("rlkit pretrain needs --data DIR (a dataset written by `rlkit collect`).")
+        from rlkit.vision.data import read_manifest
+
+        read_manifest(args.data)
+    if args.ddp and args.ddp > 1:
+        argv = [a for a in sys.argv[1:] if a != "pretrain"]
+        if "--ddp" in argv:
+            i = argv.index("--ddp")
+            del argv[i : i + 2]
+        argv = [a for a in argv if not a.startswith("--ddp=")]
+        if not args.run_dir and not args.resume:
+            seed = 0
+            for item in args.set or []:
+                if item.startswith("seed="):
+                    seed = int(item.split("=", 1)[1])
+            argv += ["--run-dir", str(default_run_dir(args.method, args.data, seed))]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ddp}",
+                   "-m", "rlkit.vision.pretrain", *argv]
+        print("launching: " + " ".join(command[2:]))
+        return subprocess.call(command)
+    run_pretrain(args.method, args.data, pretrain_overrides(args), args.run_dir, args.resume)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from rlkit.vision.probe import run_probe
+
+    if not args.encoder:
+        raise RLKitError("rlkit probe needs --encoder PATH|random (an encoder.safetensors from `rlkit pretrain`).")
+    if not args.data:
+        raise RLKitError("rlkit probe needs --data DIR (a dataset with labels, written by `rlkit collect`).")
+    import torch
+
+    torch.set_num_threads(args.threads if args.threads > 0 else (os.cpu_count() or 1))
+    run_probe(args.encoder, args.data, args.encoder_name, out=args.out, seed=args.seed,
+              baseline=not args.no_baseline, max_epochs=args.epochs, patience=args.patience)
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from rlkit.envs import list_envs
 
@@ -499,6 +546,25 @@ def make_parser() -> ArgumentParser:
     col.add_argument("--chunk-size", type=int, default=1000, help="frames per chunk file")
     col.add_argument("--episode-steps", type=int, help="cut episodes after this many frames (more episodes)")
     col.set_defaults(func=cmd_collect)
+
+    from rlkit.vision.pretrain import add_pretrain_arguments
+
+    pre = sub.add_parser("pretrain", help="pretrain an encoder on collected frames (supervised, gan, mae)")
+    add_pretrain_arguments(pre)
+    pre.add_argument("--ddp", type=int, metavar="N", help="data-parallel over N processes (torch.distributed.run)")
+    pre.set_defaults(func=cmd_pretrain)
+
+    probe = sub.add_parser("probe", help="AtariARI linear probes of a frozen encoder vs a random one")
+    probe.add_argument("--encoder", metavar="PATH|random", help="encoder.safetensors, or random (with --encoder-name)")
+    probe.add_argument("--data", metavar="DIR", help="dataset with labels (rlkit collect)")
+    probe.add_argument("--encoder-name", help="architecture of a random encoder (e.g. nature_cnn)")
+    probe.add_argument("--out", metavar="DIR", help="where probe.json goes (default: next to the encoder)")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--epochs", type=int, default=100, help="most probe epochs (early stopping on val)")
+    probe.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
+    probe.add_argument("--no-baseline", action="store_true", help="skip the random-encoder column")
+    probe.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    probe.set_defaults(func=cmd_probe)
 
     sub.add_parser("envs", help="list environment ids by family").set_defaults(func=cmd_envs)
     sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)

@@ -1,5 +1,6 @@
-"""Vision: encoders (and, later, frame datasets, pretraining and probes)."""
+"""Vision: encoders, frame datasets (``data``), pretraining (``pretrain``: supervised, gan, mae) and probes."""
 
 from rlkit.vision.encoders import MLP, Encoder, NatureCNN, SmallNatureCNN, default_encoder, make_encoder
+from rlkit.vision.gan import DCGANDiscriminator
 
-__all__ = ["MLP", "Encoder", "NatureCNN", "SmallNatureCNN", "default_encoder", "make_encoder"]
+__all__ = ["DCGANDiscriminator", "MLP", "Encoder", "NatureCNN", "SmallNatureCNN", "default_encoder", "make_encoder"]

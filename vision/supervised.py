@@ -1,0 +1,135 @@
+"""Supervised pretraining: predict the ground-truth labels (RAM bytes) of each frame from pixels.
+
+Classification over the 256 byte values of every label (one linear head on the encoder's features) or
+regression of value/255; frames are augmented with random shifts (pad by ``shift`` pixels, replicate edges,
+random crop: DrQ's augmentation). Evaluation reports per-label accuracy and macro F1 (classification) or R2
+(regression); the final evaluation also saves a confusion matrix per classified label (.npy + PNG).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlkit.registry import PRETRAINERS
+from rlkit.vision.io import build_encoder
+from rlkit.vision.metrics import confusion_matrix, f1_scores, r2_score, save_confusion_png
+from rlkit.vision.pretrain import PretrainConfig, Pretrainer
+
+CLASSES = 256
+
+
+def random_shift(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shift each image of ``x`` (N, C, H, W float) by ``shifts[i] = (dy, dx)`` in [0, 2*pad] (replicate pad)."""
+    if pad == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
+
+
+@dataclasses.dataclass
+class SupervisedConfig(PretrainConfig):
+    target: Literal["classify", "regress"] = "classify"
+    """classify: cross-entropy over 256 byte values per label; regress: MSE on value/255"""
+    shift: int = 4
+    """random-shift augmentation in pixels (0: off)"""
+
+
+@PRETRAINERS.register("supervised")
+class SupervisedPretrainer(Pretrainer):
+    """Encoder + one linear head predicting every label."""
+
+    Config = SupervisedConfig
+    name = "supervised"
+    needs_labels = True
+
+    def build(self) -> None:
+        cfg = self.config
+        self.label_names = self.data.label_names
+        encoder = build_encoder(cfg.encoder, self.observation_space, cfg.encoder_kwargs)
+        outputs = len(self.label_names) * (CLASSES if cfg.target == "classify" else 1)
+        self.model = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(encoder.features_dim, outputs)})
+        self.modules = {"model": self.model}
+        self.optimizers = {"model": torch.optim.Adam(self.model.parameters(), lr=cfg.lr)}
+
+    def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
+        return {"shifts": torch.from_numpy(rng.integers(0, 2 * self.config.shift + 1, size=(batch_size, 2)))}
+
+    def predict(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits (N, L, 256) or regressed values (N, L) in units of value/255."""
+        out = self.model["head"](self.model["encoder"](obs))
+        return out.view(len(obs), len(self.label_names), -1) if self.config.target == "classify" else out
+
+    def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.target == "classify":
+            return F.cross_entropy(out.reshape(-1, CLASSES), labels.reshape(-1))
+        return F.mse_loss(out, labels.float() / 255.0)
+
+    def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
+        x = random_shift(obs.float(), extras["shifts"], self.config.shift)
+        loss = self.loss(self.predict(x), labels)
+        optimizer = self.optimizers["model"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sync_gradients(self.model)
+        optimizer.step()
+        return {"supervised": loss.item()}
+
+    @torch.no_grad()
+    def predictions(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        dataset = self.val if self.val is not None else self.data
+        self.model.eval()
+        preds, trues, total = [], [], 0.0
+        for start in range(0, len(indices), 256):
+            obs, labels = dataset.batch(indices[start : start + 256])
+            out = self.predict(obs.to(self.device))
+            total += float(self.loss(out, labels.to(self.device))) * len(obs)
+            pred = out.argmax(-1) if self.config.target == "classify" else (out * 255).round().clamp(0, 255)
+            preds.append(pred.cpu().numpy())
+            trues.append(labels.numpy())
+        self.model.train()
+        return np.concatenate(preds), np.concatenate(trues), total / max(len(indices), 1)
+
+    def evaluate(self, run: Any, final: bool) -> dict[str, float]:
+        dataset = self.val if self.val is not None else self.data
+        split = "val" if self.val is not None else "train (no val split)"
+        pred, true, loss = self.predictions(self.eval_indices(dataset, final))
+        metrics: dict[str, float] = {"eval/loss": loss}
+        classify = self.config.target == "classify"
+        lines = [f"{'label':16s} {'acc':>6s} {'F1':>6s}" if classify else f"{'label':16s} {'R2':>6s}"]
+        out_dir = run.dir / "confusion" if final and run.dir is not None else None
+        for i, name in enumerate(self.label_names):
+            if self.config.target == "classify":
+                scores = f1_scores(true[:, i], pred[:, i])
+                metrics[f"eval/{name}/accuracy"] = scores["accuracy"]
+                metrics[f"eval/{name}/f1_macro"] = scores["f1_macro"]
+                lines.append(f"{name:16s} {scores['accuracy']:6.3f} {scores['f1_macro']:6.3f}")
+                if out_dir is not None:
+                    out_dir.mkdir(exist_ok=True)
+                    matrix = confusion_matrix(true[:, i], pred[:, i])
+                    np.save(out_dir / f"{name}.npy", matrix)
+                    save_confusion_png(matrix, out_dir / f"{name}.png", f"{name} ({split})")
+            else:
+                metrics[f"eval/{name}/r2"] = r2_score(true[:, i], pred[:, i])
+                lines.append(f"{name:16s} {metrics[f'eval/{name}/r2']:6.3f}")
+        key = "f1_macro" if self.config.target == "classify" else "r2"
+        metrics[f"eval/mean_{key}"] = float(np.mean([metrics[f"eval/{n}/{key}"] for n in self.label_names]))
+        if final:
+            run.print(f"final evaluation on {split} ({len(true)} frames), loss {loss:.4f}:")
+            for line in lines:
+                run.print("  " + line)
+            run.print(f"  {'mean':16s} {metrics[f'eval/mean_{key}']:6.3f}")
+            if out_dir is not None:
+                run.print(f"confusion matrices: {out_dir}/<label>.npy and .png")
+        else:
+            run.print(f"step {self.step}: eval loss {loss:.4f}, mean {key} {metrics[f'eval/mean_{key}']:.3f}")
+        return metrics
+
+    def encoder(self) -> nn.Module:
+        return self.model["encoder"]
