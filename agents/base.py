@@ -5,12 +5,55 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import gymnasium as gym
 import torch
 
 from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
 from rlkit.errors import RLKitError
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    """Encoder fields shared by the agents that take any registered encoder (DQN, PPO, A2C)."""
+
+    encoder: str = "auto"
+    """Registered encoder (`rlkit encoders`); auto: the agent's default for the observations."""
+    encoder_kwargs: dict = dataclasses.field(default_factory=dict)
+    """Encoder options, e.g. --set encoder_kwargs.depth=2 (impala, vit), encoder_kwargs.patch_size=7 (vit)."""
+    encoder_path: str | None = None
+    """Pretrained encoder file to start from (CLI --encoder PATH); its card sets encoder and encoder_kwargs."""
+    freeze_encoder: bool = False
+    """Keep the encoder fixed: no gradients, not in the optimizer (CLI --freeze)."""
+    encoder_lr_scale: float = 1.0
+    """Encoder learning rate = lr x this, as a second optimizer param group (CLI --encoder-lr-scale)."""
+    augment: Literal["none", "shift"] = "none"
+    """Image augmentation in updates; shift: DrQ random shift (replicate-pad augment_pad, random crop back)."""
+    augment_pad: int = 4
+    """Maximum shift in pixels of augment=shift."""
+
+
+def resolve_encoder_config(config: Any, observation_space: gym.spaces.Space) -> Any:
+    """For a new run with ``encoder_path``: check the file against the env and return the config with the
+    file's ``encoder`` and ``encoder_kwargs`` (so the run's config.yaml rebuilds the architecture without it)."""
+    if getattr(config, "encoder_path", None) is None:
+        return config
+    from rlkit.vision.io import check_observations, read_card
+
+    card = read_card(config.encoder_path)
+    check_observations(card, observation_space, config.encoder_path)
+    if config.encoder not in ("auto", card["encoder"]):
+        raise RLKitError(
+            f"encoder={config.encoder} but {config.encoder_path} holds a {card['encoder']} encoder; drop "
+            "--set encoder=... (the file decides)."
+        )
+    if config.encoder_kwargs and config.encoder_kwargs != card["encoder_kwargs"]:
+        raise RLKitError(
+            f"encoder_kwargs={config.encoder_kwargs} differ from those of {config.encoder_path} "
+            f"({card['encoder_kwargs']}); drop them (the file decides)."
+        )
+    return dataclasses.replace(config, encoder=card["encoder"], encoder_kwargs=dict(card["encoder_kwargs"]))
 
 
 class Agent:
@@ -30,6 +73,72 @@ class Agent:
         resumed run does not replay the episodes it started with."""
         seed = self.config.seed
         return seed if self.global_step == 0 else seed + 7919 * (1 + self.global_step)
+
+    # ---- encoders: options, pretrained weights, freezing, learning-rate scale, augmentation ----------------
+    def build_encoder(self, default: str) -> torch.nn.Module:
+        """The configured encoder (``default`` when encoder=auto) with ``encoder_kwargs``; records the name."""
+        from rlkit.vision.encoders import make_encoder
+
+        cfg = self.config
+        self.encoder_name = default if cfg.encoder == "auto" else cfg.encoder
+        return make_encoder(self.encoder_name, self.observation_space, **cfg.encoder_kwargs)
+
+    def encoders(self) -> list[torch.nn.Module]:
+        """Every encoder the agent holds (target-network copies included); agents with encoders override it."""
+        return []
+
+    def encoder_param_groups(self, module: torch.nn.Module, trained: list[torch.nn.Module]) -> list[dict]:
+        """Optimizer param groups of ``module`` given the encoders it trains; freezes them if configured."""
+        from rlkit.agents.optim import encoder_param_groups
+
+        cfg = self.config
+        if cfg.encoder_lr_scale <= 0 and not cfg.freeze_encoder:
+            raise RLKitError(f"encoder_lr_scale={cfg.encoder_lr_scale} must be positive; use --freeze for 0.")
+        if cfg.freeze_encoder:
+            for encoder in trained:
+                encoder.requires_grad_(False)
+        return encoder_param_groups(module, trained, cfg.lr, cfg.encoder_lr_scale, cfg.freeze_encoder)
+
+    def check_augment(self) -> None:
+        """A one-line error if augmentation is asked for on observations that are not images."""
+        cfg = self.config
+        if cfg.augment != "none" and len(self.observation_space.shape or ()) != 3:
+            raise RLKitError(
+                f"augment={cfg.augment} needs image observations, {cfg.env_id} gives {self.observation_space.shape}; "
+                "use augment=none."
+            )
+        if cfg.augment_pad < 0:
+            raise RLKitError(f"augment_pad={cfg.augment_pad} must be >= 0.")
+
+    def augment(self, observations: torch.Tensor) -> torch.Tensor:
+        """The configured augmentation of a batch of observations (identity for augment=none)."""
+        if self.config.augment == "shift":
+            from rlkit.vision.augment import random_shift
+
+            return random_shift(observations, self.config.augment_pad)
+        return observations
+
+    def load_pretrained_encoder(self) -> bool:
+        """Copy the weights of ``encoder_path`` into every encoder of a new agent; True when loaded.
+
+        ``rlkit train`` calls it for new runs (not on resume: the checkpoint has the weights). The agent must
+        have been built with the file's encoder and options (``resolve_encoder_config``)."""
+        path = getattr(self.config, "encoder_path", None)
+        if path is None:
+            return False
+        from rlkit.vision.io import check_observations, load_weights, read_card
+
+        card = read_card(path)
+        check_observations(card, self.observation_space, path)
+        for encoder in self.encoders():
+            spec = getattr(encoder, "spec", None) or {}
+            if spec.get("encoder") != card["encoder"] or spec.get("encoder_kwargs") != card["encoder_kwargs"]:
+                raise RLKitError(
+                    f"{path} holds encoder {card['encoder']} {card['encoder_kwargs']}, the agent was built with "
+                    f"{spec.get('encoder')} {spec.get('encoder_kwargs')}; build it from resolve_encoder_config(config)."
+                )
+            load_weights(encoder, path)
+        return True
 
     def reset_counters(self) -> None:
         self.global_step = 0

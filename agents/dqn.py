@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlkit.agents.base import Agent
+from rlkit.agents.base import Agent, EncoderConfig
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
 from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays
@@ -25,11 +25,11 @@ from rlkit.config import TrainConfig
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
-from rlkit.vision.encoders import default_encoder, make_encoder
+from rlkit.vision.encoders import default_encoder
 
 
 @dataclasses.dataclass
-class DQNConfig(TrainConfig):
+class DQNConfig(EncoderConfig, TrainConfig):
     """DQN settings. Defaults follow the SB3 / Nature DQN; presets adapt them per env family."""
 
     encoder: str = "auto"
@@ -151,15 +151,16 @@ class DQN(Agent):
         self.n_actions = int(action_space.n)
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        encoder_name = default_encoder(observation_space) if config.encoder == "auto" else config.encoder
-        self.encoder_name = encoder_name
-        self.q_net = QNetwork(make_encoder(encoder_name, observation_space), self.n_actions, config.dueling)
+        self.check_augment()
+        default = default_encoder(observation_space)
+        self.q_net = QNetwork(self.build_encoder(default), self.n_actions, config.dueling)
         self.q_net.to(self.device)
-        self.target_net = QNetwork(make_encoder(encoder_name, observation_space), self.n_actions, config.dueling)
+        self.target_net = QNetwork(self.build_encoder(default), self.n_actions, config.dueling)
         self.target_net.to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.target_net.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, eps=config.adam_eps)
+        groups = self.encoder_param_groups(self.q_net, [self.q_net.encoder])
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, eps=config.adam_eps)
         self.rng = np.random.default_rng(config.seed)
         # Counters that a resume restores.
         self.reset_counters()
@@ -169,6 +170,9 @@ class DQN(Agent):
         self.buffer: FrameReplayBuffer | None = None
         self._replay_rng_state: dict | None = None
         self.buffer_state: dict[str, np.ndarray] | None = None
+
+    def encoders(self) -> list[nn.Module]:
+        return [self.q_net.encoder, self.target_net.encoder]
 
     # ---- acting --------------------------------------------------------------------------------------
     def epsilon(self) -> float:
@@ -235,11 +239,12 @@ class DQN(Agent):
         cfg = self.config
         beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, self.global_step)
         batch = buffer.sample(cfg.batch_size, beta=beta, device=self.device)
+        observations, next_observations = self.augment(batch.observations), self.augment(batch.next_observations)
         with torch.no_grad():
-            next_q_target = self.target_net(batch.next_observations)
-            next_q_online = self.q_net(batch.next_observations) if cfg.double_dqn else None
+            next_q_target = self.target_net(next_observations)
+            next_q_online = self.q_net(next_observations) if cfg.double_dqn else None
             targets = td_targets(batch.returns, batch.discounts, next_q_target, next_q_online)
-        q = self.q_net(batch.observations).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+        q = self.q_net(observations).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
         td_error = q - targets
         if cfg.loss == "huber":
             per_sample = F.smooth_l1_loss(q, targets, reduction="none")

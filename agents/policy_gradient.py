@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlkit.agents.base import Agent
+from rlkit.agents.base import Agent, EncoderConfig
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerName, make_optimizer
 from rlkit.agents.schedules import linear_schedule, lr_multiplier
@@ -31,7 +31,7 @@ from rlkit.vision.encoders import make_encoder
 
 
 @dataclasses.dataclass
-class PPOConfig(TrainConfig):
+class PPOConfig(EncoderConfig, TrainConfig):
     """PPO settings (defaults: CleanRL's ppo.py for classic control)."""
 
     encoder: str = "auto"
@@ -153,8 +153,9 @@ class ActorCritic(nn.Module):
         super().__init__()
         image = isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
         name = config.encoder if config.encoder != "auto" else ("nature_cnn" if image else "mlp_tanh")
-        self.actor_encoder = make_encoder(name, observation_space)
-        self.critic_encoder = None if image else make_encoder(name, observation_space)
+        self.encoder_name = name
+        self.actor_encoder = make_encoder(name, observation_space, **config.encoder_kwargs)
+        self.critic_encoder = None if image else make_encoder(name, observation_space, **config.encoder_kwargs)
         features = self.actor_encoder.features_dim
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:
@@ -243,12 +244,18 @@ class PPO(Agent):
         self.observation_space, self.action_space = observation_space, action_space
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
+        self.check_augment()
         self.net = ActorCritic(config, observation_space, action_space).to(self.device)
-        self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr, eps=config.optimizer_eps)
+        self.encoder_name = self.net.encoder_name
+        groups = self.encoder_param_groups(self.net, self.encoders())
+        self.optimizer = make_optimizer(config.optimizer, groups, config.lr, eps=config.optimizer_eps)
         self.rng = np.random.default_rng(config.seed)
         self.obs_rms = RunningMeanStd(observation_space.shape) if config.normalize_observations else None
         self.return_rms = RunningMeanStd() if config.normalize_rewards else None
         self.reset_counters()
+
+    def encoders(self) -> list[nn.Module]:
+        return [e for e in (self.net.actor_encoder, self.net.critic_encoder) if e is not None]
 
     # ---- acting --------------------------------------------------------------------------------------
     def _obs(self, observations: np.ndarray) -> torch.Tensor:
@@ -304,7 +311,7 @@ class PPO(Agent):
             while self.global_step < cfg.total_steps and not run.stop_requested:
                 progress = self.global_step / cfg.total_steps
                 for group in self.optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, progress)
+                    group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, progress) * group.get("lr_scale", 1.0)
                 for t in range(T):
                     if self.obs_rms is not None:
                         self.obs_rms.update(np.asarray(obs, dtype=np.float64))
@@ -370,8 +377,9 @@ class PPO(Agent):
             order = torch.as_tensor(self.rng.permutation(size), device=self.device)
             for start in range(0, size, minibatch):
                 idx = order[start : start + minibatch]
-                new_logp, entropy = self.net.log_prob_entropy(b_obs[idx], b_actions[idx])
-                values = self.net.value(b_obs[idx])
+                mb_obs = self.augment(b_obs[idx])
+                new_logp, entropy = self.net.log_prob_entropy(mb_obs, b_actions[idx])
+                values = self.net.value(mb_obs)
                 log_ratio = new_logp - b_logp[idx]
                 ratio = log_ratio.exp()
                 adv = b_adv[idx]

@@ -43,7 +43,12 @@ def _probe_env(env_id: str, env_kwargs: dict, mode: str = "train") -> tuple[Any,
         envs.close()
 
 
+ENCODER_FLAGS = {"encoder_path": "encoder", "freeze_encoder": "freeze", "encoder_lr_scale": "encoder-lr-scale"}
+
+
 def build_train_config(algo: str, args: argparse.Namespace) -> Any:
+    import dataclasses
+
     from rlkit.config import apply_overrides, build_config, default_preset, load_preset
     from rlkit.envs import env_family, env_spec
     from rlkit.registry import AGENTS
@@ -61,6 +66,23 @@ def build_train_config(algo: str, args: argparse.Namespace) -> Any:
         values["seed"] = args.seed
     if args.total_steps is not None:
         values["total_steps"] = args.total_steps
+    flags = {
+        "encoder_path": args.encoder,
+        "freeze_encoder": args.freeze or None,
+        "encoder_lr_scale": args.encoder_lr_scale,
+    }
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in {f.name for f in dataclasses.fields(agent_cls.Config)}:
+            raise RLKitError(f"--{ENCODER_FLAGS[key]} does not apply to {algo}; it has no pretrained-encoder support.")
+        values[key] = value
+    if values.get("encoder_path"):
+        # The file's card names the architecture: a preset's encoder gives way, the user's own --set does not.
+        chosen = apply_overrides({}, args.set or [], agent_cls.Config)
+        for key in ("encoder", "encoder_kwargs"):
+            if key not in chosen:
+                values.pop(key, None)
     config = build_config(agent_cls.Config, values, source=f"{algo} config")
     return config, preset
 
@@ -74,6 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rlkit.run import Run, read_run_config, run_name
 
     if args.resume:
+        if args.encoder or args.freeze or args.encoder_lr_scale is not None:
+            raise RLKitError("--encoder, --freeze, --encoder-lr-scale are for new runs; a resume keeps its encoder.")
         saved = read_run_config(args.resume)
         algo = saved["algo"]
         if args.algo and args.algo != algo:
@@ -99,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         agent_cls = AGENTS.get(args.algo)
         if args.help:
             print(f"usage: rlkit train {args.algo} --env ID [--preset NAME] [--set key=value ...] [--seed N]")
-            print(f"       [--total-steps N] [--run-dir DIR] [--resume RUN_DIR]\n\n{args.algo} config fields:")
+            print("       [--total-steps N] [--run-dir DIR] [--resume RUN_DIR]")
+            print(f"       [--encoder PATH [--freeze | --encoder-lr-scale X]]\n\n{args.algo} config fields:")
             print(config_help(agent_cls.Config))
             return 0
         algo = args.algo
@@ -113,7 +138,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _set_threads(config.torch_threads)
     observation_space, action_space, env_settings = _probe_env(config.env_id, config.env_kwargs)
+    if checkpoint is None:
+        from rlkit.agents.base import resolve_encoder_config
+
+        config = resolve_encoder_config(config, observation_space)
     agent = agent_cls(config, observation_space, action_space)
+    pretrained = checkpoint is None and agent.load_pretrained_encoder()
     if checkpoint is not None:
         tensors, meta = load_checkpoint(checkpoint)
         agent.load_state_dict(tensors, meta)
@@ -125,6 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.print(
                 f"{algo} on {config.env_id} (preset {preset or 'none'}), {config.total_steps} steps, seed {config.seed}"
             )
+            if pretrained:
+                how = "frozen" if config.freeze_encoder else f"fine-tuned at lr x {config.encoder_lr_scale:g}"
+                run.print(f"encoder {config.encoder} {config.encoder_kwargs} from {config.encoder_path}, {how}")
         else:
             run.print(f"resuming {run.dir} at step {agent.global_step}")
         agent.learn(run)
@@ -170,6 +203,12 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
         base += ["--set", item]
     if args.total_steps is not None:
         base += ["--total-steps", str(args.total_steps)]
+    if args.encoder:
+        base += ["--encoder", str(Path(args.encoder).resolve())]
+    if args.freeze:
+        base += ["--freeze"]
+    if args.encoder_lr_scale is not None:
+        base += ["--encoder-lr-scale", str(args.encoder_lr_scale)]
     commands = {seed: base + ["--seed", str(seed), "--run-dir", str(group / f"seed_{seed}")] for seed in seeds}
     (group / "group.yaml").write_text(
         yaml.safe_dump({"algo": algo, "env_id": config.env_id, "seeds": seeds, "command": base}, sort_keys=False)
@@ -457,15 +496,26 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_encoders(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import numpy as np
+    import torch
 
     from rlkit.registry import ENCODERS
+    from rlkit.vision.encoders import forward_flops, make_encoder
 
-    image = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    spaces = {
+        "image": gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),  # an Atari frame stack
+        "vector": gym.spaces.Box(-1.0, 1.0, (8,), np.float32),  # e.g. LunarLander's state
+    }
+    print("parameters and forward FLOPs of one observation (batch 1); image input 4x84x84 uint8, vector 8 float32")
     for name, cls in ENCODERS.items():
-        space = image if name != "mlp" else gym.spaces.Box(-1, 1, (8,), np.float32)
-        encoder = cls(space)
+        space = spaces[getattr(cls, "example_input", "image")]
+        encoder = make_encoder(name, space)
         params = sum(p.numel() for p in encoder.parameters())
-        print(f"{name:18s} params {params:>10,d}  features {encoder.features_dim:4d}  input {space.shape}")
+        flops = forward_flops(encoder, torch.as_tensor(space.sample()[None]))
+        shape = "x".join(map(str, space.shape))
+        print(
+            f"{name:18s} params {params:>10,d}  features {encoder.features_dim:4d}  MFLOPs {flops / 1e6:8.2f}  "
+            f"input {shape} {space.dtype}"
+        )
     return 0
 
 
@@ -504,6 +554,9 @@ def make_parser() -> ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--seeds", help="train one run per seed into a group directory, e.g. 0,1,2 or 0-4")
     train.add_argument("--workers", type=int, default=1, help="seeds trained in parallel processes (with --seeds)")
+    train.add_argument("--encoder", metavar="PATH", help="start from a pretrained encoder file (encoder_path)")
+    train.add_argument("--freeze", action="store_true", help="keep the encoder fixed (freeze_encoder=true)")
+    train.add_argument("--encoder-lr-scale", type=float, metavar="X", help="encoder lr = lr x X (encoder_lr_scale)")
     train.add_argument("-h", "--help", action="store_true", help="show config fields of ALGO")
     train.set_defaults(func=cmd_train)
 

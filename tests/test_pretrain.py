@@ -143,10 +143,10 @@ def test_data_parallel_matches_single_process(tmp_path):
                                 nprocs=2, join=True)
     a = load_file(str(tmp_path / "single" / "encoder.safetensors"))
     b = load_file(str(tmp_path / "ddp" / "encoder.safetensors"))
-    from rlkit.vision.io import build_encoder
+    from rlkit.vision.encoders import make_encoder
 
     torch.manual_seed(0)  # the run's seed: its initial weights
-    initial = build_encoder("nature_cnn_small", gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)).state_dict()
+    initial = make_encoder("nature_cnn_small", gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)).state_dict()
     assert all(not torch.equal(a[k], initial[k]) for k in a)  # three steps moved every weight
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
@@ -169,7 +169,9 @@ def test_supervised_resume_continues_exactly_and_encoder_file_loads(tmp_path):
     b = load_file(str(tmp_path / "split" / "encoder.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    encoder, card = load_encoder(tmp_path / "straight" / "encoder.safetensors")
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    encoder = load_encoder(tmp_path / "straight" / "encoder.safetensors", space)
+    card = encoder.card
     assert card["method"] == "supervised" and card["encoder"] == "nature_cnn_small" and card["steps"] == 4
     assert card["manifest_sha256"] and "eval/bright/f1_macro" in card["metrics"]
     assert (tmp_path / "straight" / "confusion" / "bright.npy").is_file()

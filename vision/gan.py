@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlkit.registry import ENCODERS, PRETRAINERS
-from rlkit.vision.encoders import Encoder, _require_image
-from rlkit.vision.io import build_encoder
+from rlkit.vision.encoders import Encoder, _require_image, make_encoder
 from rlkit.vision.metrics import frechet_distance
 from rlkit.vision.pretrain import PretrainConfig, Pretrainer
 
@@ -163,7 +162,7 @@ class GANPretrainer(Pretrainer):
             raise RLKitError(
                 f"gan trains the 'dcgan' discriminator as its encoder, not {cfg.encoder!r}; drop --encoder."
             )
-        self.disc = build_encoder("dcgan", self.observation_space, cfg.encoder_kwargs)
+        self.disc = make_encoder("dcgan", self.observation_space, **cfg.encoder_kwargs)
         width = cfg.encoder_kwargs.get("width", 64)
         self.disc_head = nn.Conv2d(8 * width, 1, 4, 1, 0, bias=False)
         _init(self.disc_head)
@@ -253,6 +252,3 @@ class GANPretrainer(Pretrainer):
 
     def encoder(self) -> nn.Module:
         return self.disc
-
-    def encoder_kwargs(self) -> dict[str, Any]:
-        return {"width": self.config.encoder_kwargs.get("width", 64)}

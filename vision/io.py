@@ -1,7 +1,7 @@
-"""Encoder files: weights as safetensors with a JSON card in the safetensors metadata.
+"""Encoder files: weights as safetensors, a JSON card in the header; written atomically, loaded without code.
 
-The card says how to rebuild the module (registered ``encoder`` name + ``encoder_kwargs`` + observation
-space) and where it came from (``method``, data directory, manifest sha256, metrics). Loading never unpickles.
+The card holds at least ``encoder`` (registered name), ``encoder_kwargs`` and ``observation_shape``; also
+``observation_dtype`` and ``features_dim``, and whatever the producer adds (pretraining method, data, steps).
 """
 
 from __future__ import annotations
@@ -11,70 +11,94 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rlkit.checkpoint import _atomic_write
 from rlkit.errors import RLKitError
+from rlkit.registry import ENCODERS
+from rlkit.vision.encoders import Encoder, make_encoder
 
 FORMAT = "rlkit-encoder-v1"
+REQUIRED = ("encoder", "encoder_kwargs", "observation_shape")
 
 
-def space_to_json(space: gym.spaces.Box) -> dict[str, Any]:
-    return {"shape": list(space.shape), "dtype": str(np.dtype(space.dtype)),
-            "low": float(np.min(space.low)), "high": float(np.max(space.high))}
+def save_encoder(path: str | Path, encoder: Encoder, card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``encoder``'s weights and its card to ``path`` atomically; returns the card written.
 
-
-def space_from_json(data: dict[str, Any]) -> gym.spaces.Box:
-    return gym.spaces.Box(data["low"], data["high"], tuple(data["shape"]), np.dtype(data["dtype"]))
-
-
-def build_encoder(name: str, observation_space: gym.spaces.Space, kwargs: dict[str, Any] | None = None) -> Any:
-    """Registered encoder ``name`` built for ``observation_space`` with constructor ``kwargs``."""
-    import rlkit.vision  # noqa: F401  (fills ENCODERS)
-    from rlkit.registry import ENCODERS
-
-    cls = ENCODERS.get(name)
-    try:
-        return cls(observation_space, **(kwargs or {}))
-    except TypeError as exc:
-        raise RLKitError(f"bad encoder_kwargs for {name}: {exc}.") from None
-
-
-def save_encoder(path: str | Path, encoder: torch.nn.Module, card: dict[str, Any]) -> Path:
-    """Write ``encoder``'s state dict and ``card`` (needs ``encoder``, ``encoder_kwargs``, ``observation_space``)
-    atomically; also writes the card next to it as ``<name>.json`` for people to read."""
-    for key in ("encoder", "encoder_kwargs", "observation_space"):
-        if key not in card:
-            raise ValueError(f"encoder card needs {key!r}")
-    path = Path(path)
+    The card starts from ``encoder.spec`` (set by ``make_encoder``) and ``features_dim``; ``card`` adds to or
+    overrides it (an encoder built without ``make_encoder`` needs ``encoder``, ``encoder_kwargs`` and
+    ``observation_shape`` there)."""
+    full = {**(encoder.spec or {}), "features_dim": int(encoder.features_dim), **(card or {})}
+    missing = [key for key in REQUIRED if key not in full]
+    if missing:
+        raise ValueError(f"encoder card lacks {missing}; build the encoder with make_encoder or pass them in card")
+    full["observation_shape"] = [int(d) for d in full["observation_shape"]]
+    header = {"format": FORMAT, "card": json.dumps(full)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    header = {"format": FORMAT, "card": json.dumps(card)}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-    path.with_suffix(".json").write_text(json.dumps(card, indent=1))
-    return path
+    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
+    return full
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
-    """The card of an encoder file, or a one-line error."""
+    """The card of an encoder file (header only), or a one-line error if it is missing, corrupt or no encoder."""
     path = Path(path)
     if not path.is_file():
-        raise RLKitError(f"encoder file {path} does not exist; pass an encoder.safetensors from `rlkit pretrain`.")
+        raise RLKitError(f"encoder file {path} does not exist; pass a .safetensors file written by rlkit pretrain.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RLKitError(f"{path} is corrupt or not a safetensors file ({exc}).") from None
+        raise RLKitError(f"encoder file {path} is corrupt or not a safetensors file ({exc}).") from None
     if header.get("format") != FORMAT:
-        raise RLKitError(f"{path} is not an rlkit encoder file (no {FORMAT} header).")
-    return json.loads(header["card"])
+        raise RLKitError(f"{path} is not an rlkit encoder file (no {FORMAT} header); pass one saved by save_encoder.")
+    try:
+        card = json.loads(header["card"])
+    except (KeyError, json.JSONDecodeError):
+        raise RLKitError(f"encoder file {path} has a corrupt card (header JSON); re-save the encoder.") from None
+    missing = [key for key in REQUIRED if key not in card]
+    if missing or not isinstance(card.get("encoder_kwargs"), dict):
+        raise RLKitError(f"encoder file {path} has a card without {', '.join(missing) or 'encoder_kwargs'}.")
+    if card["encoder"] not in ENCODERS:
+        raise RLKitError(
+            f"encoder file {path} holds unknown encoder {card['encoder']!r}; registered: {', '.join(ENCODERS.names())}."
+        )
+    return card
 
 
-def load_encoder(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """(encoder with the saved weights, card)."""
+def check_observations(card: dict[str, Any], observation_space: gym.spaces.Space, path: str | Path) -> None:
+    """A one-line error unless the env's observations match those the encoder was trained on."""
+    shape = list(observation_space.shape or ())
+    dtype = str(observation_space.dtype)
+    if list(card["observation_shape"]) != shape or card.get("observation_dtype", dtype) != dtype:
+        expected = f"{tuple(card['observation_shape'])} {card.get('observation_dtype', '')}".strip()
+        raise RLKitError(
+            f"encoder file {path} expects observations {expected}, this env gives {tuple(shape)} {dtype}; "
+            "use an encoder trained on this env's observations (same frame size, stack and dtype)."
+        )
+
+
+def load_weights(encoder: torch.nn.Module, path: str | Path) -> None:
+    """Copy the file's weights into ``encoder`` (same architecture), or a one-line error."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RLKitError(f"encoder file {path} is corrupt ({exc}).") from None
+    try:
+        encoder.load_state_dict(tensors)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise RLKitError(f"encoder file {path} does not fit its card's architecture ({detail[:300]}).") from None
+
+
+def load_encoder(path: str | Path, observation_space: gym.spaces.Space) -> Encoder:
+    """Build the encoder a file describes for ``observation_space`` and load its weights (``.card`` keeps
+    the card)."""
     card = read_card(path)
-    encoder = build_encoder(card["encoder"], space_from_json(card["observation_space"]), card["encoder_kwargs"])
-    encoder.load_state_dict(load_file(str(path)))
-    return encoder, card
+    check_observations(card, observation_space, path)
+    encoder = make_encoder(card["encoder"], observation_space, **card["encoder_kwargs"])
+    load_weights(encoder, path)
+    encoder.card = card
+    return encoder

@@ -113,9 +113,6 @@ class Pretrainer:
     def encoder(self) -> nn.Module:
         raise NotImplementedError  # pragma: no cover
 
-    def encoder_kwargs(self) -> dict[str, Any]:
-        return dict(self.config.encoder_kwargs)
-
     # -- shared ------------------------------------------------------------------------------------------------
     def sync_gradients(self, module: nn.Module) -> None:
         """Average ``module``'s gradients over data-parallel processes (one flat all-reduce)."""
@@ -337,13 +334,10 @@ def run_pretrain(
             save_checkpoint(run.checkpoint_dir / "last.safetensors", *trainer.state())
             metrics = trainer.evaluate(run, final=True)
             run.log_scalars(metrics, trainer.step)
-            from rlkit.vision.io import save_encoder, space_to_json
+            from rlkit.vision.io import save_encoder
 
             card = {
                 "method": method,
-                "encoder": trainer.config.encoder,
-                "encoder_kwargs": trainer.encoder_kwargs(),
-                "observation_space": space_to_json(trainer.observation_space),
                 "data": str(Path(data_dir).resolve()),
                 "manifest_sha256": record["manifest_sha256"],
                 "env_id": manifest["env_id"],
@@ -352,7 +346,9 @@ def run_pretrain(
                 "world_size": world,
                 "metrics": metrics,
             }
-            path = save_encoder(Path(run_dir) / "encoder.safetensors", trainer.encoder(), card)
+            path = Path(run_dir) / "encoder.safetensors"
+            card = save_encoder(path, trainer.encoder(), card)
+            path.with_suffix(".json").write_text(json.dumps(card, indent=1))
             (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
             run.print(f"wrote {path} (card {path.with_suffix('.json')})")
     finally:

@@ -103,22 +103,19 @@ def load_probe_encoder(
     target: str, encoder_name: str | None, observation_space: Any, seed: int = 0
 ) -> tuple[Any, dict]:
     """(encoder, card) for a saved encoder file, or a random one of ``encoder_name`` when target is 'random'."""
-    from rlkit.vision.io import build_encoder, load_encoder
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.io import load_encoder, read_card
 
     if target == "random":
         if not encoder_name:
             raise RLKitError("--encoder random needs --encoder-name NAME (e.g. nature_cnn).")
         torch.manual_seed(seed)
-        return build_encoder(encoder_name, observation_space), {"encoder": encoder_name, "encoder_kwargs": {}}
-    encoder, card = load_encoder(target)
+        encoder = make_encoder(encoder_name, observation_space)
+        return encoder, dict(encoder.spec)
+    card = read_card(target)
     if encoder_name and encoder_name != card["encoder"]:
         raise RLKitError(f"{target} holds a {card['encoder']} encoder, not {encoder_name}; drop --encoder-name.")
-    if tuple(card["observation_space"]["shape"]) != tuple(observation_space.shape):
-        raise RLKitError(
-            f"{target} expects observations {tuple(card['observation_space']['shape'])}, the data has "
-            f"{tuple(observation_space.shape)}."
-        )
-    return encoder, card
+    return load_encoder(target, observation_space), card
 
 
 def run_probe(
@@ -133,7 +130,7 @@ def run_probe(
 ) -> dict[str, Any]:
     """Probe ``target`` (encoder file or 'random') and a random encoder of the same architecture; print the
     table and write probe.json (next to the encoder file, or in ``out``)."""
-    from rlkit.vision.io import build_encoder
+    from rlkit.vision.encoders import make_encoder
 
     datasets = {split: FrameDataset(data_dir, split) for split in ("train", "val", "test")}
     names = datasets["train"].label_names
@@ -148,7 +145,7 @@ def run_probe(
     encoders = {"encoder": encoder}
     if baseline and target != "random":
         torch.manual_seed(seed + 1)
-        encoders["random"] = build_encoder(card["encoder"], space, card.get("encoder_kwargs"))
+        encoders["random"] = make_encoder(card["encoder"], space, **card.get("encoder_kwargs", {}))
     results: dict[str, Any] = {}
     for key, module in encoders.items():
         features = {s: extract_features(module, d) for s, d in datasets.items()}

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlkit.registry import PRETRAINERS
-from rlkit.vision.io import build_encoder
+from rlkit.vision.encoders import make_encoder
 from rlkit.vision.metrics import confusion_matrix, f1_scores, r2_score, save_confusion_png
 from rlkit.vision.pretrain import PretrainConfig, Pretrainer
 
@@ -52,7 +52,7 @@ class SupervisedPretrainer(Pretrainer):
     def build(self) -> None:
         cfg = self.config
         self.label_names = self.data.label_names
-        encoder = build_encoder(cfg.encoder, self.observation_space, cfg.encoder_kwargs)
+        encoder = make_encoder(cfg.encoder, self.observation_space, **cfg.encoder_kwargs)
         outputs = len(self.label_names) * (CLASSES if cfg.target == "classify" else 1)
         self.model = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(encoder.features_dim, outputs)})
         self.modules = {"model": self.model}
