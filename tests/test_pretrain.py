@@ -225,3 +225,50 @@ def test_dataset_obs_space_and_split_errors(tmp_path):
     assert data.observation_space() == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     with pytest.raises(RLKitError, match="unknown split"):
         FrameDataset(tmp_path / "d", "training")
+
+
+def _mae(tmp_path, **config):
+    from rlkit.vision.mae import MAEConfig, MAEPretrainer
+
+    data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4, shape=(2, 16, 16))
+    cfg = MAEConfig(encoder_kwargs={"patch_size": 4, "width": 16, "depth": 1, "heads": 2}, batch_size=4,
+                    decoder_width=16, decoder_depth=1, decoder_heads=2, **config)
+    return MAEPretrainer(cfg, FrameDataset(data_dir, "train"), None, torch.device("cpu"))
+
+
+def test_mae_masks_exact_fraction_and_scores_only_masked_patches(tmp_path):
+    from rlkit.vision.mae import masked_patch_loss
+
+    trainer = _mae(tmp_path)
+    obs, _ = trainer.data.batch(np.arange(4))
+    x = trainer.vit.preprocess(obs).contiguous()
+    noise = torch.rand(4, 16, generator=torch.Generator().manual_seed(0))
+    pred, mask, tokens = trainer.forward(x, noise)
+    assert trainer.vit.num_patches == 16 and pred.shape == (4, 16, 4 * 4 * 2)
+    assert torch.equal(mask.sum(1), torch.full((4,), 12.0))  # 75% of 16 patches hidden, per sample
+    assert tokens.shape == (4, 1 + 4, 16)  # CLS + the 4 visible patches only
+    target = trainer.targets(x)
+    loss = masked_patch_loss(pred, target, mask)
+    visible, hidden = mask == 0, mask == 1
+    changed = target.clone()
+    changed[visible] += 5.0
+    assert torch.equal(masked_patch_loss(pred, changed, mask), loss)
+    changed = target.clone()
+    changed[hidden] += 5.0
+    assert masked_patch_loss(pred, changed, mask) > loss + 1
+    # the encoder never sees hidden patches: changing their pixels leaves its tokens unchanged
+    from rlkit.vision.vit import patchify, unpatchify
+
+    patches = patchify(x, 4)
+    patches[hidden] = torch.rand_like(patches[hidden])
+    x2 = unpatchify(patches, 4, 2, (4, 4))
+    _, _, tokens2 = trainer.forward(x2, noise)
+    torch.testing.assert_close(tokens2, tokens)
+
+
+def test_mae_train_step_and_norm_pix(tmp_path):
+    trainer = _mae(tmp_path, norm_pix_loss=True)
+    before = [p.clone() for p in trainer.model.parameters()]
+    losses = trainer.train_step(0)
+    assert np.isfinite(losses["mae"])
+    assert sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters())) > len(before) // 2

@@ -183,12 +183,8 @@ class Pretrainer:
 
 def _import_methods() -> None:
     import rlkit.vision.gan  # noqa: F401
+    import rlkit.vision.mae  # noqa: F401
     import rlkit.vision.supervised  # noqa: F401
-
-    try:
-        import rlkit.vision.mae  # noqa: F401
-    except ImportError:  # needs rlkit.vision.vit
-        pass
 
 
 def method_class(method: str) -> type[Pretrainer]:
