@@ -272,3 +272,16 @@ def test_mae_train_step_and_norm_pix(tmp_path):
     losses = trainer.train_step(0)
     assert np.isfinite(losses["mae"])
     assert sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters())) > len(before) // 2
+
+
+def test_collect_with_trained_policy_run_dir(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "dqn", "--env", "CartPole-v1", "--total-steps", "150", "--run-dir", str(run),
+                 "--set", "learning_starts=50", "--set", "eval_every=150", "--set", "eval_episodes=1"]) == 0
+    out = tmp_path / "frames"
+    assert main(["collect", "--env", "CartPole-v1", "--steps", "20", "--policy", str(run), "--epsilon", "0",
+                 "--out", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert str(run) in manifest["policy"] and manifest["obs_shape"] == [1, 84, 84]
+    assert main(["collect", "--env", "ALE/Pong-v5", "--steps", "5", "--policy", str(run), "--out",
+                 str(tmp_path / "x")]) == 2  # trained on CartPole, not Pong
