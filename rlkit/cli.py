@@ -439,17 +439,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         read_manifest(args.data)
     if args.ddp and args.ddp > 1:
-        argv = [a for a in sys.argv[1:] if a != "pretrain"]
-        if "--ddp" in argv:
-            i = argv.index("--ddp")
-            del argv[i : i + 2]
-        argv = [a for a in argv if not a.startswith("--ddp=")]
-        if not args.run_dir and not args.resume:
-            seed = 0
-            for item in args.set or []:
-                if item.startswith("seed="):
-                    seed = int(item.split("=", 1)[1])
-            argv += ["--run-dir", str(default_run_dir(args.method, args.data, seed))]
+        run_dir = args.run_dir
+        if not run_dir and not args.resume:
+            from rlkit.vision.pretrain import build_pretrain_config
+
+            seed = build_pretrain_config(args.method, pretrain_overrides(args)).seed
+            run_dir = str(default_run_dir(args.method, args.data, seed))
+        argv = [args.method] if args.method else []
+        for flag, value in (("--data", args.data), ("--run-dir", run_dir), ("--resume", args.resume)):
+            if value:
+                argv += [flag, str(value)]
+        for item in pretrain_overrides(args):
+            argv += ["--set", item]
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ddp}",
                    "-m", "rlkit.vision.pretrain", *argv]
         print("launching: " + " ".join(command[2:]))

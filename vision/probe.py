@@ -10,6 +10,7 @@ architecture, side by side.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,9 @@ def train_linear_probes(
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
     best_loss = torch.full((labels,), float("inf"))
     best_weight, best_bias = probe.weight.detach().clone(), probe.bias.detach().clone()
-    since = 0
-    for _ in range(max_epochs):
+    since = epochs = 0
+    while epochs < max_epochs:
+        epochs += 1
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -81,11 +83,13 @@ def train_linear_probes(
     with torch.no_grad():
         probe.weight.copy_(best_weight)
         probe.bias.copy_(best_bias)
+    probe.epochs_run = epochs
     return probe
 
 
 def probe_features(
-    features: dict[str, np.ndarray], labels: dict[str, np.ndarray], names: list[str], seed: int = 0, **kwargs: Any
+    features: dict[str, np.ndarray], labels: dict[str, np.ndarray], names: list[str], seed: int = 0,
+    print_fn: Any = None, **kwargs: Any
 ) -> dict[str, dict[str, float]]:
     """Train probes on ``features["train"]`` (early stop on val), score on test: label -> scores."""
     mean = features["train"].mean(0, keepdims=True)
@@ -94,6 +98,8 @@ def probe_features(
     probe = train_linear_probes(
         (norm["train"], labels["train"]), (norm["val"], labels["val"]), seed=seed, **kwargs
     )
+    if print_fn is not None:
+        print_fn(f"  probes trained for {probe.epochs_run} epochs (early stopping on val)")
     with torch.no_grad():
         pred = probe(torch.as_tensor(norm["test"])).view(len(norm["test"]), len(names), CLASSES).argmax(-1).numpy()
     return {name: f1_scores(labels["test"][:, i], pred[:, i]) for i, name in enumerate(names)}
@@ -148,8 +154,12 @@ def run_probe(
         encoders["random"] = make_encoder(card["encoder"], space, **card.get("encoder_kwargs", {}))
     results: dict[str, Any] = {}
     for key, module in encoders.items():
+        start = time.time()
         features = {s: extract_features(module, d) for s, d in datasets.items()}
-        results[key] = probe_features(features, labels, names, seed=seed, **kwargs)
+        print_fn(f"{key}: features of {sum(len(d) for d in datasets.values())} frames in {time.time() - start:.0f}s")
+        start = time.time()
+        results[key] = probe_features(features, labels, names, seed=seed, print_fn=print_fn, **kwargs)
+        print_fn(f"  in {time.time() - start:.0f}s")
     columns = list(results)
     title = {"encoder": "pretrained" if target != "random" else f"random {card['encoder']}", "random": "random init"}
     header = f"{'label':16s}" + "".join(f" {title[c] + ' F1':>16s}" for c in columns)
