@@ -35,7 +35,7 @@ def test_collect_pong_labels_match_ram_and_splits_are_by_episode(tmp_path):
     from rlkit.vision.labels import ATARI_RAM_LABELS
 
     out = tmp_path / "pong"
-    collect("ALE/Pong-v5", 200, out, seed=3, chunk_size=64, episode_steps=50, print_fn=lambda s: None)
+    collect("ALE/Pong-v5", 200, out, seed=3, chunk_size=64, episode_steps=50, color=True, print_fn=lambda s: None)
     manifest = read_manifest(out)
     assert manifest["frames"] == 200 and len(manifest["chunks"]) == 4
     assert manifest["labels"] == list(ATARI_RAM_LABELS["pong"])
@@ -59,6 +59,7 @@ def test_collect_pong_labels_match_ram_and_splits_are_by_episode(tmp_path):
     finally:
         env.close()
     assert len(np.unique(labels[:, 0])) > 1  # the paddle moves
+    assert FrameDataset(out, "train", color=True)[0][2].shape == (210, 160, 3)
     # splits: by episode, disjoint, covering every frame
     seen: dict[str, set] = {}
     for split in ("train", "val", "test"):
@@ -176,6 +177,8 @@ def test_supervised_resume_continues_exactly_and_encoder_file_loads(tmp_path):
     assert card["manifest_sha256"] and "eval/bright/f1_macro" in card["metrics"]
     assert (tmp_path / "straight" / "confusion" / "bright.npy").is_file()
     assert encoder(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, encoder.features_dim)
+    regress = run_pretrain("supervised", data_dir, common + ["steps=2", "target=regress"], tmp_path / "regress")
+    assert set(regress["metrics"]) >= {"eval/bright/r2", "eval/mean_r2"}
 
 
 def test_probe_cli_writes_table_and_json(tmp_path, capsys):
