@@ -33,12 +33,42 @@ def random_shift(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tenso
     return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
 
 
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over the *global* batch of all data-parallel processes (statistics summed with the
+    autograd-aware all-reduce, as SyncBatchNorm does on GPUs), so W processes normalise exactly as one process
+    with the whole batch; one process, or eval mode, is plain BatchNorm1d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce
+
+        n = x.shape[0] * dist.get_world_size()
+        with warnings.catch_warnings():  # deprecated for _functional_collectives, which has no autograd here
+            warnings.simplefilter("ignore")
+            mean = all_reduce(x.sum(0)) / n
+            var = all_reduce((x - mean).pow(2).sum(0)) / n
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 1.0 / (1 + int(self.num_batches_tracked))
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * n / max(n - 1, 1), alpha=m)
+            self.num_batches_tracked += 1
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
 @dataclasses.dataclass
 class SupervisedConfig(PretrainConfig):
     target: Literal["classify", "regress"] = "classify"
     """classify: cross-entropy over 256 byte values per label; regress: MSE on value/255"""
     shift: int = 4
     """random-shift augmentation in pixels (0: off)"""
+    head_norm: bool = True
+    """BatchNorm on the features before the linear head (Pong frames differ in a few pixels, so a fresh
+    encoder's features barely vary across frames and, unnormalised, the head learns only the label marginals)"""
 
 
 @PRETRAINERS.register("supervised")
@@ -54,7 +84,9 @@ class SupervisedPretrainer(Pretrainer):
         self.label_names = self.data.label_names
         encoder = make_encoder(cfg.encoder, self.observation_space, **cfg.encoder_kwargs)
         outputs = len(self.label_names) * (CLASSES if cfg.target == "classify" else 1)
-        self.model = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(encoder.features_dim, outputs)})
+        norm = GlobalBatchNorm1d(encoder.features_dim, eps=1e-6) if cfg.head_norm else nn.Identity()
+        head = nn.Sequential(norm, nn.Linear(encoder.features_dim, outputs))
+        self.model = nn.ModuleDict({"encoder": encoder, "head": head})
         self.modules = {"model": self.model}
         self.optimizers = {"model": torch.optim.Adam(self.model.parameters(), lr=cfg.lr)}
 
@@ -82,8 +114,26 @@ class SupervisedPretrainer(Pretrainer):
         return {"supervised": loss.item()}
 
     @torch.no_grad()
+    def calibrate_head_norm(self, frames: int = 2048) -> None:
+        """Recompute the head BatchNorm's statistics with the current encoder on train frames (precise BN:
+        the running averages lag an encoder that is still moving)."""
+        norm = self.model["head"][0]
+        if not isinstance(norm, nn.BatchNorm1d):
+            return
+        self.model.eval()
+        norm.reset_running_stats()
+        momentum, norm.momentum = norm.momentum, None  # cumulative average over the calibration batches
+        norm.train()
+        indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
+        for start in range(0, len(indices), 256):
+            obs, _ = self.data.batch(indices[start : start + 256])
+            nn.BatchNorm1d.forward(norm, self.model["encoder"](obs.to(self.device)))  # this process only
+        norm.momentum = momentum
+
+    @torch.no_grad()
     def predictions(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         dataset = self.val if self.val is not None else self.data
+        self.calibrate_head_norm()
         self.model.eval()
         preds, trues, total = [], [], 0.0
         for start in range(0, len(indices), 256):
