@@ -158,7 +158,7 @@ def test_data_parallel_matches_single_process(tmp_path):
     # BatchNorm), and Adam's first steps turn their rounding noise into +-lr updates; GlobalBatchNorm1d's
     # gradients are checked separately below.
     overrides = ["encoder=nature_cnn_small", "steps=3", "batch_size=8", "torch_threads=1", "lr=3e-3",
-                 "eval_frames=8", "head_norm=false"]
+                 "eval_frames=8", "head_norm=false", "shift=2"]
     single = run_pretrain("supervised", data_dir, overrides, tmp_path / "single")
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), data_dir, str(tmp_path / "ddp"), overrides),
                                 nprocs=2, join=True)
@@ -185,7 +185,7 @@ def test_supervised_resume_continues_exactly_and_encoder_file_loads(tmp_path):
     from rlkit.vision.pretrain import run_pretrain
 
     data_dir = str(make_dataset(tmp_path / "d"))
-    common = ["encoder=nature_cnn_small", "batch_size=8", "torch_threads=1", "eval_frames=8"]
+    common = ["encoder=nature_cnn_small", "batch_size=8", "torch_threads=1", "eval_frames=8", "shift=2"]
     run_pretrain("supervised", data_dir, common + ["steps=4"], tmp_path / "straight")
     run_pretrain("supervised", data_dir, common + ["steps=2"], tmp_path / "split")
     run_pretrain(None, None, ["steps=4"], resume=tmp_path / "split")
