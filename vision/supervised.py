@@ -1,9 +1,10 @@
 """Supervised pretraining: predict the ground-truth labels (RAM bytes) of each frame from pixels.
 
-Classification over the 256 byte values of every label (one linear head on the encoder's features) or
-regression of value/255; frames can be augmented with random shifts (``shift`` > 0: pad by ``shift`` pixels,
-replicate edges, random crop: DrQ's augmentation), off by default because positions are the labels. Evaluation reports per-label accuracy and macro F1 (classification) or R2
-(regression); the final evaluation also saves a confusion matrix per classified label (.npy + PNG).
+Classification over the 256 byte values of every label (BatchNorm + one linear head on the encoder's
+features) or regression of value/255. Frames can be augmented with random shifts (``shift`` > 0: pad by
+``shift`` pixels, replicate edges, random crop: DrQ's augmentation), off by default because positions are the
+labels. Evaluation reports per-label accuracy and macro F1 (classification) or R2 (regression); the final
+evaluation also saves a confusion matrix per classified label (.npy + PNG).
 """
 
 from __future__ import annotations
