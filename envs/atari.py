@@ -230,3 +230,45 @@ class PongPixelsVecEnv(AtariVecEnv):
         previous = np.where(restarting[:, None], 0, self._previous)
         self._previous = current
         return (current - previous).astype(np.int8), reward, terminated, truncated, info
+
+
+def make_atari_single_env(env_id: str, settings: AtariSettings, render_mode: str | None = None) -> gym.Env:
+    """One Python ALE env with the vector env's preprocessing (gymnasium's ``AtariPreprocessing`` +
+    ``FrameStackObservation``), for code that must read the console (RAM labels) after every step.
+
+    Same settings as ``AtariVecEnv`` except FIRE on reset, which callers do themselves (``fire_reset``); the
+    84x84 frames are resized by cv2 INTER_AREA in both, so they match up to rounding.
+    """
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    if settings.pipeline != "nature":
+        raise RLKitError(f"pipeline {settings.pipeline!r} is not supported here; use the default nature pipeline.")
+    env = gym.make(
+        env_id,
+        frameskip=1,
+        repeat_action_probability=settings.repeat_action_probability,
+        full_action_space=settings.full_action_space,
+        max_num_frames_per_episode=settings.max_episode_frames,
+        render_mode=render_mode,
+    )
+    env = AtariPreprocessing(
+        env,
+        noop_max=settings.noop_max,
+        frame_skip=settings.frame_skip,
+        screen_size=settings.screen_size,
+        terminal_on_life_loss=False,
+        grayscale_obs=settings.grayscale,
+        scale_obs=False,
+    )
+    return FrameStackObservation(env, settings.frame_stack) if settings.frame_stack > 1 else env
+
+
+def fire_reset(env: gym.Env, seed: int | None = None) -> tuple[np.ndarray, dict]:
+    """Reset, then press FIRE once where the game has it (as ale-py's ``use_fire_reset``)."""
+    obs, info = env.reset(seed=seed)
+    meanings = env.unwrapped.get_action_meanings()
+    if "FIRE" in meanings:
+        obs, _, terminated, truncated, info = env.step(meanings.index("FIRE"))
+        if terminated or truncated:
+            obs, info = env.reset()
+    return obs, info
