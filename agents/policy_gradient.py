@@ -392,29 +392,51 @@ class PPO(Agent):
                 idx = order[start : start + minibatch]
                 dist, values = self.net.distribution_and_value(self.augment(b_obs[idx]))
                 new_logp, entropy = self.net.dist_log_prob_entropy(dist, b_actions[idx])
-                log_ratio = new_logp - b_logp[idx]
-                ratio = log_ratio.exp()
-                adv = b_adv[idx]
-                if cfg.normalize_advantages and len(idx) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss, v_loss = ppo_losses(
-                    new_logp, b_logp[idx], adv, values, b_values[idx], b_returns[idx], clip, cfg.clip_value_loss
+                self.minibatch_step(
+                    new_logp, entropy, values, b_logp[idx], b_adv[idx], b_values[idx], b_returns[idx], clip, log
                 )
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.updates += 1
-                with torch.no_grad():
-                    log["kl"].append(float(((ratio - 1) - log_ratio).mean()))
-                    log["clipfrac"].append(float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0)
-                log["pg"].append(float(pg_loss.detach()))
-                log["value"].append(float(v_loss.detach()))
-                log["entropy"].append(float(entropy.mean().detach()))
             if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
                 break
+        return self.loss_statistics(log)
+
+    def minibatch_step(
+        self,
+        new_logp: torch.Tensor,
+        entropy: torch.Tensor,
+        values: torch.Tensor,
+        old_logp: torch.Tensor,
+        advantages: torch.Tensor,
+        old_values: torch.Tensor,
+        returns: torch.Tensor,
+        clip: float,
+        log: dict[str, list[float]],
+    ) -> None:
+        """One optimizer step on a minibatch's clipped PPO loss (advantages normalised when configured);
+        appends the minibatch's statistics to ``log``."""
+        cfg = self.config
+        log_ratio = new_logp - old_logp
+        ratio = log_ratio.exp()
+        if cfg.normalize_advantages and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        pg_loss, v_loss = ppo_losses(new_logp, old_logp, advantages, values, old_values, returns, clip,
+                                     cfg.clip_value_loss)
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        with torch.no_grad():
+            log["kl"].append(float(((ratio - 1) - log_ratio).mean()))
+            log["clipfrac"].append(float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0)
+        log["pg"].append(float(pg_loss.detach()))
+        log["value"].append(float(v_loss.detach()))
+        log["entropy"].append(float(entropy.mean().detach()))
+
+    @staticmethod
+    def loss_statistics(log: dict[str, list[float]]) -> dict[str, float]:
+        """Means of one update's minibatch statistics, under their TensorBoard names."""
         return {
             "losses/policy": float(np.mean(log["pg"])),
             "losses/value": float(np.mean(log["value"])),

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rlkit.agents.optim import apply_lr_schedule
-from rlkit.agents.policy_gradient import PPO, ActorCritic, PPOConfig, gae, ppo_losses, tanh_log_det
+from rlkit.agents.policy_gradient import PPO, ActorCritic, PPOConfig, gae, tanh_log_det
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -244,35 +244,10 @@ class RecurrentPPO(PPO):
                 mb_actions = t_actions[:, idx].reshape(-1, *t_actions.shape[2:])[keep]
                 new_logp, entropy = self.net.dist_log_prob_entropy(self.net.head_distribution(features), mb_actions)
                 values = self.net.value(features)
-                old = t_logp[:, idx].reshape(-1)[keep]
-                log_ratio = new_logp - old
-                ratio = log_ratio.exp()
-                adv = t_adv[:, idx].reshape(-1)[keep]
-                if cfg.normalize_advantages and len(adv) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss, v_loss = ppo_losses(
-                    new_logp, old, adv, values, t_values[:, idx].reshape(-1)[keep], t_returns[:, idx].reshape(-1)[keep],
-                    clip, cfg.clip_value_loss,
+                old_logp, adv, old_values, mb_returns = (
+                    t[:, idx].reshape(-1)[keep] for t in (t_logp, t_adv, t_values, t_returns)
                 )
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.updates += 1
-                with torch.no_grad():
-                    log["kl"].append(float(((ratio - 1) - log_ratio).mean()))
-                    log["clipfrac"].append(float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0)
-                log["pg"].append(float(pg_loss.detach()))
-                log["value"].append(float(v_loss.detach()))
-                log["entropy"].append(float(entropy.mean().detach()))
+                self.minibatch_step(new_logp, entropy, values, old_logp, adv, old_values, mb_returns, clip, log)
             if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
                 break
-        return {
-            "losses/policy": float(np.mean(log["pg"])),
-            "losses/value": float(np.mean(log["value"])),
-            "losses/entropy": float(np.mean(log["entropy"])),
-            "losses/approx_kl": float(np.mean(log["kl"])),
-            "losses/clip_fraction": float(np.mean(log["clipfrac"])),
-        }
+        return self.loss_statistics(log)
