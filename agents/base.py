@@ -60,6 +60,8 @@ class Agent:
     """Base of every agent: ``name`` is the algorithm a checkpoint records."""
 
     name: str = "agent"
+    recurrent: bool = False
+    """True for agents whose ``act`` takes and returns a per-env state (see ``rlkit.evaluation.AgentActor``)."""
 
     def make_train_envs(self) -> Any:
         """The run's training envs (train mode, seeded from the config)."""

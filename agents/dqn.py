@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlkit.agents.base import Agent, EncoderConfig
+from rlkit.agents.optim import OptimizerConfig, apply_lr_schedule, optimizer_from_config
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
 from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays
-from rlkit.config import TrainConfig
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -29,7 +29,7 @@ from rlkit.vision.encoders import default_encoder
 
 
 @dataclasses.dataclass
-class DQNConfig(EncoderConfig, TrainConfig):
+class DQNConfig(EncoderConfig, OptimizerConfig):
     """DQN settings. Defaults follow the SB3 / Nature DQN; presets adapt them per env family."""
 
     encoder: str = "auto"
@@ -49,9 +49,9 @@ class DQNConfig(EncoderConfig, TrainConfig):
     batch_size: int = 32
     """Transitions per gradient step."""
     lr: float = 1e-4
-    """Adam learning rate."""
+    """Learning rate (at the start of lr_schedule)."""
     adam_eps: float = 1e-8
-    """Adam epsilon."""
+    """Optimizer epsilon (adam, adamw, rmsprop, adagrad)."""
     train_freq: int = 4
     """Env steps (summed over envs) between gradient updates."""
     gradient_steps: int = 1
@@ -200,12 +200,17 @@ class DQN(Agent):
         self.target_net.to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.target_net.requires_grad_(False)
-        self.use_cuda_graph = config.cuda_graph and self.device.type == "cuda"
+        groups = self.encoder_param_groups(self.q_net, [self.q_net.encoder])
+        self.optimizer = optimizer_from_config(config, groups, eps=config.adam_eps)
+        # A captured update bakes in the learning rate and needs the optimizer's step counter on the device.
+        graphable = config.lr_schedule == "constant" and config.optimizer in ("adam", "adamw", "rmsprop", "sgd")
+        self.use_cuda_graph = config.cuda_graph and self.device.type == "cuda" and graphable
+        if self.use_cuda_graph:
+            for group in self.optimizer.param_groups:
+                if "capturable" in group:  # Adam, AdamW, RMSprop: keep the step counter on the device
+                    group["capturable"] = True
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution algorithms once
-        # A captured graph needs the optimizer's step counter on the device (capturable).
-        groups = self.encoder_param_groups(self.q_net, [self.q_net.encoder])
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr, eps=config.adam_eps, capturable=self.use_cuda_graph)
         self._graph: UpdateGraph | None = None
         self._eager_updates = 0
         self.rng = np.random.default_rng(config.seed)
@@ -405,6 +410,7 @@ class DQN(Agent):
                 monitor.episodes(info)
 
                 if self.global_step >= self.learning_starts_at and buffer.can_sample():
+                    apply_lr_schedule(self.optimizer, cfg, self.global_step)
                     while self.next_train_step <= self.global_step:
                         for _ in range(cfg.gradient_steps):
                             losses = self.train_step(buffer)
@@ -416,7 +422,8 @@ class DQN(Agent):
                     self.next_train_step = self.global_step
                     self.next_target_step = self.global_step
 
-                if monitor.tick({"charts/epsilon": epsilon, **{f"losses/{k}": v for k, v in losses.items()}}):
+                scalars = {"charts/epsilon": epsilon, "charts/learning_rate": self.optimizer.param_groups[0]["lr"]}
+                if monitor.tick({**scalars, **{f"losses/{k}": v for k, v in losses.items()}}):
                     break
         finally:
             envs.close()

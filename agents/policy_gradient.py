@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,9 +21,8 @@ from torch import nn
 
 from rlkit.agents.base import Agent, EncoderConfig
 from rlkit.agents.dqn import resolve_device
-from rlkit.agents.optim import OptimizerName, make_optimizer
-from rlkit.agents.schedules import linear_schedule, lr_multiplier
-from rlkit.config import TrainConfig
+from rlkit.agents.optim import OptimizerConfig, OptimizerName, apply_lr_schedule, optimizer_from_config
+from rlkit.agents.schedules import LRSchedule, linear_schedule
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -31,7 +30,7 @@ from rlkit.vision.encoders import make_encoder
 
 
 @dataclasses.dataclass
-class PPOConfig(EncoderConfig, TrainConfig):
+class PPOConfig(EncoderConfig, OptimizerConfig):
     """PPO settings (defaults: CleanRL's ppo.py for classic control)."""
 
     encoder: str = "auto"
@@ -64,12 +63,9 @@ class PPOConfig(EncoderConfig, TrainConfig):
     """Gradient-norm clip (0: off)."""
     target_kl: float | None = None
     """Stop a rollout's epochs early once the approximate KL exceeds this."""
-    optimizer: OptimizerName = "adam"
-    """adam, adamw, rmsprop, adagrad or sgd (momentum 0.9)."""
     lr: float = 2.5e-4
-    """Learning rate at the start."""
-    lr_schedule: Literal["constant", "linear", "cosine", "step"] = "linear"
-    """Learning-rate schedule over training (step: halve every quarter)."""
+    """Learning rate (at the start of lr_schedule)."""
+    lr_schedule: LRSchedule = "linear"
     optimizer_eps: float = 1e-5
     """Optimizer epsilon (Adam / RMSprop)."""
     log_std_init: float = 0.0
@@ -98,7 +94,7 @@ class A2CConfig(PPOConfig):
     normalize_advantages: bool = False
     optimizer: OptimizerName = "rmsprop"
     lr: float = 7e-4
-    lr_schedule: Literal["constant", "linear", "cosine", "step"] = "constant"
+    lr_schedule: LRSchedule = "constant"
 
 
 def gae(
@@ -156,7 +152,11 @@ class ActorCritic(nn.Module):
         self.encoder_name = name
         self.actor_encoder = make_encoder(name, observation_space, **config.encoder_kwargs)
         self.critic_encoder = None if image else make_encoder(name, observation_space, **config.encoder_kwargs)
-        features = self.actor_encoder.features_dim
+        self.build_heads(config, self.actor_encoder.features_dim, action_space)
+
+    def build_heads(self, config: PPOConfig, features: int, action_space: gym.spaces.Space) -> None:
+        """Policy head (logits, or Gaussian mean with a state-independent log-std) and value head on
+        ``features``-wide inputs; orthogonal initialisation of every linear layer built so far."""
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:
             self.policy_head = nn.Linear(features, int(action_space.n))
@@ -179,14 +179,29 @@ class ActorCritic(nn.Module):
         return self.value_head(encoder(obs)).squeeze(-1)
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        out = self.policy_head(self.actor_encoder(obs))
+        return self.head_distribution(self.actor_encoder(obs))
+
+    def distribution_and_value(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
+        """Policy distribution and value in one pass: a shared encoder (images) runs once, not twice."""
+        features = self.actor_encoder(obs)
+        value_features = features if self.critic_encoder is None else self.critic_encoder(obs)
+        return self.head_distribution(features), self.value_head(value_features).squeeze(-1)
+
+    def head_distribution(self, features: torch.Tensor) -> torch.distributions.Distribution:
+        """The policy's (pre-squash) action distribution given the policy head's input features."""
+        out = self.policy_head(features)
         if self.discrete:
             return torch.distributions.Categorical(logits=out)
         return torch.distributions.Normal(out, self.log_std.exp().expand_as(out))
 
     def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of stored (pre-squash) actions and the policy entropy."""
-        dist = self.distribution(obs)
+        return self.dist_log_prob_entropy(self.distribution(obs), actions)
+
+    def dist_log_prob_entropy(
+        self, dist: torch.distributions.Distribution, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of stored (pre-squash) actions under ``dist`` and its entropy."""
         if self.discrete:
             return dist.log_prob(actions.long()), dist.entropy()
         log_prob = dist.log_prob(actions).sum(-1)
@@ -230,6 +245,7 @@ class PPO(Agent):
     """Proximal policy optimisation; ``A2C`` below is the same loop with A2C's settings."""
 
     Config = PPOConfig
+    Network: type[nn.Module] = ActorCritic
     name = "ppo"
 
     def __init__(self, config: PPOConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
@@ -245,10 +261,10 @@ class PPO(Agent):
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.check_augment()
-        self.net = ActorCritic(config, observation_space, action_space).to(self.device)
+        self.net = self.Network(config, observation_space, action_space).to(self.device)
         self.encoder_name = self.net.encoder_name
         groups = self.encoder_param_groups(self.net, self.encoders())
-        self.optimizer = make_optimizer(config.optimizer, groups, config.lr, eps=config.optimizer_eps)
+        self.optimizer = optimizer_from_config(config, groups, eps=config.optimizer_eps)
         self.rng = np.random.default_rng(config.seed)
         self.obs_rms = RunningMeanStd(observation_space.shape) if config.normalize_observations else None
         self.return_rms = RunningMeanStd() if config.normalize_rewards else None
@@ -309,20 +325,17 @@ class PPO(Agent):
         stats: dict[str, float] = {}
         try:
             while self.global_step < cfg.total_steps and not run.stop_requested:
-                progress = self.global_step / cfg.total_steps
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, progress) * group.get("lr_scale", 1.0)
+                apply_lr_schedule(self.optimizer, cfg, self.global_step)
                 for t in range(T):
                     if self.obs_rms is not None:
                         self.obs_rms.update(np.asarray(obs, dtype=np.float64))
                     obs_tensor = self._obs(obs)
-                    with torch.no_grad():
-                        dist = self.net.distribution(obs_tensor)
+                    with torch.inference_mode():
+                        dist, value = self.net.distribution_and_value(obs_tensor)
                         raw = dist.sample()
                         logp = dist.log_prob(raw) if self.net.discrete else dist.log_prob(raw).sum(-1)
                         if self.config.squash and not self.net.discrete:
                             logp = logp - tanh_log_det(raw)
-                        value = self.net.value(obs_tensor)
                     actions = raw.cpu().numpy()
                     next_obs, rewards, terminated, truncated, info = envs.step(self.to_env_action(actions))
                     rewards = np.asarray(rewards, dtype=np.float64)
@@ -340,7 +353,7 @@ class PPO(Agent):
                     obs = next_obs
                     self.global_step += N
                     monitor.episodes(info)
-                with torch.no_grad():
+                with torch.inference_mode():
                     next_value = self.net.value(self._obs(obs)).cpu().numpy()
                 advantages, returns = gae(
                     buf_rewards, buf_values, next_value, buf_term, buf_ended, cfg.gamma, cfg.gae_lambda
@@ -377,32 +390,53 @@ class PPO(Agent):
             order = torch.as_tensor(self.rng.permutation(size), device=self.device)
             for start in range(0, size, minibatch):
                 idx = order[start : start + minibatch]
-                mb_obs = self.augment(b_obs[idx])
-                new_logp, entropy = self.net.log_prob_entropy(mb_obs, b_actions[idx])
-                values = self.net.value(mb_obs)
-                log_ratio = new_logp - b_logp[idx]
-                ratio = log_ratio.exp()
-                adv = b_adv[idx]
-                if cfg.normalize_advantages and len(idx) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss, v_loss = ppo_losses(
-                    new_logp, b_logp[idx], adv, values, b_values[idx], b_returns[idx], clip, cfg.clip_value_loss
+                dist, values = self.net.distribution_and_value(self.augment(b_obs[idx]))
+                new_logp, entropy = self.net.dist_log_prob_entropy(dist, b_actions[idx])
+                self.minibatch_step(
+                    new_logp, entropy, values, b_logp[idx], b_adv[idx], b_values[idx], b_returns[idx], clip, log
                 )
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.updates += 1
-                with torch.no_grad():
-                    log["kl"].append(float(((ratio - 1) - log_ratio).mean()))
-                    log["clipfrac"].append(float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0)
-                log["pg"].append(float(pg_loss.detach()))
-                log["value"].append(float(v_loss.detach()))
-                log["entropy"].append(float(entropy.mean().detach()))
             if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
                 break
+        return self.loss_statistics(log)
+
+    def minibatch_step(
+        self,
+        new_logp: torch.Tensor,
+        entropy: torch.Tensor,
+        values: torch.Tensor,
+        old_logp: torch.Tensor,
+        advantages: torch.Tensor,
+        old_values: torch.Tensor,
+        returns: torch.Tensor,
+        clip: float,
+        log: dict[str, list[float]],
+    ) -> None:
+        """One optimizer step on a minibatch's clipped PPO loss (advantages normalised when configured);
+        appends the minibatch's statistics to ``log``."""
+        cfg = self.config
+        log_ratio = new_logp - old_logp
+        ratio = log_ratio.exp()
+        if cfg.normalize_advantages and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        pg_loss, v_loss = ppo_losses(new_logp, old_logp, advantages, values, old_values, returns, clip,
+                                     cfg.clip_value_loss)
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        with torch.no_grad():
+            log["kl"].append(float(((ratio - 1) - log_ratio).mean()))
+            log["clipfrac"].append(float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0)
+        log["pg"].append(float(pg_loss.detach()))
+        log["value"].append(float(v_loss.detach()))
+        log["entropy"].append(float(entropy.mean().detach()))
+
+    @staticmethod
+    def loss_statistics(log: dict[str, list[float]]) -> dict[str, float]:
+        """Means of one update's minibatch statistics, under their TensorBoard names."""
         return {
             "losses/policy": float(np.mean(log["pg"])),
             "losses/value": float(np.mean(log["value"])),

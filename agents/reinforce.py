@@ -17,8 +17,7 @@ from torch import nn
 
 from rlkit.agents.base import Agent
 from rlkit.agents.dqn import resolve_device
-from rlkit.agents.optim import OptimizerName, make_optimizer
-from rlkit.config import TrainConfig
+from rlkit.agents.optim import OptimizerConfig, OptimizerName, apply_lr_schedule, optimizer_from_config
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -26,7 +25,7 @@ from rlkit.vision.encoders import default_encoder, make_encoder
 
 
 @dataclasses.dataclass
-class ReinforceConfig(TrainConfig):
+class ReinforceConfig(OptimizerConfig):
     """REINFORCE settings."""
 
     encoder: str = "auto"
@@ -42,9 +41,8 @@ class ReinforceConfig(TrainConfig):
     restart_return_on_reward: bool = False
     """Restart the discounted return at every nonzero reward (Pong: each point is its own game)."""
     optimizer: OptimizerName = "rmsprop"
-    """adam, adamw, rmsprop (decay 0.99), adagrad or sgd."""
     lr: float = 1e-3
-    """Learning rate."""
+    """Learning rate (at the start of lr_schedule)."""
     optimizer_eps: float = 1e-5
     """Optimizer epsilon."""
     vf_coef: float = 0.5
@@ -95,7 +93,7 @@ class Reinforce(Agent):
             self.modules["value_net"] = self.value_net
         self.modules.to(self.device)
         parameters = self.modules.parameters()
-        self.optimizer = make_optimizer(config.optimizer, parameters, config.lr, eps=config.optimizer_eps)
+        self.optimizer = optimizer_from_config(config, parameters, eps=config.optimizer_eps)
         self.rng = np.random.default_rng(config.seed)
         self.reset_counters()
 
@@ -138,6 +136,7 @@ class Reinforce(Agent):
                 self.global_step += cfg.num_envs
                 monitor.episodes(info)
                 if len(finished) >= cfg.episodes_per_update:
+                    apply_lr_schedule(self.optimizer, cfg, self.global_step)
                     stats = self.update(finished)
                     finished = []
                 if monitor.tick(stats):
@@ -188,7 +187,7 @@ class Reinforce(Agent):
         self.optimizer.step()
         self.updates += 1
         return {"losses/policy": policy_sum, "losses/value": value_sum, "losses/entropy": entropy_sum,
-                "charts/batch_steps": float(total)}
+                "charts/batch_steps": float(total), "charts/learning_rate": self.optimizer.param_groups[0]["lr"]}
 
     # ---- checkpoint state ----------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

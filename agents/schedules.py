@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
+
+from rlkit.errors import RLKitError
+
+LRSchedule = Literal["constant", "linear", "cosine", "step"]
+LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
 
 
 def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
@@ -13,10 +19,10 @@ def linear_schedule(start: float, end: float, duration: int, step: int) -> float
     return start + fraction * (end - start)
 
 
-def lr_multiplier(schedule: str, progress: float, step_every: float = 0.25, step_gamma: float = 0.5) -> float:
-    """Learning-rate factor at ``progress`` in [0, 1] of training: constant, linear (to 0), cosine (to 0),
-    or step (x ``step_gamma`` after every ``step_every`` of training)."""
-    progress = min(max(progress, 0.0), 1.0)
+def lr_factor(schedule: str, step: int, total_steps: int, step_every: int = 1, step_gamma: float = 0.5) -> float:
+    """Learning-rate factor at env step ``step`` of ``total_steps``: constant 1; linear 1 - p and cosine
+    (1 + cos(pi p)) / 2 with p = step / total_steps clipped to [0, 1]; step: ``step_gamma ** (step // step_every)``."""
+    progress = min(max(step / total_steps, 0.0), 1.0) if total_steps > 0 else 1.0
     if schedule == "constant":
         return 1.0
     if schedule == "linear":
@@ -24,5 +30,5 @@ def lr_multiplier(schedule: str, progress: float, step_every: float = 0.25, step
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "step":
-        return step_gamma ** math.floor(progress / step_every)
-    raise ValueError(f"unknown lr schedule {schedule!r}")
+        return step_gamma ** (max(step, 0) // max(step_every, 1))
+    raise RLKitError(f"unknown lr_schedule {schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}.")

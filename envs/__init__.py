@@ -24,6 +24,7 @@ gym.register(id="rlkit/NavigationRGB-v0", entry_point="rlkit.envs.navigation:Nav
 gym.register(id="rlkit/Driving-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000)
 gym.register(id="rlkit/DrivingRGB-v0", entry_point="rlkit.envs.driving:DrivingEnv", max_episode_steps=1000,
              kwargs=_PIXELS)
+gym.register(id="rlkit/MaskedCartPole-v0", entry_point="rlkit.envs.masked:MaskedCartPoleEnv", max_episode_steps=500)
 
 EVAL_MAX_EPISODE_STEPS = 10_000  # evaluation episodes of envs without a time limit (CliffWalking) must end
 

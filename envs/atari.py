@@ -141,10 +141,23 @@ class AtariVecEnv(VectorEnv):
         self._life_reset[:] = False
         return obs, dict(info)
 
+    # ``step_async`` + ``step_wait`` split a step, so a caller can compute (e.g. act for other envs) while the
+    # C++ thread pool steps these games.
+    supports_async = True
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start stepping every env with ``actions``; returns at once."""
         actions = np.array(actions, dtype=np.int64)
         actions[self._life_reset] = self._life_reset_action
-        obs, reward, terminated, truncated, info = self.ale_env.step(actions)
+        self.ale_env.send(actions)
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Wait for the step started by ``step_async``; same results as ``step``."""
+        obs, reward, terminated, truncated, info = self.ale_env.recv()
         reward = reward.astype(np.float32)
         # An env that ended last step is being reset now (next-step autoreset); its step is not counted.
         counted = ~self._resetting
@@ -184,6 +197,7 @@ class PongPixelsVecEnv(AtariVecEnv):
 
     ALE_ACTIONS = np.array([2, 3], dtype=np.int64)
     BACKGROUND = (144, 109)
+    supports_async = False  # its observation is made in ``step``
 
     def __init__(self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0) -> None:
         if rom_name(env_id) != "pong":
@@ -216,3 +230,45 @@ class PongPixelsVecEnv(AtariVecEnv):
         previous = np.where(restarting[:, None], 0, self._previous)
         self._previous = current
         return (current - previous).astype(np.int8), reward, terminated, truncated, info
+
+
+def make_atari_single_env(env_id: str, settings: AtariSettings, render_mode: str | None = None) -> gym.Env:
+    """One Python ALE env with the vector env's preprocessing (gymnasium's ``AtariPreprocessing`` +
+    ``FrameStackObservation``), for code that must read the console (RAM labels) after every step.
+
+    Same settings as ``AtariVecEnv`` except FIRE on reset, which callers do themselves (``fire_reset``); the
+    84x84 frames are resized by cv2 INTER_AREA in both, so they match up to rounding.
+    """
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    if settings.pipeline != "nature":
+        raise RLKitError(f"pipeline {settings.pipeline!r} is not supported here; use the default nature pipeline.")
+    env = gym.make(
+        env_id,
+        frameskip=1,
+        repeat_action_probability=settings.repeat_action_probability,
+        full_action_space=settings.full_action_space,
+        max_num_frames_per_episode=settings.max_episode_frames,
+        render_mode=render_mode,
+    )
+    env = AtariPreprocessing(
+        env,
+        noop_max=settings.noop_max,
+        frame_skip=settings.frame_skip,
+        screen_size=settings.screen_size,
+        terminal_on_life_loss=False,
+        grayscale_obs=settings.grayscale,
+        scale_obs=False,
+    )
+    return FrameStackObservation(env, settings.frame_stack) if settings.frame_stack > 1 else env
+
+
+def fire_reset(env: gym.Env, seed: int | None = None) -> tuple[np.ndarray, dict]:
+    """Reset, then press FIRE once where the game has it (as ale-py's ``use_fire_reset``)."""
+    obs, info = env.reset(seed=seed)
+    meanings = env.unwrapped.get_action_meanings()
+    if "FIRE" in meanings:
+        obs, _, terminated, truncated, info = env.step(meanings.index("FIRE"))
+        if terminated or truncated:
+            obs, info = env.reset()
+    return obs, info

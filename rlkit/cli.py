@@ -1,4 +1,4 @@
-"""Command line: ``rlkit train | eval | envs | presets | encoders``.
+"""Command line: ``rlkit train | eval | collect | pretrain | probe | envs | presets | encoders``.
 
 User mistakes raise ``RLKitError``; ``main`` prints them as one line and exits with status 2.
 """
@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.errors import RLKitError
+
+# torch's OpenMP worker threads busy-wait after each parallel region by default (GNU OpenMP). On a machine with
+# few cores that spinning steals the CPU from ALE's C++ env threads and from other processes: evaluation of a
+# Pong agent ran 4-15x slower beside other jobs (docs/benchmarks.md). Sleeping waiters cost little for the
+# convolution-sized regions we run. It must be set before torch (libgomp) loads; a user's own value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 EXIT_USER_ERROR = 2
 STOCHASTIC_EPSILON = 0.05  # epsilon of --stochastic evaluation for value-based agents (Nature DQN's eval value)
@@ -296,12 +302,7 @@ def format_table(summary: dict[str, float]) -> str:
 
 def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
     """(agent, config-like object with env_id/env_kwargs, checkpoint path, description) for ``rlkit eval``."""
-    import dataclasses
     from types import SimpleNamespace
-
-    from rlkit.checkpoint import load_checkpoint
-    from rlkit.config import build_config
-    from rlkit.registry import AGENTS
 
     if args.sb3:
         from rlkit.sb3 import SB3Agent
@@ -315,7 +316,19 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
         return agent, config, Path(args.sb3), {**agent.describe(), "step": None, "config": None}
     if not args.target:
         raise RLKitError("rlkit eval needs RUN_DIR or CHECKPOINT (or --sb3 MODEL.zip --env ID).")
-    checkpoint = resolve_checkpoint(args.target, args.checkpoint)
+    return load_agent(args.target, args.checkpoint, args.env)
+
+
+def load_agent(target: str, which: str = "best", env_id: str | None = None) -> tuple[Any, Any, Path, dict]:
+    """(agent, config, checkpoint path, description) of a run directory or checkpoint, built for its env in
+    evaluation mode; ``env_id`` (if given) must be the env it was trained on."""
+    import dataclasses
+
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.config import build_config
+    from rlkit.registry import AGENTS
+
+    checkpoint = resolve_checkpoint(target, which)
     tensors, meta = load_checkpoint(checkpoint)
     agent_cls = AGENTS.get(meta["algo"])
     try:
@@ -325,9 +338,9 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
             f"{checkpoint} says it holds a {meta['algo']} agent but its config does not fit {meta['algo']} ({exc}); "
             "the file is corrupt or from another rlkit version."
         ) from None
-    if args.env and args.env != config.env_id:
+    if env_id and env_id != config.env_id:
         raise RLKitError(
-            f"{checkpoint} was trained on {config.env_id}, not {args.env}; evaluate it on {config.env_id} (drop --env)."
+            f"{checkpoint} was trained on {config.env_id}, not {env_id}; use it on {config.env_id} (drop --env)."
         )
     _set_threads(config.torch_threads)
     observation_space, action_space, _ = _probe_env(config.env_id, config.env_kwargs, mode="eval")
@@ -338,7 +351,7 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlkit.evaluation import evaluate
+    from rlkit.evaluation import AgentActor, evaluate
     from rlkit.stats import human_normalized
 
     if args.episodes < 1:
@@ -355,7 +368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         epsilon = getattr(config, "eval_epsilon", 0.0)
     deterministic = not args.stochastic
     result = evaluate(
-        lambda obs: agent.act(obs, deterministic=deterministic, epsilon=epsilon),
+        AgentActor(agent, deterministic=deterministic, epsilon=epsilon),
         config.env_id,
         args.episodes,
         seed=seed,
@@ -410,6 +423,81 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         for path in paths:
             print(f"wrote {path}")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rlkit.vision.collect import collect
+
+    if not args.env:
+        raise RLKitError("rlkit collect needs --env ID, e.g. --env ALE/Pong-v5.")
+    if args.steps < 1:
+        raise RLKitError(f"--steps must be at least 1, got {args.steps}.")
+    if not args.out:
+        raise RLKitError("rlkit collect needs --out DIR (the dataset directory to create).")
+    policy, name = None, "random"
+    if args.policy != "random":
+        agent, config, checkpoint, _ = load_agent(args.policy, "best", args.env)
+        rng = np.random.default_rng(args.seed + 17)
+
+        def policy(obs: np.ndarray) -> int:
+            return int(agent.act(obs[None], epsilon=args.epsilon, rng=rng)[0])
+
+        name = f"{checkpoint} (epsilon {args.epsilon})"
+    collect(
+        args.env, args.steps, args.out, policy=policy, policy_name=name, seed=args.seed, color=args.color,
+        chunk_size=args.chunk_size, episode_steps=args.episode_steps,
+    )
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from rlkit.vision.pretrain import default_run_dir, method_class, pretrain_overrides, run_pretrain
+
+    if args.method and not args.resume:
+        method_class(args.method)  # unknown method: one-line error before anything else
+        if not args.data:
+            raise RLKitError("rlkit pretrain needs --data DIR (a dataset written by `rlkit collect`).")
+        from rlkit.vision.data import read_manifest
+
+        read_manifest(args.data)
+    if args.ddp and args.ddp > 1:
+        run_dir = args.run_dir
+        if not run_dir and not args.resume:
+            from rlkit.vision.pretrain import build_pretrain_config
+
+            seed = build_pretrain_config(args.method, pretrain_overrides(args)).seed
+            run_dir = str(default_run_dir(args.method, args.data, seed))
+        argv = [args.method] if args.method else []
+        for flag, value in (("--data", args.data), ("--run-dir", run_dir), ("--resume", args.resume)):
+            if value:
+                argv += [flag, str(value)]
+        for item in pretrain_overrides(args):
+            argv += ["--set", item]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ddp}",
+                   "-m", "rlkit.vision.pretrain", *argv]
+        print("launching: " + " ".join(command[2:]))
+        return subprocess.call(command)
+    run_pretrain(args.method, args.data, pretrain_overrides(args), args.run_dir, args.resume)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from rlkit.vision.probe import run_probe
+
+    if not args.encoder:
+        raise RLKitError("rlkit probe needs --encoder PATH|random (an encoder.safetensors from `rlkit pretrain`).")
+    if not args.data:
+        raise RLKitError("rlkit probe needs --data DIR (a dataset with labels, written by `rlkit collect`).")
+    import torch
+
+    torch.set_num_threads(args.threads if args.threads > 0 else (os.cpu_count() or 1))
+    run_probe(args.encoder, args.data, args.encoder_name, out=args.out, seed=args.seed,
+              baseline=not args.no_baseline, max_epochs=args.epochs, patience=args.patience)
     return 0
 
 
@@ -530,6 +618,37 @@ def make_parser() -> ArgumentParser:
     compare.add_argument("targets", nargs="+", metavar="RUN_OR_GROUP")
     compare.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     compare.set_defaults(func=cmd_compare)
+
+    col = sub.add_parser("collect", help="write frames (+ ground-truth labels) of an env to a dataset directory")
+    col.add_argument("--env", help="environment id, e.g. ALE/Pong-v5")
+    col.add_argument("--steps", type=int, default=10_000, help="frames to write")
+    col.add_argument("--policy", default="random", metavar="random|RUN_DIR", help="uniform random or a trained run")
+    col.add_argument("--epsilon", type=float, default=0.05, help="exploration of a RUN_DIR policy")
+    col.add_argument("--out", metavar="DIR", help="dataset directory to create")
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--color", action="store_true", help="also store full-colour frames")
+    col.add_argument("--chunk-size", type=int, default=1000, help="frames per chunk file")
+    col.add_argument("--episode-steps", type=int, help="cut episodes after this many frames (more episodes)")
+    col.set_defaults(func=cmd_collect)
+
+    from rlkit.vision.pretrain import add_pretrain_arguments
+
+    pre = sub.add_parser("pretrain", help="pretrain an encoder on collected frames (supervised, gan, mae)")
+    add_pretrain_arguments(pre)
+    pre.add_argument("--ddp", type=int, metavar="N", help="data-parallel over N processes (torch.distributed.run)")
+    pre.set_defaults(func=cmd_pretrain)
+
+    probe = sub.add_parser("probe", help="AtariARI linear probes of a frozen encoder vs a random one")
+    probe.add_argument("--encoder", metavar="PATH|random", help="encoder.safetensors, or random (with --encoder-name)")
+    probe.add_argument("--data", metavar="DIR", help="dataset with labels (rlkit collect)")
+    probe.add_argument("--encoder-name", help="architecture of a random encoder (e.g. nature_cnn)")
+    probe.add_argument("--out", metavar="DIR", help="where probe.json goes (default: next to the encoder)")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--epochs", type=int, default=100, help="most probe epochs (early stopping on val)")
+    probe.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
+    probe.add_argument("--no-baseline", action="store_true", help="skip the random-encoder column")
+    probe.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    probe.set_defaults(func=cmd_probe)
 
     sub.add_parser("envs", help="list environment ids by family").set_defaults(func=cmd_envs)
     sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)

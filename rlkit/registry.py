@@ -49,3 +49,4 @@ class Registry(Generic[T]):
 
 AGENTS: Registry[Any] = Registry("algorithm")
 ENCODERS: Registry[Any] = Registry("encoder")
+PRETRAINERS: Registry[Any] = Registry("pretraining method")

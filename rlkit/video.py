@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rlkit.envs import env_family, make_vec_env
+from rlkit.evaluation import AgentActor
 
 Act = Callable[[np.ndarray], np.ndarray]
 
@@ -136,7 +137,7 @@ def record_video(
     label = label or config.env_id.replace("/", "-")
     paths = []
     for episode in range(episodes):
-        frames = play_episode(lambda obs: agent.act(obs, epsilon=epsilon), config, seed + episode, max_steps)
+        frames = play_episode(AgentActor(agent, epsilon=epsilon), config, seed + episode, max_steps)
         path = unique_path(Path(out_dir), f"{label}__step{step}__ep{episode}", ".gif" if gif else ".mp4")
         if gif:
             write_gif(frames, path, fps=30)
@@ -152,7 +153,7 @@ def record_training_video(agent: Any, run: Any) -> Path:
     seed = cfg.seed + 3_000_017
     rng = np.random.default_rng(seed)  # never shifts training exploration
     epsilon = getattr(cfg, "eval_epsilon", 0.0)
-    frames = play_episode(lambda obs: agent.act(obs, epsilon=epsilon, rng=rng), cfg, seed=seed)
+    frames = play_episode(AgentActor(agent, epsilon=epsilon, rng=rng), cfg, seed=seed)
     path = unique_path(run.eval_dir, f"{run.dir.name}__step{agent.global_step}__ep0", ".mp4")
     write_mp4(frames, path, fps=30, scale=2 if len(frames[0]) < 300 else 1)
     log_gif(run.writer, "videos/eval", frames, agent.global_step)

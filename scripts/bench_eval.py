@@ -10,6 +10,11 @@ from it, so both policies are identical and play games of similar length.
   pipeline (``make_atari_env`` with ``clip_reward=False, terminal_on_life_loss=False`` + ``VecFrameStack(4)``),
   once with 1 env (the usual call) and once with 10 envs (``DummyVecEnv``).
 
+Each measurement runs in its own process. The rlkit process runs as the ``rlkit`` command runs it, with
+``OMP_WAIT_POLICY=PASSIVE`` (set by ``rlkit.cli``); SB3 runs with the OpenMP default (busy-waiting torch
+threads), which is what an SB3 user gets, and once more with PASSIVE so the effect of that one setting is
+shown on both sides.
+
 Printed: wall time, agent steps (4 emulator frames each; SB3's Monitor counts frames, converted here),
 agent steps/s, and the speed ratio of steps/s (so episode-length differences cancel).
 
@@ -19,7 +24,10 @@ agent steps/s, and the speed ratio of steps/s (so episode-length differences can
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 
 import gymnasium as gym
@@ -62,11 +70,13 @@ def copy_into_sb3(agent, model) -> None:
     model.policy.q_net_target.load_state_dict(state)
 
 
-def bench_rlkit(agent, episodes: int, seed: int) -> dict:
-    from rlkit.evaluation import evaluate
+def bench_rlkit(agent, episodes: int, seed: int, pipeline: bool = True) -> dict:
+    from rlkit.evaluation import AgentActor, evaluate
 
     start = time.perf_counter()
-    result = evaluate(lambda obs: agent.act(obs, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes)
+    result = evaluate(
+        AgentActor(agent, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes, pipeline=pipeline
+    )
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": int(sum(result.lengths)), "mean": result.mean}
 
@@ -99,28 +109,59 @@ def bench_sb3(agent, episodes: int, seed: int, n_envs: int) -> dict:
     return {"seconds": seconds, "steps": int(round(sum(lengths) / FRAME_SKIP)), "mean": float(np.mean(rewards))}
 
 
+MEASUREMENTS = {
+    # name: (side, envs, OMP_WAIT_POLICY or None for the OpenMP default)
+    "rlkit evaluate, 10 envs": ("rlkit", 10, "PASSIVE"),
+    "rlkit evaluate, 10 envs, OpenMP spin": ("rlkit", 10, None),
+    "rlkit evaluate, 10 envs, not pipelined": ("rlkit-serial", 10, "PASSIVE"),
+    "SB3 evaluate_policy, 1 env": ("sb3", 1, None),
+    "SB3 evaluate_policy, 1 env, PASSIVE": ("sb3", 1, "PASSIVE"),
+    "SB3 evaluate_policy, 10 envs": ("sb3", 10, None),
+}
+
+
+def measure(side: str, envs: int, args: argparse.Namespace) -> dict:
+    """One measurement in this process (the child side of ``main``)."""
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    agent = build_rlkit_agent(args.checkpoint, args.seed)
+    if side.startswith("rlkit"):
+        return bench_rlkit(agent, args.episodes, args.seed, pipeline=side == "rlkit")
+    return bench_sb3(agent, args.episodes, args.seed, envs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="a nature_cnn, non-dueling rlkit DQN checkpoint (default: random init)")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # "side:envs": run one measurement, print JSON
     args = parser.parse_args()
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    agent = build_rlkit_agent(args.checkpoint, args.seed)
+    if args.child:
+        side, envs = args.child.split(":")
+        print(json.dumps(measure(side, int(envs), args)))
+        return
     print(f"{args.episodes} full ALE/Pong-v5 games, greedy NatureCNN DQN "
           f"({'checkpoint ' + args.checkpoint if args.checkpoint else 'random init'}), "
-          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.2f}")
-    rows = [("rlkit evaluate, 10 envs", bench_rlkit(agent, args.episodes, args.seed))]
-    rows.append(("SB3 evaluate_policy, 1 env", bench_sb3(agent, args.episodes, args.seed, 1)))
-    many = bench_sb3(agent, args.episodes, args.seed, args.episodes)
-    rows.append((f"SB3 evaluate_policy, {args.episodes} envs", many))
-    print(f"{'':32s} {'wall s':>8s} {'steps':>8s} {'steps/s':>9s} {'mean return':>12s}")
+          f"{args.threads or os.cpu_count()} torch threads, load average {os.getloadavg()[0]:.2f}")
+    rows = []
+    for name, (side, envs, wait_policy) in MEASUREMENTS.items():
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if wait_policy:
+            env["OMP_WAIT_POLICY"] = wait_policy
+        command = [sys.executable, __file__, "--child", f"{side}:{envs}", "--episodes", str(args.episodes),
+                   "--seed", str(args.seed), "--threads", str(args.threads)]
+        if args.checkpoint:
+            command += ["--checkpoint", args.checkpoint]
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+        rows.append((name, json.loads(out.strip().splitlines()[-1])))
+    print(f"{'':40s} {'wall s':>8s} {'steps':>8s} {'steps/s':>9s} {'mean return':>12s}")
     for name, r in rows:
-        print(f"{name:32s} {r['seconds']:8.1f} {r['steps']:8d} {r['steps'] / r['seconds']:9.0f} {r['mean']:12.2f}")
+        print(f"{name:40s} {r['seconds']:8.1f} {r['steps']:8d} {r['steps'] / r['seconds']:9.0f} {r['mean']:12.2f}")
     ours = rows[0][1]["steps"] / rows[0][1]["seconds"]
-    for name, r in rows[1:]:
+    for name, r in rows[3:]:
         print(f"rlkit / {name}: {ours / (r['steps'] / r['seconds']):.2f}x steps/s (target >= 3x)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

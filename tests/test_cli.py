@@ -212,7 +212,7 @@ def test_train_help_lists_every_config_field(capsys):
     assert code == 0
     for field in dataclasses.fields(DQNConfig):
         assert f"  {field.name} (" in out, field.name
-    assert "Adam learning rate." in out
+    assert "Learning rate (at the start of lr_schedule)." in out
 
 
 def test_encoders(capsys):
@@ -221,7 +221,8 @@ def test_encoders(capsys):
     header, *lines = out.strip().splitlines()
     assert "4x84x84 uint8" in header
     rows = {line.split()[0]: line for line in lines}
-    assert set(rows) == {"nature_cnn", "nature_cnn_small", "mlp", "mlp_tanh", "mlp200", "impala", "resnet18", "vit"}
+    assert set(rows) == {"nature_cnn", "nature_cnn_small", "mlp", "mlp_tanh", "mlp200", "impala", "resnet18", "vit",
+                         "dcgan"}
     # hand count: Nature CNN on (4, 84, 84): convs 8,224 + 32,832 + 36,928, fc 3136*512 + 512 = 1,606,144
     assert "params  1,684,128" in rows["nature_cnn"]
     assert "features  512" in rows["nature_cnn"]

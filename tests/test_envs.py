@@ -256,3 +256,20 @@ def test_life_loss_step_is_a_reset_step_that_fires_and_pays_nothing():
             break
     envs.close()
     assert checked >= 2
+
+
+def test_masked_cartpole_hides_velocities():
+    env = make_env("rlkit/MaskedCartPole-v0")
+    check_env(env.unwrapped)
+    full = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=4)
+    full_obs, _ = full.reset(seed=4)
+    assert obs.shape == (2,) and env.observation_space.shape == (2,)
+    np.testing.assert_array_equal(obs, full_obs[[0, 2]])  # cart position, pole angle
+    for action in [0, 1, 1, 0, 1] * 4:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        full_obs, full_reward, full_terminated, *_ = full.step(action)
+        np.testing.assert_array_equal(obs, full_obs[[0, 2]])
+        assert (reward, terminated) == (full_reward, full_terminated)
+    assert env.spec.max_episode_steps == 500 and env_family("rlkit/MaskedCartPole-v0") == "rlkit"
+    env.close()

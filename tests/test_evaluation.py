@@ -194,3 +194,44 @@ def test_group_training_runs_as_separate_processes_module_entry():
     # `python -m rlkit.cli` is the entry each seed's process uses.
     out = subprocess.run([sys.executable, "-m", "rlkit.cli", "presets"], capture_output=True, text=True, check=True)
     assert "atari-cpu" in out.stdout
+
+
+def test_atari_step_async_then_wait_equals_step():
+    from rlkit.envs import make_vec_env
+
+    a = make_vec_env("ALE/Pong-v5", 2, seed=3, mode="eval")
+    b = make_vec_env("ALE/Pong-v5", 2, seed=3, mode="eval")
+    try:
+        obs_a, _ = a.reset(seed=3)
+        obs_b, _ = b.reset(seed=3)
+        np.testing.assert_array_equal(obs_a, obs_b)
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            actions = rng.integers(0, 6, 2)
+            step_a = a.step(actions)
+            b.step_async(actions)
+            step_b = b.step_wait()
+            for x, y in zip(step_a[:4], step_b[:4]):
+                np.testing.assert_array_equal(x, y)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_pipelined_atari_evaluation_plays_each_requested_episode():
+    from rlkit.evaluation import _eval_envs, evaluate
+
+    groups = _eval_envs("ALE/Pong-v5", 4, 0, {"max_episode_frames": 2000})
+    assert [g.num_envs for g in groups] == [2, 2]  # ALE envs are split in two pipelined halves
+    for g in groups:
+        g.close()
+    seen_batches = []
+
+    def act(obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        seen_batches.append(len(obs))
+        return np.zeros(len(obs), dtype=np.int64)
+
+    result = evaluate(act, "ALE/Pong-v5", 6, seed=0, env_kwargs={"max_episode_frames": 2000}, num_envs=4)
+    assert len(result.returns) == 6 and len(result.lengths) == 6
+    assert all(length == 500 for length in result.lengths)  # 2000 frames / frame skip 4, truncated
+    assert set(seen_batches) == {2}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 from test_cli import assert_user_error
 
 from rlkit.agents.policy_gradient import PPO, ActorCritic, PPOConfig, gae, ppo_losses, tanh_log_det
-from rlkit.agents.schedules import lr_multiplier
 from rlkit.cli import main
 
 
@@ -101,15 +99,6 @@ def test_squashed_actions_map_into_bounds():
     agent = PPO(config, gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (1,), np.float32))
     mapped = agent.to_env_action(np.array([[-50.0], [0.0], [50.0]]))
     np.testing.assert_allclose(mapped[:, 0], [-2.0, 0.0, 2.0], atol=1e-6)
-
-
-def test_lr_schedules():
-    assert lr_multiplier("constant", 0.7) == 1.0
-    assert lr_multiplier("linear", 0.25) == pytest.approx(0.75)
-    assert lr_multiplier("cosine", 0.5) == pytest.approx(0.5)
-    assert lr_multiplier("cosine", 1.0) == pytest.approx(0.0, abs=1e-12)
-    assert lr_multiplier("step", 0.6) == pytest.approx(0.25)
-    assert math.isclose(lr_multiplier("linear", 1.5), 0.0)
 
 
 def test_bad_spaces(capsys):

@@ -112,7 +112,7 @@ def test_final_info_values_respect_the_vector_masks():
 
 
 def test_evaluate_aggregates_the_env_episode_metrics():
-    def forward(obs):
+    def forward(obs, episode_start=None):
         return np.zeros(len(obs), np.int64)  # navigation: always forward
 
     result = evaluate(forward, "rlkit/Navigation-v0", 3, seed=0, env_kwargs={"max_episode_steps": 30}, num_envs=3)
@@ -120,5 +120,5 @@ def test_evaluate_aggregates_the_env_episode_metrics():
     assert all(len(v) == 3 for v in result.metrics.values())
     summary = result.summary()
     assert 0.0 <= summary["spl"] <= summary["success"] <= 1.0 and summary["path_length"] > 0
-    result = evaluate(lambda obs: np.full(len(obs), 2), "rlkit/Driving-v0", 2, seed=0, num_envs=2)
+    result = evaluate(lambda obs, start=None: np.full(len(obs), 2), "rlkit/Driving-v0", 2, seed=0, num_envs=2)
     assert {"route_completion", "laps", "is_success"} <= set(result.summary())

@@ -1,0 +1,313 @@
+"""Frame datasets, pretraining (supervised, GAN, MAE, data parallel) and linear probes: tiny data, tiny nets."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlkit.cli import main
+from rlkit.vision.data import ChunkWriter, FrameDataset, assign_splits, read_manifest
+
+
+def make_dataset(path: Path, frames: int = 48, episodes: int = 6, shape: tuple = (4, 84, 84), seed: int = 0) -> Path:
+    """A synthetic dataset: random frames; label 'bright' = mean brightness class of the frame, 'noise' random."""
+    rng = np.random.default_rng(seed)
+    per = frames // episodes
+    writer = ChunkWriter(path, 10, {"env_id": "synthetic", "labels": ["bright", "noise"], "color": False})
+    for i in range(frames):
+        level = int(rng.integers(0, 4))
+        obs = rng.integers(0, 64, shape, dtype=np.uint8) + np.uint8(level * 64)
+        writer.add(obs=obs, labels=np.array([level, rng.integers(0, 4)]), episode=i // per, step=i % per,
+                   action=np.int64(0), reward=np.float32(0))
+    split = assign_splits(list(range(episodes)), seed)
+    writer.close({"obs_shape": list(shape), "obs_dtype": "uint8",
+                  "episodes": [{"id": e, "frames": per, "split": split[e]} for e in range(episodes)]})
+    return path
+
+
+def test_collect_pong_labels_match_ram_and_splits_are_by_episode(tmp_path):
+    from rlkit.vision.collect import collect, make_collect_env
+    from rlkit.vision.labels import ATARI_RAM_LABELS
+
+    out = tmp_path / "pong"
+    collect("ALE/Pong-v5", 200, out, seed=3, chunk_size=64, episode_steps=50, color=True, print_fn=lambda s: None)
+    manifest = read_manifest(out)
+    assert manifest["frames"] == 200 and len(manifest["chunks"]) == 4
+    assert manifest["labels"] == list(ATARI_RAM_LABELS["pong"])
+    everything = FrameDataset(out, None)
+    episode = everything.get_batch(np.arange(200), "episode")
+    actions = everything.get_batch(np.arange(200), "action")
+    labels = everything.get_batch(np.arange(200), "labels")
+    obs = everything.get_batch(np.arange(200), "obs")
+    # re-simulate from the same seed with the recorded actions; read the RAM ourselves
+    env, _, reset = make_collect_env("ALE/Pong-v5")
+    indices = np.array(list(ATARI_RAM_LABELS["pong"].values()))
+    state, _ = reset(env, 3)
+    try:
+        for i in range(200):
+            if i > 0 and episode[i] != episode[i - 1]:
+                state, _ = reset(env)
+            ram = env.unwrapped.ale.getRAM()
+            np.testing.assert_array_equal(labels[i], ram[indices], err_msg=f"frame {i}")
+            np.testing.assert_array_equal(obs[i], state, err_msg=f"frame {i}")
+            state, *_ = env.step(int(actions[i]))
+    finally:
+        env.close()
+    assert len(np.unique(labels[:, 0])) > 1  # the paddle moves
+    assert FrameDataset(out, "train", color=True)[0][2].shape == (210, 160, 3)
+    # splits: by episode, disjoint, covering every frame
+    seen: dict[str, set] = {}
+    for split in ("train", "val", "test"):
+        data = FrameDataset(out, split)
+        assert len(data) > 0
+        seen[split] = set(data.get_batch(np.arange(len(data)), "episode").tolist())
+        o, lab = data[0]
+        assert o.shape == (4, 84, 84) and o.dtype == torch.uint8 and lab.shape == (8,)
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert sum(len(FrameDataset(out, s)) for s in seen) == 200
+
+
+def test_generic_env_frames_only(tmp_path):
+    assert main(["collect", "--env", "rlkit/FakeImage-v0", "--steps", "30", "--out", str(tmp_path / "d")]) == 0
+    data = FrameDataset(tmp_path / "d", None)
+    assert len(data) == 30 and data.label_names == [] and data[0][1].numel() == 0
+
+
+def test_gan_shapes_and_one_step(tmp_path):
+    from rlkit.vision.gan import GANConfig, GANPretrainer
+
+    data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4)
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8)
+    trainer = GANPretrainer(config, FrameDataset(data_dir, "train"), None, torch.device("cpu"))
+    z = torch.randn(3, 100)
+    assert trainer.generator(z).shape == (3, 4, 64, 64)
+    assert trainer.generator(z).abs().max() <= 1
+    features = trainer.encoder()(torch.zeros(3, 4, 84, 84, dtype=torch.uint8))
+    assert features.shape == (3, trainer.encoder().features_dim) == (3, 8 * 4 * 16)
+    before = {k: v.clone() for k, v in {**dict(trainer.generator.named_parameters()),
+                                         **dict(trainer.discriminator.named_parameters(prefix="d"))}.items()}
+    losses = trainer.train_step(0)
+    assert all(np.isfinite(v) for v in losses.values())
+    after = {**dict(trainer.generator.named_parameters()), **dict(trainer.discriminator.named_parameters(prefix="d"))}
+    assert all(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_probe_linear_label_scores_one_and_random_label_chance():
+    from rlkit.vision.probe import probe_features
+
+    rng = np.random.default_rng(0)
+    features, labels = {}, {}
+    for split, n in (("train", 1500), ("val", 300), ("test", 500)):
+        value = rng.integers(0, 10, n)
+        pixels = np.concatenate([np.eye(10)[value], rng.random((n, 6))], axis=1).astype(np.float32)
+        features[split] = pixels  # label 'linear' = sum_k k * pixel_k: a linear function of the pixels
+        labels[split] = np.stack([value, rng.integers(0, 10, n)], axis=1)
+    scores = probe_features(features, labels, ["linear", "random"], max_epochs=30, patience=5)
+    assert scores["linear"]["f1_weighted"] > 0.98
+    assert scores["random"]["f1_weighted"] < 0.25  # chance is 0.1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _norm_head_gradients(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradients of a tiny Linear-ReLU-GlobalBatchNorm-Linear net's cross-entropy on (x, y)."""
+    from rlkit.vision.supervised import GlobalBatchNorm1d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), GlobalBatchNorm1d(5), torch.nn.Linear(5, 3))
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    return torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+
+
+NORM_X, NORM_Y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
+
+
+def _ddp_worker(rank: int, world: int, port: int, data_dir: str, run_dir: str, overrides: list[str]) -> None:
+    import torch.distributed as dist
+
+    from rlkit.vision.pretrain import run_pretrain
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        run_pretrain("supervised", data_dir, overrides, run_dir, rank=rank, world=world)
+        grads = _norm_head_gradients(NORM_X[rank * 4 : (rank + 1) * 4], NORM_Y[rank * 4 : (rank + 1) * 4])
+        dist.all_reduce(grads)
+        if rank == 0:
+            torch.save(grads / world, Path(run_dir) / "norm_grads.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_matches_single_process(tmp_path):
+    from safetensors.torch import load_file
+
+    from rlkit.vision.pretrain import run_pretrain
+
+    data_dir = str(make_dataset(tmp_path / "d"))
+    # head_norm off: with it, some gradients are exactly zero in exact arithmetic (a bias followed by
+    # BatchNorm), and Adam's first steps turn their rounding noise into +-lr updates; GlobalBatchNorm1d's
+    # gradients are checked separately below.
+    overrides = ["encoder=nature_cnn_small", "steps=3", "batch_size=8", "torch_threads=1", "lr=3e-3",
+                 "eval_frames=8", "head_norm=false", "shift=2"]
+    single = run_pretrain("supervised", data_dir, overrides, tmp_path / "single")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), data_dir, str(tmp_path / "ddp"), overrides),
+                                nprocs=2, join=True)
+    a = load_file(str(tmp_path / "single" / "encoder.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "encoder.safetensors"))
+    from rlkit.vision.encoders import make_encoder
+
+    torch.manual_seed(0)  # the run's seed: its initial weights
+    initial = make_encoder("nature_cnn_small", gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)).state_dict()
+    assert all(not torch.equal(a[k], initial[k]) for k in a)  # three steps moved every weight
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    # BatchNorm over the global batch: 2 processes x 4 samples give the gradients of 1 process x 8
+    torch.testing.assert_close(torch.load(tmp_path / "ddp" / "norm_grads.pt"), _norm_head_gradients(NORM_X, NORM_Y),
+                               rtol=1e-5, atol=1e-6)
+    ddp_metrics = (tmp_path / "ddp" / "metrics.json").read_text()
+    assert '"eval/loss"' in ddp_metrics and single["step"] == 3
+
+
+def test_supervised_resume_continues_exactly_and_encoder_file_loads(tmp_path):
+    from safetensors.torch import load_file
+
+    from rlkit.vision.io import load_encoder
+    from rlkit.vision.pretrain import run_pretrain
+
+    data_dir = str(make_dataset(tmp_path / "d"))
+    common = ["encoder=nature_cnn_small", "batch_size=8", "torch_threads=1", "eval_frames=8", "shift=2"]
+    run_pretrain("supervised", data_dir, common + ["steps=4"], tmp_path / "straight")
+    run_pretrain("supervised", data_dir, common + ["steps=2"], tmp_path / "split")
+    run_pretrain(None, None, ["steps=4"], resume=tmp_path / "split")
+    a = load_file(str(tmp_path / "straight" / "encoder.safetensors"))
+    b = load_file(str(tmp_path / "split" / "encoder.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    encoder = load_encoder(tmp_path / "straight" / "encoder.safetensors", space)
+    card = encoder.card
+    assert card["method"] == "supervised" and card["encoder"] == "nature_cnn_small" and card["steps"] == 4
+    assert card["manifest_sha256"] and "eval/bright/f1_macro" in card["metrics"]
+    assert (tmp_path / "straight" / "confusion" / "bright.npy").is_file()
+    assert encoder(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, encoder.features_dim)
+    regress = run_pretrain("supervised", data_dir, common + ["steps=2", "target=regress"], tmp_path / "regress")
+    assert set(regress["metrics"]) >= {"eval/bright/r2", "eval/mean_r2"}
+
+
+def test_probe_cli_writes_table_and_json(tmp_path, capsys):
+    data_dir = make_dataset(tmp_path / "d", frames=60, episodes=6)
+    code = main(["probe", "--encoder", "random", "--encoder-name", "nature_cnn_small", "--data", str(data_dir),
+                 "--out", str(tmp_path / "p"), "--epochs", "5", "--threads", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "bright" in out and "mean" in out and (tmp_path / "p" / "probe.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pretrain", "supervised", "--data", "/nonexistent/data"], "does not exist"),
+        (["pretrain", "nosuch", "--data", "/nonexistent/data"], "unknown pretraining method 'nosuch'"),
+        (["pretrain", "supervised"], "needs --data"),
+        (["probe", "--encoder", "random", "--data", "/nonexistent/data", "--encoder-name", "nature_cnn"],
+         "does not exist"),
+        (["collect", "--env", "ALE/Pongg-v5", "--steps", "5", "--out", "/tmp/x"], "unknown env id"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_metrics_reference_values():
+    from rlkit.vision.metrics import f1_scores, frechet_distance, r2_score
+
+    # scikit-learn: f1_score([0,1,2,0,1,2], [0,2,1,0,0,1], average=macro) = 0.2667, weighted 0.2667
+    scores = f1_scores(np.array([0, 1, 2, 0, 1, 2]), np.array([0, 2, 1, 0, 0, 1]))
+    assert scores["f1_macro"] == pytest.approx(0.26667, abs=1e-4) and scores["accuracy"] == pytest.approx(1 / 3)
+    assert r2_score(np.array([1, 2, 3]), np.array([1, 2, 3])) == 1.0
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    # N(0, I) vs N(1, 4I) in 3-d: 3 * 1 + 3 * (1 + 4 - 2 * 2) = 6
+    assert frechet_distance(a, 1 + 2 * rng.normal(size=(4000, 3))) == pytest.approx(6, rel=0.1)
+
+
+def test_dataset_obs_space_and_split_errors(tmp_path):
+    from rlkit.errors import RLKitError
+
+    data = FrameDataset(make_dataset(tmp_path / "d"), "train")
+    assert data.observation_space() == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    with pytest.raises(RLKitError, match="unknown split"):
+        FrameDataset(tmp_path / "d", "training")
+
+
+def _mae(tmp_path, **config):
+    from rlkit.vision.mae import MAEConfig, MAEPretrainer
+
+    data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4, shape=(2, 16, 16))
+    cfg = MAEConfig(encoder_kwargs={"patch_size": 4, "width": 16, "depth": 1, "heads": 2}, batch_size=4,
+                    decoder_width=16, decoder_depth=1, decoder_heads=2, **config)
+    return MAEPretrainer(cfg, FrameDataset(data_dir, "train"), None, torch.device("cpu"))
+
+
+def test_mae_masks_exact_fraction_and_scores_only_masked_patches(tmp_path):
+    from rlkit.vision.mae import masked_patch_loss
+
+    trainer = _mae(tmp_path)
+    obs, _ = trainer.data.batch(np.arange(4))
+    x = trainer.vit.preprocess(obs).contiguous()
+    noise = torch.rand(4, 16, generator=torch.Generator().manual_seed(0))
+    pred, mask, tokens = trainer.forward(x, noise)
+    assert trainer.vit.num_patches == 16 and pred.shape == (4, 16, 4 * 4 * 2)
+    assert torch.equal(mask.sum(1), torch.full((4,), 12.0))  # 75% of 16 patches hidden, per sample
+    assert tokens.shape == (4, 1 + 4, 16)  # CLS + the 4 visible patches only
+    target = trainer.targets(x)
+    loss = masked_patch_loss(pred, target, mask)
+    visible, hidden = mask == 0, mask == 1
+    changed = target.clone()
+    changed[visible] += 5.0
+    assert torch.equal(masked_patch_loss(pred, changed, mask), loss)
+    changed = target.clone()
+    changed[hidden] += 5.0
+    assert masked_patch_loss(pred, changed, mask) > loss + 1
+    # the encoder never sees hidden patches: changing their pixels leaves its tokens unchanged
+    from rlkit.vision.vit import patchify, unpatchify
+
+    patches = patchify(x, 4)
+    patches[hidden] = torch.rand_like(patches[hidden])
+    x2 = unpatchify(patches, 4, 2, (4, 4))
+    _, _, tokens2 = trainer.forward(x2, noise)
+    torch.testing.assert_close(tokens2, tokens)
+
+
+def test_mae_train_step_and_norm_pix(tmp_path):
+    trainer = _mae(tmp_path, norm_pix_loss=True)
+    before = [p.clone() for p in trainer.model.parameters()]
+    losses = trainer.train_step(0)
+    assert np.isfinite(losses["mae"])
+    assert sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters())) > len(before) // 2
+
+
+def test_collect_with_trained_policy_run_dir(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "dqn", "--env", "CartPole-v1", "--total-steps", "150", "--run-dir", str(run),
+                 "--set", "learning_starts=50", "--set", "eval_every=150", "--set", "eval_episodes=1"]) == 0
+    out = tmp_path / "frames"
+    assert main(["collect", "--env", "CartPole-v1", "--steps", "20", "--policy", str(run), "--epsilon", "0",
+                 "--out", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert str(run) in manifest["policy"] and manifest["obs_shape"] == [1, 84, 84]
+    assert main(["collect", "--env", "ALE/Pong-v5", "--steps", "5", "--policy", str(run), "--out",
+                 str(tmp_path / "x")]) == 2  # trained on CartPole, not Pong

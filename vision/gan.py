@@ -1,0 +1,254 @@
+"""DCGAN pretraining (Radford et al. 2016) on frame stacks; the discriminator trunk becomes an encoder.
+
+Frames are resized 84x84 -> 64x64 (bilinear, antialiased), the natural DCGAN size, and scaled to [-1, 1];
+all C stacked frames are generated together (a short clip). Generator: z (100) -> 4x4x8k -> stride-2
+transposed convs 4k, 2k, k -> C x 64 x 64, BatchNorm + ReLU, tanh. Discriminator (the ``dcgan`` encoder)
+mirrors it: stride-2 convs k, 2k, 4k, 8k with LeakyReLU 0.2 and BatchNorm (not on the first layer); its
+features are the flattened 4x4x8k map. Adam 2e-4, beta1 0.5.
+
+Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
+*randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
+published FIDs; compare it only between runs on the same data (the real-vs-real distance is its floor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlkit.registry import ENCODERS, PRETRAINERS
+from rlkit.vision.encoders import Encoder, _require_image, make_encoder
+from rlkit.vision.metrics import frechet_distance
+from rlkit.vision.pretrain import PretrainConfig, Pretrainer
+
+SIZE = 64
+
+
+def _init(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def to_gan_range(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 / [0, 255] frames (N, C, H, W) -> [-1, 1] at 64x64."""
+    x = obs.float() * (2.0 / 255.0) - 1.0
+    if x.shape[-2:] != (SIZE, SIZE):
+        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+@ENCODERS.register("dcgan")
+class DCGANDiscriminator(Encoder):
+    """DCGAN discriminator trunk as an encoder: (C, H, W) frames -> 4x4x8k features (resized to 64x64)."""
+
+    def __init__(self, observation_space: gym.spaces.Space, width: int = 64) -> None:
+        super().__init__()
+        channels, _, _ = _require_image(type(self).__name__, observation_space)
+        self.scale_uint8 = observation_space.dtype == np.uint8
+        k = width
+        self.trunk = nn.Sequential(
+            nn.Conv2d(channels, k, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(k, 2 * k, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * k),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * k, 4 * k, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(4 * k),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * k, 8 * k, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(8 * k),
+            nn.LeakyReLU(0.2),
+        )
+        self.features_dim = 8 * k * 4 * 4
+        self.apply(_init)
+
+    def trunk_map(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] 64x64 input -> (N, 8k, 4, 4)."""
+        return self.trunk(x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at 64x64.
+        return self.trunk_map(to_gan_range(x * 255.0)).flatten(1)
+
+
+class Generator(nn.Module):
+    """z -> 4x4x8k -> 8x8x4k -> 16x16x2k -> 32x32xk -> C x 64 x 64 (tanh)."""
+
+    def __init__(self, channels: int, width: int = 64, z_dim: int = 100) -> None:
+        super().__init__()
+        k = width
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, 8 * k, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * k), nn.ReLU()
+        ]
+        for c_in, c_out in ((8 * k, 4 * k), (4 * k, 2 * k), (2 * k, k)):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(k, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.z_dim = z_dim
+        self.apply(_init)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(len(z), self.z_dim, 1, 1))
+
+
+class FeatureNet(nn.Module):
+    """Fixed, randomly initialised (seed 0) conv net: the in-house feature space of the Fréchet distance."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        generator = torch.random.fork_rng()
+        with generator:
+            torch.manual_seed(0)
+            self.net = nn.Sequential(
+                nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+                nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            )
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
+    """(N, H, W) in [-1, 1] -> one uint8 grid image (rows x columns) with 2-pixel gaps."""
+    n, h, w = images.shape
+    rows = (n + columns - 1) // columns
+    grid = np.zeros((rows * (h + 2), columns * (w + 2)), dtype=np.uint8)
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+    for i in range(n):
+        r, c = divmod(i, columns)
+        grid[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = pixels[i]
+    return grid
+
+
+@dataclasses.dataclass
+class GANConfig(PretrainConfig):
+    encoder: str = "dcgan"
+    """the discriminator trunk (encoder_kwargs.width = k, default 64)"""
+    lr: float = 2e-4
+    """Adam learning rate of both networks (DCGAN)"""
+    beta1: float = 0.5
+    """Adam beta1 (DCGAN)"""
+    z_dim: int = 100
+    """noise dimension"""
+    fd_samples: int = 1000
+    """samples for the Fréchet distance (in-house features, not Inception FID)"""
+
+
+@PRETRAINERS.register("gan")
+class GANPretrainer(Pretrainer):
+    """DCGAN with the non-saturating generator loss."""
+
+    Config = GANConfig
+    name = "gan"
+
+    def build(self) -> None:
+        cfg = self.config
+        if cfg.encoder != "dcgan":
+            from rlkit.errors import RLKitError
+
+            raise RLKitError(
+                f"gan trains the 'dcgan' discriminator as its encoder, not {cfg.encoder!r}; drop --encoder."
+            )
+        self.disc = make_encoder("dcgan", self.observation_space, **cfg.encoder_kwargs)
+        width = cfg.encoder_kwargs.get("width", 64)
+        self.disc_head = nn.Conv2d(8 * width, 1, 4, 1, 0, bias=False)
+        _init(self.disc_head)
+        self.discriminator = nn.ModuleDict({"trunk": self.disc, "head": self.disc_head})
+        self.generator = Generator(self.observation_space.shape[0], width, cfg.z_dim)
+        self.modules = {"generator": self.generator, "discriminator": self.discriminator}
+        betas = (cfg.beta1, 0.999)
+        self.optimizers = {
+            "generator": torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas),
+        }
+
+    def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
+        return {"z": torch.randn(batch_size, self.config.z_dim, generator=gen)}
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.disc_head(self.disc.trunk_map(x)).view(-1)
+
+    def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
+        real = to_gan_range(obs)
+        z = extras["z"].to(self.device)
+        fake = self.generator(z)
+        opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
+        # discriminator: real -> 1, fake -> 0
+        real_logits, fake_logits = self.logits(real), self.logits(fake.detach())
+        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
+            F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.sync_gradients(self.discriminator)
+        opt_d.step()
+        # generator: make the discriminator say 1 (non-saturating loss)
+        gen_logits = self.logits(fake)
+        loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.sync_gradients(self.generator)
+        opt_g.step()
+        return {"d": loss_d.item(), "g": loss_g.item(), "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
+                "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
+
+    @torch.no_grad()
+    def samples(self, n: int, seed: int = 1234) -> torch.Tensor:
+        self.generator.eval()
+        z = torch.randn(n, self.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        out = torch.cat([self.generator(z[i : i + 256]) for i in range(0, n, 256)])
+        self.generator.train()
+        return out.cpu()
+
+    @torch.no_grad()
+    def fd_score(self) -> dict[str, float]:
+        """Fréchet distance (in-house random-conv features) of samples vs real val frames, and real vs real."""
+        dataset = self.val if self.val is not None else self.data
+        n = min(self.config.fd_samples, len(dataset))
+        features = FeatureNet(self.observation_space.shape[0])
+        rng = np.random.default_rng(0)
+        real_a = dataset.get_batch(np.sort(rng.choice(len(dataset), n, replace=False)))
+        real_b = self.data.get_batch(np.sort(rng.choice(len(self.data), min(n, len(self.data)), replace=False)))
+
+        def embed(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([features(x[i : i + 256]) for i in range(0, len(x), 256)])
+
+        feat_a = embed(to_gan_range(torch.from_numpy(real_a)))
+        feat_b = embed(to_gan_range(torch.from_numpy(real_b)))
+        feat_f = embed(self.samples(n))
+        return {"eval/fd_random_features": frechet_distance(feat_a, feat_f),
+                "eval/fd_real_train_vs_val": frechet_distance(feat_a, feat_b)}
+
+    def evaluate(self, run: Any, final: bool) -> dict[str, float]:
+        samples = self.samples(64)
+        grid = image_grid(samples[:, -1])  # newest frame of each generated stack
+        if getattr(run, "writer", None) is not None:
+            run.writer.add_image("samples", grid[None], self.step)
+        if run.dir is not None:
+            import imageio.v3 as iio
+
+            out = Path(run.dir) / "samples"
+            out.mkdir(exist_ok=True)
+            iio.imwrite(out / f"step_{self.step:07d}.png", grid)
+        metrics = self.fd_score()
+        run.print(
+            f"step {self.step}: Fréchet distance {metrics['eval/fd_random_features']:.4g} "
+            f"(real train vs val: {metrics['eval/fd_real_train_vs_val']:.4g}) -- in-house random-conv features, "
+            "NOT the standard Inception FID"
+        )
+        return metrics
+
+    def encoder(self) -> nn.Module:
+        return self.disc

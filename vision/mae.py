@@ -1,0 +1,191 @@
+"""Masked-autoencoder pretraining (He et al. 2022) of the ViT encoder (``vision/vit.py``).
+
+Each frame stack is cut into patches (84x84 with the ViT's patch size: 12 -> 7x7 patches by default); a
+random ``mask_ratio`` (75%) of them is hidden per sample: ``int(N * (1 - mask_ratio))`` patches stay visible,
+exactly as MAE's ``random_masking``. The encoder sees only the visible patches (with their positions); a light
+decoder (``decoder_width`` 128, ``decoder_depth`` 2, learned positions instead of MAE's fixed sin-cos) gets
+the encoded visible tokens plus a shared mask token at every hidden position and predicts the pixels of every
+patch. The loss is the mean squared error on the masked patches only, against the patch pixels in [0, 1] or,
+with ``norm_pix_loss``, against each patch normalised by its own mean and std. Reconstructions of val frames
+(original | masked input | reconstruction with the visible patches pasted back) are saved as PNG and logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlkit.errors import RLKitError
+from rlkit.registry import PRETRAINERS
+from rlkit.vision.encoders import make_encoder
+from rlkit.vision.pretrain import PretrainConfig, Pretrainer
+from rlkit.vision.vit import Block, ViT, patchify, unpatchify
+
+
+def random_masking(noise: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(keep_idx (B, K), mask (B, N) with 1 = hidden, restore (B, N)) from per-patch noise (B, N): the K
+    patches with the lowest noise stay visible, K = int(N * (1 - mask_ratio))."""
+    b, n = noise.shape
+    keep = int(n * (1 - mask_ratio))
+    if keep < 1:
+        raise RLKitError(f"mask_ratio={mask_ratio} hides every one of the {n} patches; use a smaller ratio.")
+    shuffle = torch.argsort(noise, dim=1)
+    restore = torch.argsort(shuffle, dim=1)
+    mask = torch.ones(b, n, device=noise.device)
+    mask[:, :keep] = 0
+    return shuffle[:, :keep], torch.gather(mask, 1, restore), restore
+
+
+def masked_patch_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the hidden patches only: per-patch MSE (B, N) weighted by ``mask``."""
+    per_patch = (pred - target).pow(2).mean(-1)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+class MAEDecoder(nn.Module):
+    """Encoded visible tokens -> pixel predictions for all N patches."""
+
+    def __init__(self, encoder: ViT, width: int, depth: int, heads: int) -> None:
+        super().__init__()
+        self.prefix = encoder.num_prefix_tokens
+        self.embed = nn.Linear(encoder.width, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, encoder.num_patches, width))
+        self.blocks = nn.ModuleList(Block(width, heads, 4.0) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, encoder.patch_size**2 * encoder.in_channels)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        prefix, visible = x[:, : self.prefix], x[:, self.prefix :]
+        b, n = restore.shape
+        hidden = self.mask_token.expand(b, n - visible.shape[1], -1)
+        full = torch.cat([visible, hidden], dim=1)  # in shuffled order: visible first
+        full = torch.gather(full, 1, restore.unsqueeze(-1).expand(-1, -1, full.shape[-1])) + self.pos_embed
+        x = torch.cat([prefix, full], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.out(self.norm(x))[:, self.prefix :]
+
+
+@dataclasses.dataclass
+class MAEConfig(PretrainConfig):
+    encoder: str = "vit"
+    """a ViT (encoder_kwargs: patch_size, width, depth, heads)"""
+    lr: float = 1.5e-4
+    """AdamW learning rate (MAE: 1.5e-4 x batch/256 base rate)"""
+    weight_decay: float = 0.05
+    """AdamW weight decay (MAE)"""
+    mask_ratio: float = 0.75
+    """fraction of patches hidden from the encoder"""
+    norm_pix_loss: bool = False
+    """targets = each patch normalised by its mean and std (MAE's better-features option)"""
+    decoder_width: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+
+
+@PRETRAINERS.register("mae")
+class MAEPretrainer(Pretrainer):
+    """ViT encoder + light decoder; loss on masked patches only."""
+
+    Config = MAEConfig
+    name = "mae"
+
+    def build(self) -> None:
+        cfg = self.config
+        self.vit = make_encoder(cfg.encoder, self.observation_space, **cfg.encoder_kwargs)
+        if not isinstance(self.vit, ViT):
+            raise RLKitError(f"mae needs a ViT encoder (vit), not {cfg.encoder!r}; pass --encoder vit.")
+        if not 0.0 <= cfg.mask_ratio < 1.0:
+            raise RLKitError(f"mask_ratio must be in [0, 1), got {cfg.mask_ratio}.")
+        self.decoder = MAEDecoder(self.vit, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
+        self.model = nn.ModuleDict({"encoder": self.vit, "decoder": self.decoder})
+        self.modules = {"model": self.model}
+        params = self.model.parameters()
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        self.optimizers = {"model": optimizer}
+
+    def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
+        return {"noise": torch.rand(batch_size, self.vit.num_patches, generator=gen)}
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch pixels (B, N, p*p*C) of scaled frames, normalised per patch with ``norm_pix_loss``."""
+        target = patchify(x, self.vit.patch_size)
+        if self.config.norm_pix_loss:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6).sqrt()
+        return target
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pred (B, N, p*p*C), mask (B, N), encoded visible tokens) for scaled frames ``x``."""
+        keep, mask, restore = random_masking(noise.to(x.device), self.config.mask_ratio)
+        tokens = self.vit.tokens(x, keep)
+        return self.decoder(tokens, restore), mask, tokens
+
+    def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
+        x = self.vit.preprocess(obs).contiguous()
+        pred, mask, _ = self.forward(x, extras["noise"])
+        loss = masked_patch_loss(pred, self.targets(x), mask)
+        optimizer = self.optimizers["model"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sync_gradients(self.model)
+        optimizer.step()
+        return {"mae": loss.item()}
+
+    @torch.no_grad()
+    def evaluate(self, run: Any, final: bool) -> dict[str, float]:
+        dataset = self.val if self.val is not None else self.data
+        indices = self.eval_indices(dataset, final)
+        gen = torch.Generator().manual_seed(12345)
+        self.model.eval()
+        total = 0.0
+        for start in range(0, len(indices), 256):
+            obs, _ = dataset.batch(indices[start : start + 256])
+            x = self.vit.preprocess(obs.to(self.device)).contiguous()
+            pred, mask, _ = self.forward(x, torch.rand(len(x), self.vit.num_patches, generator=gen))
+            total += float(masked_patch_loss(pred, self.targets(x), mask)) * len(x)
+        loss = total / max(len(indices), 1)
+        self.save_reconstructions(run, dataset, indices[:: max(1, len(indices) // 8)][:8])
+        self.model.train()
+        run.print(f"step {self.step}: MAE loss on masked val patches {loss:.5f}")
+        return {"eval/mae_loss": loss}
+
+    @torch.no_grad()
+    def save_reconstructions(self, run: Any, dataset: Any, indices: np.ndarray) -> None:
+        """Rows of (original | masked input | reconstruction) of the newest frame of each stack."""
+        from rlkit.vision.gan import image_grid
+
+        obs, _ = dataset.batch(indices)
+        x = self.vit.preprocess(obs.to(self.device)).contiguous()
+        noise = torch.rand(len(x), self.vit.num_patches, generator=torch.Generator().manual_seed(7))
+        pred, mask, _ = self.forward(x, noise)
+        patches = patchify(x, self.vit.patch_size)
+        if self.config.norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
+            mean, var = patches.mean(-1, keepdim=True), patches.var(-1, keepdim=True)
+            pred = pred * (var + 1e-6).sqrt() + mean
+        grid, channels = self.vit.grid, self.vit.in_channels
+        hidden = mask.unsqueeze(-1).bool()
+        masked = unpatchify(patches.masked_fill(hidden, 0.5), self.vit.patch_size, channels, grid)
+        recon = unpatchify(torch.where(hidden, pred.clamp(0, 1), patches), self.vit.patch_size, channels, grid)
+        rows = torch.stack([x[:, -1], masked[:, -1], recon[:, -1]], dim=1).reshape(-1, *x.shape[-2:])
+        image = image_grid(rows.cpu() * 2 - 1, columns=3)
+        if getattr(run, "writer", None) is not None:
+            run.writer.add_image("reconstructions", image[None], self.step)
+        if run.dir is not None:
+            import imageio.v3 as iio
+
+            out = Path(run.dir) / "reconstructions"
+            out.mkdir(exist_ok=True)
+            iio.imwrite(out / f"step_{self.step:07d}.png", image)
+
+    def encoder(self) -> nn.Module:
+        return self.vit
