@@ -198,13 +198,17 @@ def test_presets_lists_every_preset_with_defaults(capsys):
     assert code == 0
     lines = out.strip().splitlines()
     by_name = {tuple(line.split()[:2]): line for line in lines}
-    assert {name for algo, name in by_name if algo == "dqn"} == {"atari", "atari-cpu", "atari-gpu", "classic"}
+    assert {name for algo, name in by_name if algo == "dqn"} == {"atari", "atari-cpu", "atari-gpu", "classic",
+                                                                 "navigation"}
     assert {("ppo", "atari"), ("ppo", "classic"), ("a2c", "classic"), ("q_learning", "toy-text")} <= set(by_name)
     assert "[default for atari]" in by_name["dqn", "atari-cpu"]
     assert "[default for atari on cuda]" in by_name["dqn", "atari-gpu"]
     assert "[default for classic-control, rlkit]" in by_name["dqn", "classic"]
     assert "default for" not in by_name["dqn", "atari"]
     assert "[default for atari]" in by_name["ppo", "atari"]
+    assert "[default for driving]" in by_name["ppo", "driving"]
+    assert "[default for navigation]" in by_name["dqn", "navigation"]
+    assert "default for" not in by_name["ppo", "navigation-rgb"]
 
 
 def test_train_help_lists_every_config_field(capsys):
