@@ -97,6 +97,25 @@ def test_gan_shapes_and_one_step(tmp_path):
     assert all(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_gan_encoder_batchnorm_statistics_are_of_real_frames(tmp_path):
+    from rlkit.vision.gan import GANConfig, GANPretrainer, to_gan_range
+
+    data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4)
+    data = FrameDataset(data_dir, "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    for step in range(3):
+        trainer.train_step(step)
+    encoder = trainer.encoder()
+    norm = encoder.trunk[3]  # first BatchNorm2d, after conv 2 (LeakyReLU before it)
+    assert isinstance(norm, torch.nn.BatchNorm2d)
+    obs, _ = data.batch(np.arange(len(data)))
+    with torch.no_grad():
+        pre = encoder.trunk[:3](to_gan_range(obs))  # input of that BatchNorm on every real train frame
+    torch.testing.assert_close(norm.running_mean, pre.mean((0, 2, 3)), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(norm.running_var, pre.var((0, 2, 3)), rtol=1e-3, atol=1e-6)
+
+
 def test_probe_linear_label_scores_one_and_random_label_chance():
     from rlkit.vision.probe import probe_features
 

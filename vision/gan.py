@@ -250,5 +250,28 @@ class GANPretrainer(Pretrainer):
         )
         return metrics
 
+    @torch.no_grad()
+    def calibrate_disc_norm(self, frames: int = 2048) -> None:
+        """Recompute the discriminator trunk's BatchNorm statistics on real train frames (precise BN).
+
+        During training two of every three discriminator passes are on generated batches, so the running
+        statistics describe fakes; the saved encoder is used in eval mode on real frames, where those
+        statistics are wrong (measured on Pong: the eval-mode discriminator called every real val frame fake)."""
+        norms = [m for m in self.disc.modules() if isinstance(m, nn.BatchNorm2d)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        was_training = self.disc.training
+        self.disc.train()
+        indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
+        for start in range(0, len(indices), 256):
+            obs, _ = self.data.batch(indices[start : start + 256])
+            self.disc.trunk_map(to_gan_range(obs.to(self.device)))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        self.disc.train(was_training)
+
     def encoder(self) -> nn.Module:
+        self.calibrate_disc_norm()
         return self.disc
