@@ -83,7 +83,7 @@ def evaluate(
     env_kwargs: dict | None = None,
     num_envs: int = 8,
     max_steps: int = 10_000_000,
-    pipeline: bool = True,
+    pipeline: bool = False,
 ) -> EvalResult:
     """Play ``episodes`` full episodes with ``act`` (batched obs, episode-start flags -> actions; e.g. an
     ``AgentActor``) on ``num_envs`` parallel envs.

@@ -231,7 +231,9 @@ def test_pipelined_atari_evaluation_plays_each_requested_episode():
         seen_batches.append(len(obs))
         return np.zeros(len(obs), dtype=np.int64)
 
-    result = evaluate(act, "ALE/Pong-v5", 6, seed=0, env_kwargs={"max_episode_frames": 2000}, num_envs=4)
+    result = evaluate(
+        act, "ALE/Pong-v5", 6, seed=0, env_kwargs={"max_episode_frames": 2000}, num_envs=4, pipeline=True
+    )
     assert len(result.returns) == 6 and len(result.lengths) == 6
     assert all(length == 500 for length in result.lengths)  # 2000 frames / frame skip 4, truncated
     assert set(seen_batches) == {2}
