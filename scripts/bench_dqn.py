@@ -451,15 +451,6 @@ def bench_machine(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---- parent: orchestration and report ------------------------------------------------------------------
-def child_env(which: str, args: argparse.Namespace) -> dict[str, str]:
-    """The rlkit child runs as the ``rlkit`` command does (``OMP_WAIT_POLICY=PASSIVE``, set by rlkit.cli); the SB3
-    child with the OpenMP default (busy-waiting torch threads) unless ``--sb3-passive``."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if which.startswith("rlkit") or getattr(args, "sb3_passive", False):
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-    return env
-
-
 def run_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--only", which, "--steps", str(args.steps),
                "--learning-starts", str(args.learning_starts), "--warmup", str(args.warmup),
@@ -467,7 +458,7 @@ def run_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
                "--matmul-reps", str(args.matmul_reps), "--seed", str(args.seed)]
     print(f"[{which}] running ...", flush=True)
     started = time.time()
-    proc = subprocess.run(command, capture_output=True, text=True, env=child_env(which, args))
+    proc = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if args.verbose or proc.returncode != 0 or not lines:
         sys.stdout.write(proc.stdout)
@@ -603,8 +594,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke check: a few hundred steps each")
     parser.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show the children's output")
-    parser.add_argument("--sb3-passive", action="store_true",
-                        help="run SB3 with OMP_WAIT_POLICY=PASSIVE too (rlkit's default; SB3's is busy-waiting)")
     parser.add_argument("--only", choices=("rlkit", "sb3", "machine"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick and args.only is None:
