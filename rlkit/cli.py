@@ -15,12 +15,6 @@ from typing import Any
 
 from rlkit.errors import RLKitError
 
-# torch's OpenMP worker threads busy-wait after each parallel region by default (GNU OpenMP). On a machine with
-# few cores that spinning steals the CPU from ALE's C++ env threads and from other processes: evaluation of a
-# Pong agent ran 4-15x slower beside other jobs (docs/benchmarks.md). Sleeping waiters cost little for the
-# convolution-sized regions we run. It must be set before torch (libgomp) loads; a user's own value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 EXIT_USER_ERROR = 2
 STOCHASTIC_EPSILON = 0.05  # epsilon of --stochastic evaluation for value-based agents (Nature DQN's eval value)
 # (policy-gradient agents sample from their policy under --stochastic)
