@@ -312,12 +312,9 @@ class PPO(Agent):
         cfg = self.config
         envs = self.make_train_envs()
         T, N = cfg.rollout_steps, cfg.num_envs
-        obs_shape, act_shape = self.observation_space.shape, self.action_space.shape
-        obs_dtype = np.uint8 if self.observation_space.dtype == np.uint8 else np.float32
-        buf_obs = np.zeros((T, N, *obs_shape), dtype=obs_dtype)
-        buf_actions = np.zeros((T, N, *act_shape), dtype=np.int64 if self.net.discrete else np.float32)
-        buf_logp, buf_values, buf_rewards = (np.zeros((T, N), np.float32) for _ in range(3))
-        buf_term, buf_ended, buf_valid = (np.zeros((T, N), np.float32) for _ in range(3))
+        buf_obs, buf_actions, buf_logp, buf_values, buf_rewards, buf_term, buf_ended, buf_valid = (
+            self.rollout_arrays()
+        )
         obs, _ = envs.reset(seed=self.reset_seed())
         reset_next = np.zeros(N, dtype=bool)
         discounted_return = np.zeros(N)
@@ -366,6 +363,15 @@ class PPO(Agent):
             envs.close()
             self.save(run.checkpoint_dir / "last.safetensors")
         monitor.finish()
+
+    def rollout_arrays(self) -> tuple[np.ndarray, ...]:
+        """Zeroed (rollout_steps, num_envs, ...) storage: observations, actions, log-probs, values, rewards,
+        terminated, ended (terminated or truncated) and valid (not a reset step) flags."""
+        T, N = self.config.rollout_steps, self.config.num_envs
+        obs_dtype = np.uint8 if self.observation_space.dtype == np.uint8 else np.float32
+        observations = np.zeros((T, N, *self.observation_space.shape), dtype=obs_dtype)
+        actions = np.zeros((T, N, *self.action_space.shape), dtype=np.int64 if self.net.discrete else np.float32)
+        return (observations, actions, *(np.zeros((T, N), np.float32) for _ in range(6)))
 
     def clip_range(self) -> float:
         cfg = self.config

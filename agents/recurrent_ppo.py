@@ -156,12 +156,10 @@ class RecurrentPPO(PPO):
         cfg = self.config
         envs = self.make_train_envs()
         T, N = cfg.rollout_steps, cfg.num_envs
-        obs_shape, act_shape = self.observation_space.shape, self.action_space.shape
-        obs_dtype = np.uint8 if self.observation_space.dtype == np.uint8 else np.float32
-        buf_obs = np.zeros((T, N, *obs_shape), dtype=obs_dtype)
-        buf_actions = np.zeros((T, N, *act_shape), dtype=np.int64 if self.net.discrete else np.float32)
-        buf_logp, buf_values, buf_rewards = (np.zeros((T, N), np.float32) for _ in range(3))
-        buf_term, buf_ended, buf_valid, buf_start = (np.zeros((T, N), np.float32) for _ in range(4))
+        buf_obs, buf_actions, buf_logp, buf_values, buf_rewards, buf_term, buf_ended, buf_valid = (
+            self.rollout_arrays()
+        )
+        buf_start = np.zeros((T, N), np.float32)  # episode-start flags, for the LSTM state resets
         obs, _ = envs.reset(seed=self.reset_seed())
         state = self.initial_state(N)
         episode_start = np.ones(N, dtype=bool)
