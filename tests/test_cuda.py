@@ -60,6 +60,8 @@ def _exact() -> None:
 
 def test_graph_update_matches_eager_update(exact_cuda_math):
     graph_agent, eager_agent = _agent(True), _agent(False)
+    for group in eager_agent.optimizer.param_groups:  # the same Adam arithmetic (on-device step counts) on both sides
+        group["capturable"] = True
     _exact()  # after construction: the agent turns cudnn.benchmark on
     for a, b in zip(graph_agent.q_net.parameters(), eager_agent.q_net.parameters()):
         assert torch.equal(a, b)
@@ -68,7 +70,7 @@ def test_graph_update_matches_eager_update(exact_cuda_math):
     for step in range(steps):
         g = graph_agent.train_step(graph_buffer)
         e = eager_agent.train_step(eager_buffer)
-        torch.testing.assert_close(g["td_loss"], e["td_loss"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g["td_loss"], e["td_loss"], rtol=1e-5, atol=1e-6, msg=f"update {step}")
         if step == UpdateGraph.WARMUP + 1:  # a target sync between replays must reach the captured graph
             graph_agent.update_target()
             eager_agent.update_target()
