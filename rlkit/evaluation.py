@@ -121,8 +121,18 @@ def evaluate(
             obs, _ = envs.reset(seed=seed)
             episode_start = np.ones(num_envs, dtype=bool)
             ended = np.zeros(num_envs, dtype=bool)
+            # Envs that have played their episodes keep stepping (a vector env steps all of them) but the policy
+            # only runs for the others: the tail of long, uneven games costs no forward passes for idle envs.
+            # A stateful policy keeps one state row per env, so it always sees the whole batch.
+            trim = not getattr(act, "stateful", False) and isinstance(obs, np.ndarray)
+            actions = None
             for _ in range(max_steps):
-                actions = act(obs, episode_start)
+                playing = counts < targets
+                if trim and actions is not None and not playing.all():
+                    actions = actions.copy()  # idle envs repeat their last (valid) action
+                    actions[playing] = act(obs[playing], episode_start[playing])
+                else:
+                    actions = act(obs, episode_start)
                 episode_start = ended  # this step reset the envs whose episodes ended on the previous step
                 obs, _, terminated, truncated, info = envs.step(actions)
                 ended = np.asarray(terminated) | np.asarray(truncated)

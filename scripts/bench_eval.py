@@ -3,7 +3,9 @@
 Both sides play 10 full Pong games (ALE/Pong-v5: sticky actions 0.25, no reward clipping, no life-loss
 episodes) with the *same* greedy NatureCNN Q-network: rlkit's DQN agent (a trained checkpoint with
 ``--checkpoint``, else a freshly initialised one) and an SB3 ``DQN("CnnPolicy")`` whose weights are copied
-from it, so both policies are identical and play games of similar length.
+from it (a dueling head replaces SB3's linear head), so both policies are identical and play games of
+similar length. A random network loses every game 0-21 in about 760 agent steps, so building and seeding the
+envs weighs more than with a trained agent, whose games last thousands of steps.
 
 - rlkit: ``rlkit.evaluation.evaluate`` on ale-py's C++ vector env, 10 envs (one episode each).
 - SB3: ``evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)`` on the standard SB3 Atari
@@ -46,9 +48,9 @@ def build_rlkit_agent(checkpoint: str | None, seed: int):
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     if checkpoint:
         tensors, meta = load_checkpoint(checkpoint)
-        config = build_config(DQNConfig, meta["config"])
-        if config.encoder != "nature_cnn" or config.dueling:
-            raise SystemExit("--checkpoint must be a nature_cnn DQN without dueling head (SB3's architecture)")
+        config = build_config(DQNConfig, {**meta["config"], "device": "cpu"})
+        if config.encoder != "nature_cnn":
+            raise SystemExit("--checkpoint must be a nature_cnn DQN (SB3's CnnPolicy encoder)")
         agent = DQN(config, space, gym.spaces.Discrete(meta["n_actions"]))
         agent.load_state_dict(tensors, meta)
     else:
@@ -57,13 +59,36 @@ def build_rlkit_agent(checkpoint: str | None, seed: int):
     return agent
 
 
+class DuelingHead(torch.nn.Module):
+    """Q = V + A - mean(A) over the 512 features: rlkit's dueling head, swapped into SB3's ``q_net.q_net`` so
+    a dueling checkpoint runs unchanged under SB3's ``evaluate_policy`` (same model, same arithmetic)."""
+
+    def __init__(self, features: int, n_actions: int) -> None:
+        super().__init__()
+        self.advantage = torch.nn.Linear(features, n_actions)
+        self.value = torch.nn.Linear(features, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        advantages = self.advantage(features)
+        return self.value(features) + advantages - advantages.mean(dim=1, keepdim=True)
+
+
 def copy_into_sb3(agent, model) -> None:
-    """rlkit NatureCNN Q-network -> SB3 CnnPolicy q_net (the layers match one to one)."""
+    """rlkit NatureCNN Q-network -> SB3 CnnPolicy q_net (the layers match one to one; a dueling head replaces
+    SB3's linear head)."""
     ours = agent.q_net.state_dict()
+    if agent.config.dueling:
+        for q_net in (model.policy.q_net, model.policy.q_net_target):
+            q_net.q_net = DuelingHead(ours["head.weight"].shape[1], ours["head.weight"].shape[0])
+        ours = dict(ours)
+        ours.update({"advantage.weight": ours["head.weight"], "advantage.bias": ours["head.bias"]})
     params = ("weight", "bias")
     mapping = {f"features_extractor.cnn.{i}.{p}": f"encoder.convs.{i}.{p}" for i in (0, 2, 4) for p in params}
     mapping.update({f"features_extractor.linear.0.{p}": f"encoder.head.0.{p}" for p in ("weight", "bias")})
-    mapping.update({f"q_net.0.{p}": f"head.{p}" for p in ("weight", "bias")})
+    if agent.config.dueling:
+        mapping.update({f"q_net.{layer}.{p}": f"{layer}.{p}" for layer in ("advantage", "value") for p in params})
+    else:
+        mapping.update({f"q_net.0.{p}": f"head.{p}" for p in params})
     state = {k: ours[v].contiguous() for k, v in mapping.items()}
     model.policy.q_net.load_state_dict(state)
     model.policy.q_net_target.load_state_dict(state)
@@ -103,6 +128,7 @@ def bench_sb3(agent, episodes: int, seed: int, n_envs: int) -> dict:
     model = DQN("CnnPolicy", spaces_env, buffer_size=1, learning_starts=0, device="cpu", seed=seed)
     spaces_env.close()
     copy_into_sb3(agent, model)
+    check_same_q_values(agent, model, seed)
     start = time.perf_counter()  # like rlkit's evaluate(), the timing includes building the envs
     env = make_env()
     rewards, lengths = evaluate_policy(
@@ -112,6 +138,14 @@ def bench_sb3(agent, episodes: int, seed: int, n_envs: int) -> dict:
     env.close()
     # SB3's Monitor sits under AtariWrapper's frame skip, so its lengths are emulator frames: 4 per agent step.
     return {"seconds": seconds, "steps": int(round(sum(lengths) / FRAME_SKIP)), "mean": float(np.mean(rewards))}
+
+
+def check_same_q_values(agent, model, seed: int) -> None:
+    """Both libraries' networks give the same Q-values on a random uint8 batch (else the comparison is off)."""
+    obs = np.random.default_rng(seed).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
+    with torch.no_grad():
+        theirs = model.policy.q_net(torch.as_tensor(obs)).numpy()
+    np.testing.assert_allclose(theirs, agent.q_values(obs), rtol=1e-4, atol=1e-5)
 
 
 MEASUREMENTS = {
@@ -136,7 +170,7 @@ def measure(side: str, envs: int, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="a nature_cnn, non-dueling rlkit DQN checkpoint (default: random init)")
+    parser.add_argument("--checkpoint", help="a nature_cnn rlkit DQN checkpoint (default: random init)")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")

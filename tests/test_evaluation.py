@@ -237,3 +237,27 @@ def test_pipelined_atari_evaluation_plays_each_requested_episode():
     assert len(result.returns) == 6 and len(result.lengths) == 6
     assert all(length == 500 for length in result.lengths)  # 2000 frames / frame skip 4, truncated
     assert set(seen_batches) == {2}
+
+
+class _RecordingPolicy:
+    """A deterministic CartPole policy (push towards the pole's lean) that records its batch sizes."""
+
+    def __init__(self, stateful: bool) -> None:
+        self.stateful, self.batches = stateful, []
+
+    def __call__(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        self.batches.append(len(obs))
+        return (obs[:, 2] + 0.3 * obs[:, 3] > 0).astype(np.int64)
+
+
+def test_finished_envs_leave_the_forward_batch_without_changing_scores():
+    from rlkit.evaluation import evaluate
+
+    trimmed, full = _RecordingPolicy(stateful=False), _RecordingPolicy(stateful=True)
+    a = evaluate(trimmed, "CartPole-v1", 5, seed=4, num_envs=3)
+    b = evaluate(full, "CartPole-v1", 5, seed=4, num_envs=3)
+    assert sorted(zip(a.returns, a.lengths)) == sorted(zip(b.returns, b.lengths))
+    assert len(a.returns) == 5
+    assert set(full.batches) == {3}  # a stateful policy always sees every env
+    assert min(trimmed.batches) < 3 and len(trimmed.batches) == len(full.batches)
+    assert sum(trimmed.batches) < sum(full.batches)
