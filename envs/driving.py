@@ -345,6 +345,39 @@ class DrivingEnv(gym.Env):
         return {"x": float(xy[0]), "y": float(xy[1]), "yaw": yaw, "roll": roll, "pitch": pitch,
                 "speed": float(heading @ np.array(vel[:2])), "steer": self._steer, "s": s, "offset": offset}
 
+    def ground_truth(self) -> dict[str, float]:
+        """Privileged state of the current frame (frame-dataset labels; see ``rlkit.vision.labels``). Reads only.
+
+        ``lateral_offset`` (m, signed, left of the centreline positive), ``heading_error`` (rad in [-pi, pi): car yaw
+        minus the centreline's direction at the car, positive = pointing left of it), ``speed`` (forward, m/s),
+        ``steering`` (commanded steering angle, rad, positive = left), ``curvature_ahead`` (signed centreline
+        curvature 2 m ahead, 1/m, positive = bends left), ``obstacle_range`` (m from the car's centre to the first
+        obstacle straight ahead at ray height, ``ray_length`` + the ray start when nothing is hit).
+        """
+        if self._client is None or self.track is None:
+            raise RLKitError("call reset() before ground_truth().")
+        hint = self._hint
+        try:
+            state = self.car_state()
+        finally:
+            self._hint = hint  # the projection's search hint is part of the episode; leave it as it was
+        track = self.track
+        i = track.index_at(state["s"])
+        err = state["yaw"] - math.atan2(track.tangents[i, 1], track.tangents[i, 0])
+        heading = np.array([math.cos(state["yaw"]), math.sin(state["yaw"])])
+        centre = np.array([state["x"], state["y"]])
+        reach = _RAY_START + self.ray_length
+        start, end = centre + heading * _RAY_START, centre + heading * reach
+        hit = self._client.rayTest([*start, _RAY_HEIGHT], [*end, _RAY_HEIGHT])[0]
+        return {
+            "lateral_offset": float(state["offset"]),
+            "heading_error": float((err + math.pi) % (2 * math.pi) - math.pi),
+            "speed": float(state["speed"]),
+            "steering": float(state["steer"]),
+            "curvature_ahead": float(track.curvature[track.index_at(state["s"] + 2.0)]),
+            "obstacle_range": float(_RAY_START + self.ray_length * (hit[2] if hit[0] >= 0 else 1.0)),
+        }
+
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)

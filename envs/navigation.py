@@ -451,6 +451,41 @@ class NavigationEnv(gym.Env):
             return 0.0
         return self.shortest_path_length / max(self.path_length, self.shortest_path_length, 1e-9)
 
+    def ground_truth(self) -> dict[str, float]:
+        """Privileged state of the current frame, egocentric (frame-dataset labels; see ``rlkit.vision.labels``).
+
+        ``goal_distance`` (Euclidean, m) and ``goal_path_distance`` (geodesic on the occupancy grid, m; inf if
+        the robot's neighbourhood has no path) from the robot centre to the goal; ``goal_bearing`` (rad, in
+        [-pi, pi), positive = goal to the left of the heading); ``obstacle_range``: distance (m) from the robot's
+        surface to the nearest obstacle or wall; ``front_range``, ``left_range``, ``right_range``: distance (m)
+        from the robot centre to the first obstacle or wall along the heading and +-45 degrees (the camera's
+        field of view), cast at half the robot's height, ``ray_length`` when nothing is hit. Reads only.
+        """
+        if self._p is None or self._robot < 0:
+            raise RLKitError("call reset() before ground_truth().")
+        x, y = float(self.position[0]), float(self.position[1])
+        dx, dy = self.goal_position - self.position
+        bearing = (math.atan2(dy, dx) - self.yaw + math.pi) % (2 * math.pi) - math.pi
+        i, j = self.cell_of(self.position)
+        lo_i, lo_j = max(0, i - 2), max(0, j - 2)
+        near = self.goal_field[lo_i : i + 3, lo_j : j + 3]
+        path = near + np.linalg.norm(self._centers[lo_i : i + 3, lo_j : j + 3] - self.position, axis=-1)
+        angles = self.yaw + np.array([0.0, math.pi / 4, -math.pi / 4])
+        z = ROBOT_HEIGHT / 2
+        starts = [[x, y, z]] * 3
+        ends = [[x + self.ray_length * math.cos(a), y + self.ray_length * math.sin(a), z] for a in angles]
+        hits = self._p.rayTestBatch(starts, ends, numThreads=1)
+        front, left, right = (self.ray_length * (hit[2] if hit[0] >= 0 else 1.0) for hit in hits)
+        return {
+            "goal_distance": float(math.hypot(dx, dy)),
+            "goal_path_distance": float(path.min()),
+            "goal_bearing": float(bearing),
+            "obstacle_range": max(0.0, self._clearance(x, y) - self.robot_radius),
+            "front_range": float(front),
+            "left_range": float(left),
+            "right_range": float(right),
+        }
+
     def _info(self, collision: bool) -> dict:
         return {
             "success": self.success,

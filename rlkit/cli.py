@@ -542,15 +542,19 @@ def cmd_encoders(args: argparse.Namespace) -> int:
     return 0
 
 
+METRIC_HELP = ("evaluation key: mean (return, default), median, iqm, or an env's episode metric such as success, "
+               "spl (navigation) or route_completion (driving)")
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from rlkit.plotting import plot_groups, plot_run
     from rlkit.results import find_runs
 
     single = len(args.targets) == 1 and len(find_runs(args.targets[0])) == 1
-    if single:
+    if single and args.metric == "mean":
         out = plot_run(find_runs(args.targets[0])[0], args.output, title=args.title)
     else:
-        out = plot_groups(args.targets, args.output, title=args.title)
+        out = plot_groups(args.targets, args.output, title=args.title, metric=args.metric)
     print(f"wrote {out}")
     return 0
 
@@ -558,7 +562,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rlkit.results import compare_table, format_compare
 
-    print(format_compare(compare_table(args.targets, reps=args.reps)))
+    print(format_compare(compare_table(args.targets, reps=args.reps, metric=args.metric)))
     return 0
 
 
@@ -606,11 +610,13 @@ def make_parser() -> ArgumentParser:
     plot.add_argument("targets", nargs="+", metavar="RUN_OR_GROUP")
     plot.add_argument("-o", "--output", default="curve.png")
     plot.add_argument("--title")
+    plot.add_argument("--metric", default="mean", help=METRIC_HELP)
     plot.set_defaults(func=cmd_plot)
 
     compare = sub.add_parser("compare", help="final scores of runs or groups: mean, median, IQM with 95%% CIs")
     compare.add_argument("targets", nargs="+", metavar="RUN_OR_GROUP")
     compare.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
+    compare.add_argument("--metric", default="mean", help=METRIC_HELP)
     compare.set_defaults(func=cmd_compare)
 
     col = sub.add_parser("collect", help="write frames (+ ground-truth labels) of an env to a dataset directory")

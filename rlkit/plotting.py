@@ -69,8 +69,10 @@ def plot_run(run_dir: str | Path, out: str | Path, title: str | None = None, smo
     return _finish(fig, ax, out, "episode return", title or Path(run_dir).name)
 
 
-def plot_groups(targets: list[str], out: str | Path, title: str | None = None) -> Path:
-    """Evaluation curves of runs or groups: mean across seeds with a 95% bootstrap CI band, x = env steps."""
+def plot_groups(targets: list[str], out: str | Path, title: str | None = None, metric: str = "mean") -> Path:
+    """Evaluation curves of runs or groups: mean across seeds with a 95% bootstrap CI band, x = env steps.
+
+    ``metric``: the evaluation record's key plotted (``mean`` return by default, or e.g. ``success``, ``spl``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,9 +82,11 @@ def plot_groups(targets: list[str], out: str | Path, title: str | None = None) -
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for target in targets:
-        results = load_group(target)
+        results = load_group(target, metric)
         steps, mean, low, high = curve_band(results)
         line = ax.plot(steps, mean, label=f"{Path(target).name} ({len(results)} runs)")[0]
         if len(results) > 1:
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-    return _finish(fig, ax, out, "evaluation mean return", title or "evaluation return (mean, 95% CI over seeds)")
+    name = "return" if metric == "mean" else metric
+    return _finish(fig, ax, out, f"evaluation {'mean return' if metric == 'mean' else metric}",
+                   title or f"evaluation {name} (mean, 95% CI over seeds)")

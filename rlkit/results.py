@@ -40,8 +40,11 @@ def find_runs(target: str | Path) -> list[Path]:
     return runs
 
 
-def load_run(path: Path) -> RunResult | None:
-    """The evaluations of a run (eval/evaluations.jsonl), or None when it has none yet."""
+def load_run(path: Path, metric: str = "mean") -> RunResult | None:
+    """The evaluations of a run (eval/evaluations.jsonl), or None when it has none yet.
+
+    ``metric`` is the key of each evaluation record to read: ``mean`` (mean return, the default), ``iqm``,
+    ``median``, or an env's episode metric averaged over the evaluation's episodes (``success``, ``spl``, ...)."""
     config = read_run_config(path)
     file = path / "eval" / "evaluations.jsonl"
     if not file.is_file():
@@ -49,34 +52,41 @@ def load_run(path: Path) -> RunResult | None:
     records = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
     if not records:
         return None
-    points = {r["step"]: r["mean"] for r in records}
+    missing = [r["step"] for r in records if metric not in r]
+    if missing:
+        known = sorted(k for k, v in records[0].items() if isinstance(v, (int, float)) and k != "step")
+        raise RLKitError(f"{path}: evaluation at step {missing[0]} has no {metric!r}; known: {', '.join(known)}.")
+    points = {r["step"]: float(r[metric]) for r in records}
     steps = np.array(sorted(points))
     return RunResult(path, config["config"]["env_id"], steps, np.array([points[s] for s in steps]))
 
 
-def load_group(target: str | Path) -> list[RunResult]:
-    runs = [load_run(p) for p in find_runs(target)]
+def load_group(target: str | Path, metric: str = "mean") -> list[RunResult]:
+    """Every run of a run or group directory that has evaluations (see ``load_run`` for ``metric``)."""
+    runs = [load_run(p, metric) for p in find_runs(target)]
     results = [r for r in runs if r is not None]
     if not results:
         raise RLKitError(f"no run in {target} has evaluations yet (eval/evaluations.jsonl); train longer.")
     return results
 
 
-def compare_table(targets: list[str], reps: int = 2000, seed: int = 0) -> list[dict]:
+def compare_table(targets: list[str], reps: int = 2000, seed: int = 0, metric: str = "mean") -> list[dict]:
     """Per target: number of runs and mean / median / IQM of final scores with 95% stratified bootstrap CIs.
 
-    Scores are human-normalised when every env of the target is an Atari game with reference scores.
+    A run's score is ``metric`` of its last evaluation (default: the mean return; see ``load_run``). Returns are
+    human-normalised when every env of the target is an Atari game with reference scores.
     """
     rows = []
     for target in targets:
-        results = load_group(target)
+        results = load_group(target, metric)
         envs = sorted({r.env_id for r in results})
-        normalized = all(human_normalized(env, 0.0) is not None for env in envs)
+        normalized = metric == "mean" and all(human_normalized(env, 0.0) is not None for env in envs)
         per_task = []
         for env in envs:
             scores = [r.final for r in results if r.env_id == env]
             per_task.append(np.array([human_normalized(env, s) if normalized else s for s in scores]))
-        row: dict = {"target": str(target), "runs": len(results), "envs": envs, "human_normalized": normalized}
+        row: dict = {"target": str(target), "runs": len(results), "envs": envs, "human_normalized": normalized,
+                     "metric": metric}
         for name, fn in (("mean", np.mean), ("median", np.median), ("iqm", iqm)):
             row[name] = stratified_bootstrap_ci(per_task, lambda x, fn=fn: float(fn(x)), reps=reps, seed=seed)
         rows.append(row)
@@ -89,8 +99,11 @@ def format_compare(rows: list[dict]) -> str:
         cells = [f"{v:7.2f} [{lo:7.2f},{hi:7.2f}]" for v, lo, hi in (row["mean"], row["median"], row["iqm"])]
         label = row["target"][-40:]
         lines.append(f"{label:40s} {row['runs']:>4d}  " + "  ".join(f"{c:>24s}" for c in cells))
+    metric = rows[0]["metric"] if rows else "mean"
     units = {("human-normalised" if r["human_normalized"] else "raw returns") for r in rows}
-    lines.append(f"scores: final evaluation mean of each run ({', '.join(sorted(units))}); "
+    what = f"final evaluation mean return of each run ({', '.join(sorted(units))})" if metric == "mean" else (
+        f"final evaluation {metric} of each run")
+    lines.append(f"scores: {what}; "
                  "CIs: stratified bootstrap over runs (rliable protocol).")
     return "\n".join(lines)
 

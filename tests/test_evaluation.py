@@ -261,3 +261,33 @@ def test_finished_envs_leave_the_forward_batch_without_changing_scores():
     assert set(full.batches) == {3}  # a stateful policy always sees every env
     assert min(trimmed.batches) < 3 and len(trimmed.batches) == len(full.batches)
     assert sum(trimmed.batches) < sum(full.batches)
+
+
+def _fake_run(path, env_id: str, evals: list[dict]) -> None:
+    """A run directory with a config and evaluation records (what `rlkit train` writes), for result readers."""
+    import yaml
+
+    (path / "eval").mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"algo": "ppo", "config": {"env_id": env_id}}))
+    (path / "eval" / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+
+
+def test_compare_and_plot_any_evaluation_metric(tmp_path, capsys):
+    from rlkit.results import compare_table
+
+    group = tmp_path / "group"
+    for seed, final in enumerate((0.5, 0.75, 1.0)):
+        _fake_run(group / f"seed_{seed}", "rlkit/NavigationRGB-v0",
+                  [{"step": 10, "mean": -5.0, "success": 0.0, "spl": 0.0},
+                   {"step": 20, "mean": 10.0 + seed, "success": final, "spl": final - 0.25}])
+    success = compare_table([str(group)], reps=200, metric="success")[0]
+    assert success["runs"] == 3 and success["mean"][0] == pytest.approx(0.75)
+    assert not success["human_normalized"]
+    assert compare_table([str(group)], reps=200, metric="spl")[0]["mean"][0] == pytest.approx(0.5)
+    assert compare_table([str(group)], reps=200)[0]["mean"][0] == pytest.approx(11.0)  # default: mean return
+    capsys.readouterr()
+    assert main(["compare", str(group), "--metric", "success"]) == 0
+    assert "final evaluation success" in capsys.readouterr().out
+    assert main(["plot", str(group), str(group), "--metric", "spl", "-o", str(tmp_path / "spl.png")]) == 0
+    assert (tmp_path / "spl.png").stat().st_size > 1000
+    assert_user_error(capsys, ["compare", str(group), "--metric", "laps"], "'laps'", "success")
