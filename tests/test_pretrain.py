@@ -135,6 +135,14 @@ def test_gan_spectral_discriminator_instance_noise_and_label_smoothing(tmp_path)
     for conv in convs:
         sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
         assert 0.8 < float(sigma) < 1.05
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+
+    plain = make_encoder("dcgan", data.observation_space(), width=4, norm="none")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+    with pytest.raises(RLKitError, match="norm='layer' is not valid"):
+        make_encoder("dcgan", data.observation_space(), norm="layer")
     # instance noise: std 0.2 at step 0, half at step 5, none at the last step; drawn per (real, fake) row
     assert trainer.noise_std(0) == pytest.approx(0.2) and trainer.noise_std(5) == pytest.approx(0.1)
     _, extras = trainer.global_batch(0)
@@ -156,6 +164,15 @@ def test_gan_spectral_discriminator_instance_noise_and_label_smoothing(tmp_path)
     plain = d_loss()
     assert d_loss(noise=extras["noise"]) != plain
     assert d_loss(config={"real_label": 1.0}) != plain
+    # minibatch standard deviation: zero for a collapsed (identical) batch, positive otherwise; head only
+    from rlkit.vision.gan import minibatch_std
+
+    same = torch.randn(1, 8, 4, 4).expand(5, -1, -1, -1)
+    assert float(minibatch_std(same).abs().max()) < 1e-3
+    varied = minibatch_std(torch.randn(5, 8, 4, 4))
+    assert varied.shape == (5, 1, 4, 4) and float(varied.min()) > 0.5
+    assert trainer.disc_head.in_channels == 8 * 4 + 1
+    assert trainer.logits(torch.zeros(3, 4, 64, 64)).shape == (3,)
     # the trained spectral-norm trunk round-trips through the encoder file (u, v buffers included)
     encoder = trainer.encoder().eval()
     save_encoder(tmp_path / "enc.safetensors", encoder)

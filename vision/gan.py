@@ -8,12 +8,15 @@ Adam 2e-4, beta1 0.5, non-saturating generator loss.
 
 Stabilisers (on by default; measured on Pong, where the paper's recipe collapsed, see docs/vision.md):
 spectral normalisation of the discriminator's convolutions instead of BatchNorm (Miyato et al. 2018;
-``encoder_kwargs.norm=batch`` gives the paper's BatchNorm discriminator), instance noise on both real and
-generated inputs, annealed linearly to zero over the run (Sønderby et al. 2017), and one-sided label
-smoothing of the real targets (Salimans et al. 2016). Pong frames are one constant court with a few moving
-pixels: with BatchNorm over all-real and all-fake batches the discriminator can separate the two by batch
-statistics alone, and without noise the real frames lie on a tiny manifold that a young generator's
-samples never touch, so the discriminator wins outright and its gradients vanish.
+``encoder_kwargs.norm=batch`` gives the paper's BatchNorm discriminator, ``none`` neither), instance noise on
+both real and generated inputs, annealed linearly to zero over the run (Sønderby et al. 2017), one-sided
+label smoothing of the real targets (Salimans et al. 2016), and a minibatch standard-deviation channel in
+the discriminator head (Karras et al. 2018; the saved encoder, the trunk, stays per-frame). Pong frames are
+one constant court with a few moving pixels: with BatchNorm over all-real and all-fake batches the
+discriminator can separate the two by batch statistics alone, and without noise the real frames lie on a
+tiny manifold that a young generator's samples never touch, so the discriminator wins outright and its
+gradients vanish; with both fixed, the generator instead collapses to one empty court that the
+discriminator cannot tell from real frames, which the minibatch standard deviation exposes.
 
 Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
 *randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
@@ -62,21 +65,22 @@ class DCGANDiscriminator(Encoder):
     """DCGAN discriminator trunk as an encoder: (C, H, W) frames -> 4x4x8k features (resized to 64x64).
 
     ``norm``: ``spectral`` (default) wraps every convolution in spectral normalisation and uses no BatchNorm;
-    ``batch`` is the paper's discriminator (BatchNorm after every convolution but the first)."""
+    ``batch`` is the paper's discriminator (BatchNorm after every convolution but the first); ``none`` has
+    neither (convolutions with biases)."""
 
     def __init__(self, observation_space: gym.spaces.Space, width: int = 64, norm: str = "spectral") -> None:
         super().__init__()
         channels, _, _ = _require_image(type(self).__name__, observation_space)
-        if norm not in ("spectral", "batch"):
+        if norm not in ("spectral", "batch", "none"):
             from rlkit.errors import RLKitError
 
-            raise RLKitError(f"dcgan norm={norm!r} is not valid; choose one of: spectral, batch.")
+            raise RLKitError(f"dcgan norm={norm!r} is not valid; choose one of: spectral, batch, none.")
         self.scale_uint8 = observation_space.dtype == np.uint8
         self.norm = norm
         k = width
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(((channels, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))):
-            conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "spectral")
+            conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")
             layers.append(conv)
             if norm == "batch" and i > 0:
                 layers.append(nn.BatchNorm2d(c_out))
@@ -96,6 +100,13 @@ class DCGANDiscriminator(Encoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at 64x64.
         return self.trunk_map(to_gan_range(x * 255.0)).flatten(1)
+
+
+def minibatch_std(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 1, H, W) filled with the batch's mean feature standard deviation (Karras et al.
+    2018): a generator that collapses to one frame gives batches with no spread, which the head can see."""
+    std = (features.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    return std.expand(features.shape[0], 1, *features.shape[2:])
 
 
 class Generator(nn.Module):
@@ -160,6 +171,8 @@ class GANConfig(PretrainConfig):
     linearly to 0 at the last step (instance noise); 0 turns it off"""
     real_label: float = 0.9
     """discriminator target for real frames (one-sided label smoothing; 1.0 turns it off)"""
+    minibatch_std: bool = True
+    """give the discriminator head the batch's feature spread (against mode collapse; not in the encoder)"""
     beta1: float = 0.5
     """Adam beta1 (DCGAN)"""
     z_dim: int = 100
@@ -185,7 +198,8 @@ class GANPretrainer(Pretrainer):
             )
         self.disc = make_encoder("dcgan", self.observation_space, **cfg.encoder_kwargs)
         width = cfg.encoder_kwargs.get("width", 64)
-        self.disc_head = nn.Conv2d(8 * width, 1, 4, 1, 0, bias=False)
+        extra = 1 if cfg.minibatch_std else 0  # one channel: the batch's feature standard deviation
+        self.disc_head = nn.Conv2d(8 * width + extra, 1, 4, 1, 0, bias=False)
         _init(self.disc_head)
         if self.disc.norm == "spectral":
             nn.utils.parametrizations.spectral_norm(self.disc_head)
@@ -211,7 +225,11 @@ class GANPretrainer(Pretrainer):
         return extras
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.disc_head(self.disc.trunk_map(x)).view(-1)
+        """Discriminator logits (N,) of [-1, 1] 64x64 inputs (one batch: all real or all generated)."""
+        features = self.disc.trunk_map(x)
+        if self.config.minibatch_std:
+            features = torch.cat([features, minibatch_std(features)], dim=1)
+        return self.disc_head(features).view(-1)
 
     def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
         real = to_gan_range(obs)
