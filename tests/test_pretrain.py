@@ -123,7 +123,8 @@ def test_gan_spectral_discriminator_instance_noise_and_label_smoothing(tmp_path)
 
     data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4)
     data = FrameDataset(data_dir, "train")
-    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, steps=10, instance_noise=0.2)
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, steps=10, instance_noise=0.2,
+                       minibatch_std=True)
     trainer = GANPretrainer(config, data, None, torch.device("cpu"))
     # default discriminator: spectral norm, no BatchNorm; every conv's largest singular value is ~1
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.discriminator.modules())

@@ -6,17 +6,16 @@ transposed convs 4k, 2k, k -> C x 64 x 64, BatchNorm + ReLU, tanh. Discriminator
 mirrors it: stride-2 convs k, 2k, 4k, 8k with LeakyReLU 0.2; its features are the flattened 4x4x8k map.
 Adam 2e-4, beta1 0.5, non-saturating generator loss.
 
-Stabilisers (on by default; measured on Pong, where the paper's recipe collapsed, see docs/vision.md):
-spectral normalisation of the discriminator's convolutions instead of BatchNorm (Miyato et al. 2018;
-``encoder_kwargs.norm=batch`` gives the paper's BatchNorm discriminator, ``none`` neither), instance noise on
-both real and generated inputs, annealed linearly to zero over the run (Sønderby et al. 2017), one-sided
-label smoothing of the real targets (Salimans et al. 2016), and a minibatch standard-deviation channel in
-the discriminator head (Karras et al. 2018; the saved encoder, the trunk, stays per-frame). Pong frames are
-one constant court with a few moving pixels: with BatchNorm over all-real and all-fake batches the
-discriminator can separate the two by batch statistics alone, and without noise the real frames lie on a
-tiny manifold that a young generator's samples never touch, so the discriminator wins outright and its
-gradients vanish; with both fixed, the generator instead collapses to one empty court that the
-discriminator cannot tell from real frames, which the minibatch standard deviation exposes.
+Stabilisers (defaults; the paper's recipe collapsed on Pong, see docs/vision.md): spectral normalisation of
+the discriminator's convolutions instead of BatchNorm (Miyato et al. 2018; ``encoder_kwargs.norm=batch`` gives
+the paper's BatchNorm discriminator, ``none`` neither), instance noise on both real and generated inputs,
+annealed linearly to zero over the run (Sønderby et al. 2017), and one-sided label smoothing of the real
+targets (Salimans et al. 2016). Optional: a minibatch standard-deviation channel in the discriminator head
+(Karras et al. 2018; ``minibatch_std``; the saved encoder, the trunk, stays per-frame). Pong frames are one
+constant court with a few moving pixels: with BatchNorm over all-real and all-fake batches the discriminator
+can separate the two by batch statistics alone, and it won outright (generator: grey noise). With the
+defaults the generator draws the court, but collapses to one frame without paddles or ball, and the
+discriminator features still do not beat a random init on the Pong probe (docs/vision.md).
 
 Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
 *randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
@@ -171,7 +170,7 @@ class GANConfig(PretrainConfig):
     linearly to 0 at the last step (instance noise); 0 turns it off"""
     real_label: float = 0.9
     """discriminator target for real frames (one-sided label smoothing; 1.0 turns it off)"""
-    minibatch_std: bool = True
+    minibatch_std: bool = False
     """give the discriminator head the batch's feature spread (against mode collapse; not in the encoder)"""
     beta1: float = 0.5
     """Adam beta1 (DCGAN)"""
