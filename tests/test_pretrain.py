@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def test_gan_encoder_batchnorm_statistics_are_of_real_frames(tmp_path):
 
     data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4)
     data = FrameDataset(data_dir, "train")
-    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8)
+    config = GANConfig(encoder_kwargs={"width": 4, "norm": "batch"}, batch_size=4, fd_samples=8)
     trainer = GANPretrainer(config, data, None, torch.device("cpu"))
     for step in range(3):
         trainer.train_step(step)
@@ -114,6 +115,71 @@ def test_gan_encoder_batchnorm_statistics_are_of_real_frames(tmp_path):
         pre = encoder.trunk[:3](to_gan_range(obs))  # input of that BatchNorm on every real train frame
     torch.testing.assert_close(norm.running_mean, pre.mean((0, 2, 3)), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(norm.running_var, pre.var((0, 2, 3)), rtol=1e-3, atol=1e-6)
+
+
+def test_gan_spectral_discriminator_instance_noise_and_label_smoothing(tmp_path):
+    from rlkit.vision.gan import GANConfig, GANPretrainer
+    from rlkit.vision.io import load_encoder, save_encoder
+
+    data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4)
+    data = FrameDataset(data_dir, "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, steps=10, instance_noise=0.2,
+                       minibatch_std=True)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    # default discriminator: spectral norm, no BatchNorm; every conv's largest singular value is ~1
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.discriminator.modules())
+    for step in range(3):
+        trainer.train_step(step)
+    trainer.discriminator.eval()
+    convs = [m for m in trainer.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5  # 4 trunk convs + the head
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert 0.8 < float(sigma) < 1.05
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+
+    plain = make_encoder("dcgan", data.observation_space(), width=4, norm="none")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+    with pytest.raises(RLKitError, match="norm='layer' is not valid"):
+        make_encoder("dcgan", data.observation_space(), norm="layer")
+    # instance noise: std 0.2 at step 0, half at step 5, none at the last step; drawn per (real, fake) row
+    assert trainer.noise_std(0) == pytest.approx(0.2) and trainer.noise_std(5) == pytest.approx(0.1)
+    _, extras = trainer.global_batch(0)
+    assert extras["noise"].shape == (4, 2, 4, 64, 64)
+    assert float(extras["noise"].std()) == pytest.approx(0.2, rel=0.05)
+    assert "noise" not in trainer.global_batch(10)[1]
+    # the noise and the smoothed real target reach the discriminator loss
+    obs, labels = data.batch(np.arange(4))
+    state = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    gstate = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+
+    def d_loss(**changes):
+        trainer.discriminator.load_state_dict(state)
+        trainer.generator.load_state_dict(gstate)
+        trainer.config = dataclasses.replace(config, **changes.pop("config", {}))
+        torch.manual_seed(0)
+        return trainer.update(obs, labels, {"z": extras["z"], **changes})["d"]
+
+    plain = d_loss()
+    assert d_loss(noise=extras["noise"]) != plain
+    assert d_loss(config={"real_label": 1.0}) != plain
+    # minibatch standard deviation: zero for a collapsed (identical) batch, positive otherwise; head only
+    from rlkit.vision.gan import minibatch_std
+
+    same = torch.randn(1, 8, 4, 4).expand(5, -1, -1, -1)
+    assert float(minibatch_std(same).abs().max()) < 1e-3
+    varied = minibatch_std(torch.randn(5, 8, 4, 4))
+    assert varied.shape == (5, 1, 4, 4) and float(varied.min()) > 0.5
+    assert trainer.disc_head.in_channels == 8 * 4 + 1
+    assert trainer.logits(torch.zeros(3, 4, 64, 64)).shape == (3,)
+    # the trained spectral-norm trunk round-trips through the encoder file (u, v buffers included)
+    encoder = trainer.encoder().eval()
+    save_encoder(tmp_path / "enc.safetensors", encoder)
+    loaded = load_encoder(tmp_path / "enc.safetensors", data.observation_space()).eval()
+    x = torch.from_numpy(data.get_batch(np.arange(3)))
+    torch.testing.assert_close(loaded(x), encoder(x))
 
 
 def test_probe_linear_label_scores_one_and_random_label_chance():

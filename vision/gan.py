@@ -3,8 +3,19 @@
 Frames are resized 84x84 -> 64x64 (bilinear, antialiased), the natural DCGAN size, and scaled to [-1, 1];
 all C stacked frames are generated together (a short clip). Generator: z (100) -> 4x4x8k -> stride-2
 transposed convs 4k, 2k, k -> C x 64 x 64, BatchNorm + ReLU, tanh. Discriminator (the ``dcgan`` encoder)
-mirrors it: stride-2 convs k, 2k, 4k, 8k with LeakyReLU 0.2 and BatchNorm (not on the first layer); its
-features are the flattened 4x4x8k map. Adam 2e-4, beta1 0.5.
+mirrors it: stride-2 convs k, 2k, 4k, 8k with LeakyReLU 0.2; its features are the flattened 4x4x8k map.
+Adam 2e-4, beta1 0.5, non-saturating generator loss.
+
+Stabilisers (defaults; the paper's recipe collapsed on Pong, see docs/vision.md): spectral normalisation of
+the discriminator's convolutions instead of BatchNorm (Miyato et al. 2018; ``encoder_kwargs.norm=batch`` gives
+the paper's BatchNorm discriminator, ``none`` neither), instance noise on both real and generated inputs,
+annealed linearly to zero over the run (Sønderby et al. 2017), and one-sided label smoothing of the real
+targets (Salimans et al. 2016). Optional: a minibatch standard-deviation channel in the discriminator head
+(Karras et al. 2018; ``minibatch_std``; the saved encoder, the trunk, stays per-frame). Pong frames are one
+constant court with a few moving pixels: with BatchNorm over all-real and all-fake batches the discriminator
+can separate the two by batch statistics alone, and it won outright (generator: grey noise). With the
+defaults the generator draws the court, but collapses to one frame without paddles or ball, and the
+discriminator features still do not beat a random init on the Pong probe (docs/vision.md).
 
 Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
 *randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
@@ -50,28 +61,36 @@ def to_gan_range(obs: torch.Tensor) -> torch.Tensor:
 
 @ENCODERS.register("dcgan")
 class DCGANDiscriminator(Encoder):
-    """DCGAN discriminator trunk as an encoder: (C, H, W) frames -> 4x4x8k features (resized to 64x64)."""
+    """DCGAN discriminator trunk as an encoder: (C, H, W) frames -> 4x4x8k features (resized to 64x64).
 
-    def __init__(self, observation_space: gym.spaces.Space, width: int = 64) -> None:
+    ``norm``: ``spectral`` (default) wraps every convolution in spectral normalisation and uses no BatchNorm;
+    ``batch`` is the paper's discriminator (BatchNorm after every convolution but the first); ``none`` has
+    neither (convolutions with biases)."""
+
+    def __init__(self, observation_space: gym.spaces.Space, width: int = 64, norm: str = "spectral") -> None:
         super().__init__()
         channels, _, _ = _require_image(type(self).__name__, observation_space)
+        if norm not in ("spectral", "batch", "none"):
+            from rlkit.errors import RLKitError
+
+            raise RLKitError(f"dcgan norm={norm!r} is not valid; choose one of: spectral, batch, none.")
         self.scale_uint8 = observation_space.dtype == np.uint8
+        self.norm = norm
         k = width
-        self.trunk = nn.Sequential(
-            nn.Conv2d(channels, k, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(k, 2 * k, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(2 * k),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * k, 4 * k, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(4 * k),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * k, 8 * k, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(8 * k),
-            nn.LeakyReLU(0.2),
-        )
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(((channels, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))):
+            conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")
+            layers.append(conv)
+            if norm == "batch" and i > 0:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2))
+        self.trunk = nn.Sequential(*layers)
         self.features_dim = 8 * k * 4 * 4
         self.apply(_init)
+        if norm == "spectral":  # after the init, so the power iteration starts from the final weights
+            for module in self.trunk:
+                if isinstance(module, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def trunk_map(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] 64x64 input -> (N, 8k, 4, 4)."""
@@ -80,6 +99,13 @@ class DCGANDiscriminator(Encoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at 64x64.
         return self.trunk_map(to_gan_range(x * 255.0)).flatten(1)
+
+
+def minibatch_std(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 1, H, W) filled with the batch's mean feature standard deviation (Karras et al.
+    2018): a generator that collapses to one frame gives batches with no spread, which the head can see."""
+    std = (features.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    return std.expand(features.shape[0], 1, *features.shape[2:])
 
 
 class Generator(nn.Module):
@@ -139,6 +165,13 @@ class GANConfig(PretrainConfig):
     """the discriminator trunk (encoder_kwargs.width = k, default 64)"""
     lr: float = 2e-4
     """Adam learning rate of both networks (DCGAN)"""
+    instance_noise: float = 0.1
+    """std of Gaussian noise added to every discriminator input (real and fake, [-1, 1] scale), annealed
+    linearly to 0 at the last step (instance noise); 0 turns it off"""
+    real_label: float = 0.9
+    """discriminator target for real frames (one-sided label smoothing; 1.0 turns it off)"""
+    minibatch_std: bool = False
+    """give the discriminator head the batch's feature spread (against mode collapse; not in the encoder)"""
     beta1: float = 0.5
     """Adam beta1 (DCGAN)"""
     z_dim: int = 100
@@ -164,8 +197,11 @@ class GANPretrainer(Pretrainer):
             )
         self.disc = make_encoder("dcgan", self.observation_space, **cfg.encoder_kwargs)
         width = cfg.encoder_kwargs.get("width", 64)
-        self.disc_head = nn.Conv2d(8 * width, 1, 4, 1, 0, bias=False)
+        extra = 1 if cfg.minibatch_std else 0  # one channel: the batch's feature standard deviation
+        self.disc_head = nn.Conv2d(8 * width + extra, 1, 4, 1, 0, bias=False)
         _init(self.disc_head)
+        if self.disc.norm == "spectral":
+            nn.utils.parametrizations.spectral_norm(self.disc_head)
         self.discriminator = nn.ModuleDict({"trunk": self.disc, "head": self.disc_head})
         self.generator = Generator(self.observation_space.shape[0], width, cfg.z_dim)
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
@@ -175,27 +211,44 @@ class GANPretrainer(Pretrainer):
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas),
         }
 
+    def noise_std(self, step: int) -> float:
+        """Instance-noise std at ``step``: ``instance_noise`` decaying linearly to 0 at ``steps``."""
+        return self.config.instance_noise * max(0.0, 1.0 - step / max(self.config.steps, 1))
+
     def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
-        return {"z": torch.randn(batch_size, self.config.z_dim, generator=gen)}
+        extras = {"z": torch.randn(batch_size, self.config.z_dim, generator=gen)}
+        std = self.noise_std(step)
+        if std > 0:  # (B, 2, C, 64, 64): row i's noise for its real frame and for its generated frame
+            channels = self.observation_space.shape[0]
+            extras["noise"] = std * torch.randn(batch_size, 2, channels, SIZE, SIZE, generator=gen)
+        return extras
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.disc_head(self.disc.trunk_map(x)).view(-1)
+        """Discriminator logits (N,) of [-1, 1] 64x64 inputs (one batch: all real or all generated)."""
+        features = self.disc.trunk_map(x)
+        if self.config.minibatch_std:
+            features = torch.cat([features, minibatch_std(features)], dim=1)
+        return self.disc_head(features).view(-1)
 
     def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
         real = to_gan_range(obs)
         z = extras["z"].to(self.device)
         fake = self.generator(z)
+        noise_real = noise_fake = 0.0
+        if "noise" in extras:  # instance noise: the same for the discriminator's and the generator's pass
+            noise = extras["noise"].to(self.device)
+            noise_real, noise_fake = noise[:, 0], noise[:, 1]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
-        # discriminator: real -> 1, fake -> 0
-        real_logits, fake_logits = self.logits(real), self.logits(fake.detach())
-        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
-            F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        # discriminator: real -> real_label (one-sided smoothing), fake -> 0
+        real_logits, fake_logits = self.logits(real + noise_real), self.logits(fake.detach() + noise_fake)
+        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.config.real_label)) \
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.sync_gradients(self.discriminator)
         opt_d.step()
         # generator: make the discriminator say 1 (non-saturating loss)
-        gen_logits = self.logits(fake)
+        gen_logits = self.logits(fake + noise_fake)
         loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -258,6 +311,8 @@ class GANPretrainer(Pretrainer):
         statistics describe fakes; the saved encoder is used in eval mode on real frames, where those
         statistics are wrong (measured on Pong: the eval-mode discriminator called every real val frame fake)."""
         norms = [m for m in self.disc.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not norms:  # the spectral-norm discriminator has no running statistics
+            return
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()

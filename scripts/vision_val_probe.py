@@ -1,0 +1,55 @@
+"""Model selection without the test split: linear probes on frozen features, trained on every 4th train frame
+(at most 10 epochs, patience 3), early-stopped on val and scored on val. Optimistic (val both stops and scores),
+but equally so for every encoder; used to choose pretraining settings before the one `rlkit probe` on test.
+
+Usage: python scripts/vision_val_probe.py ENCODER_FILE DATA_DIR [nobase]
+Prints the val F1 of the 4 varying Pong labels for the encoder file and (unless ``nobase``) for a random init
+of the same architecture (seed 1, as ``rlkit probe``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+
+from rlkit.vision.data import FrameDataset
+from rlkit.vision.encoders import make_encoder
+from rlkit.vision.io import load_encoder, read_card
+from rlkit.vision.probe import extract_features, probe_features
+
+VARYING = ["player_y", "enemy_y", "ball_x", "ball_y"]
+
+
+def main(path: str, data: str, baseline: bool = True) -> None:
+    """Print val-probe F1 (varying labels) of the encoder at ``path`` and of its random init."""
+    torch.set_num_threads(1)
+    train, val = FrameDataset(data, "train"), FrameDataset(data, "val")
+    sub = np.arange(0, len(train), 4)
+    names = train.label_names
+    card = read_card(path)
+    space = train.observation_space()
+    encoders = {"pretrained": load_encoder(path, space)}
+    if baseline:
+        torch.manual_seed(1)
+        encoders["random"] = make_encoder(card["encoder"], space, **card["encoder_kwargs"])
+    labels_train = train.get_batch(sub, "labels")
+    labels_val = val.get_batch(np.arange(len(val)), "labels")
+    for key, encoder in encoders.items():
+        start = time.time()
+        encoder.eval()
+        with torch.no_grad():
+            feats = torch.cat([encoder(train.batch(sub[i : i + 256])[0]) for i in range(0, len(sub), 256)]).numpy()
+        feats_val = extract_features(encoder, val)
+        scores = probe_features({"train": feats, "val": feats_val, "test": feats_val},
+                                {"train": labels_train, "val": labels_val, "test": labels_val}, names,
+                                max_epochs=10, patience=3)
+        f1 = {n: scores[n]["f1_weighted"] for n in names}
+        print(f"{key:10s} val-probe varying mean {np.mean([f1[n] for n in VARYING]):.3f} "
+              + " ".join(f"{n}={f1[n]:.3f}" for n in VARYING) + f" [{time.time() - start:.0f}s]", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], baseline=len(sys.argv) < 4 or sys.argv[3] != "nobase")
