@@ -229,6 +229,7 @@ def _ddp_worker(rank: int, world: int, port: int, data_dir: str, run_dir: str, o
         dist.all_reduce(grads)
         if rank == 0:
             torch.save(grads / world, Path(run_dir) / "norm_grads.pt")
+        dist.barrier()  # no rank tears gloo down while another still talks to it (it aborted one rank once)
     finally:
         dist.destroy_process_group()
 

@@ -369,6 +369,8 @@ def distributed_main(argv: list[str] | None = None) -> int:
         dist.init_process_group(backend)
     try:
         run_pretrain(args.method, args.data, overrides, args.run_dir, args.resume, rank, world, local_rank)
+        if world > 1:
+            dist.barrier()  # every rank is done with gloo before any tears it down
     except RLKitError as exc:
         if rank == 0:
             print(f"error: {exc}", file=sys.stderr)
