@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import load_file, save_file
@@ -42,20 +42,22 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata
     _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The JSON metadata of a checkpoint, or a one-line error if it is not an rlkit checkpoint."""
-    from safetensors import safe_open
-
+def read_safetensors_header(path: str | Path, what: str, missing_hint: str, corrupt_hint: str) -> dict[str, str]:
+    """The string metadata of a safetensors file, or a one-line error naming ``what`` it should be and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise RLKitError(f"checkpoint {path} does not exist; pass a run directory or a .safetensors checkpoint.")
+        raise RLKitError(f"{what} {path} does not exist; {missing_hint}.")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
+            return handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RLKitError(
-            f"checkpoint {path} is corrupt or not a safetensors file ({exc}); use another checkpoint."
-        ) from None
+        raise RLKitError(f"{what} {path} is corrupt or not a safetensors file ({exc}); {corrupt_hint}.") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint, or a one-line error if it is not an rlkit checkpoint."""
+    header = read_safetensors_header(path, "checkpoint", "pass a run directory or a .safetensors checkpoint",
+                                     "use another checkpoint")
     if header.get("format") != FORMAT:
         raise RLKitError(f"{path} is not an rlkit checkpoint (no {FORMAT} header); pass one written by rlkit train.")
     return json.loads(header["metadata"])

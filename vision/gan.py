@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlkit.errors import RLKitError
 from rlkit.registry import ENCODERS, PRETRAINERS
 from rlkit.vision.encoders import Encoder, _require_image, make_encoder
 from rlkit.vision.metrics import frechet_distance
@@ -71,8 +72,6 @@ class DCGANDiscriminator(Encoder):
         super().__init__()
         channels, _, _ = _require_image(type(self).__name__, observation_space)
         if norm not in ("spectral", "batch", "none"):
-            from rlkit.errors import RLKitError
-
             raise RLKitError(f"dcgan norm={norm!r} is not valid; choose one of: spectral, batch, none.")
         self.scale_uint8 = observation_space.dtype == np.uint8
         self.norm = norm
@@ -190,8 +189,6 @@ class GANPretrainer(Pretrainer):
     def build(self) -> None:
         cfg = self.config
         if cfg.encoder != "dcgan":
-            from rlkit.errors import RLKitError
-
             raise RLKitError(
                 f"gan trains the 'dcgan' discriminator as its encoder, not {cfg.encoder!r}; drop --encoder."
             )

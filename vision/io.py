@@ -12,10 +12,10 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rlkit.checkpoint import _atomic_write
+from rlkit.checkpoint import _atomic_write, read_safetensors_header
 from rlkit.errors import RLKitError
 from rlkit.registry import ENCODERS
 from rlkit.vision.encoders import Encoder, make_encoder
@@ -43,14 +43,8 @@ def save_encoder(path: str | Path, encoder: Encoder, card: dict[str, Any] | None
 
 def read_card(path: str | Path) -> dict[str, Any]:
     """The card of an encoder file (header only), or a one-line error if it is missing, corrupt or no encoder."""
-    path = Path(path)
-    if not path.is_file():
-        raise RLKitError(f"encoder file {path} does not exist; pass a .safetensors file written by rlkit pretrain.")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RLKitError(f"encoder file {path} is corrupt or not a safetensors file ({exc}).") from None
+    header = read_safetensors_header(path, "encoder file", "pass a .safetensors file written by rlkit pretrain",
+                                     "pass another encoder file")
     if header.get("format") != FORMAT:
         raise RLKitError(f"{path} is not an rlkit encoder file (no {FORMAT} header); pass one saved by save_encoder.")
     try:

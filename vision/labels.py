@@ -8,8 +8,8 @@ looked up by env family (``rlkit.envs.env_family``): ``atari`` reads bytes of th
 ``DRIVING_BINS``). Families without one (classic-control, ...) collect frames only; to add labels for a family,
 register a factory::
 
-    @LABEL_FNS.register("driving")
-    def driving_labels(env_id: str) -> LabelFn | None:
+    @LABEL_FNS.register("my_family")
+    def my_family_labels(env_id: str) -> LabelFn | None:
         return LabelFn(names=["speed", "lane"], read=lambda env: {...})  # values in 0..255 for classification
 
 Values must be integers in 0..255 so that probes can classify them over 256 classes, as AtariARI does.
