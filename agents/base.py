@@ -62,6 +62,8 @@ class Agent:
     name: str = "agent"
     recurrent: bool = False
     """True for agents whose ``act`` takes and returns a per-env state (see ``rlkit.evaluation.AgentActor``)."""
+    samples_from_torch: bool = False
+    """True for agents whose non-deterministic ``act`` samples with torch's global generator (not ``rng``)."""
 
     def make_train_envs(self) -> Any:
         """The run's training envs (train mode, seeded from the config)."""

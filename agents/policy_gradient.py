@@ -244,6 +244,8 @@ def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
 class PPO(Agent):
     """Proximal policy optimisation; ``A2C`` below is the same loop with A2C's settings."""
 
+    samples_from_torch = True
+
     Config = PPOConfig
     Network: type[nn.Module] = ActorCritic
     name = "ppo"

@@ -70,6 +70,8 @@ def discounted_returns(rewards: np.ndarray, gamma: float, restart_on_reward: boo
 class Reinforce(Agent):
     """Monte-Carlo policy gradient on complete episodes from ``num_envs`` parallel envs."""
 
+    samples_from_torch = True
+
     Config = ReinforceConfig
     name = "reinforce"
 

@@ -141,23 +141,10 @@ class AtariVecEnv(VectorEnv):
         self._life_reset[:] = False
         return obs, dict(info)
 
-    # ``step_async`` + ``step_wait`` split a step, so a caller can compute (e.g. act for other envs) while the
-    # C++ thread pool steps these games.
-    supports_async = True
-
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        self.step_async(actions)
-        return self.step_wait()
-
-    def step_async(self, actions: np.ndarray) -> None:
-        """Start stepping every env with ``actions``; returns at once."""
         actions = np.array(actions, dtype=np.int64)
         actions[self._life_reset] = self._life_reset_action
-        self.ale_env.send(actions)
-
-    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Wait for the step started by ``step_async``; same results as ``step``."""
-        obs, reward, terminated, truncated, info = self.ale_env.recv()
+        obs, reward, terminated, truncated, info = self.ale_env.step(actions)
         reward = reward.astype(np.float32)
         # An env that ended last step is being reset now (next-step autoreset); its step is not counted.
         counted = ~self._resetting
@@ -197,7 +184,6 @@ class PongPixelsVecEnv(AtariVecEnv):
 
     ALE_ACTIONS = np.array([2, 3], dtype=np.int64)
     BACKGROUND = (144, 109)
-    supports_async = False  # its observation is made in ``step``
 
     def __init__(self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0) -> None:
         if rom_name(env_id) != "pong":

@@ -8,14 +8,19 @@ in ``EvalResult.metrics`` / ``summary()``, eval.json, the printed table and Tens
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
-from rlkit.envs import episode_stats, make_vec_env
+from rlkit.envs import env_family, episode_stats, make_vec_env
 from rlkit.stats import summarize
 
 
@@ -74,6 +79,31 @@ class AgentActor:
         actions, self.state = self.agent.act(obs, state=self.state, episode_start=episode_start, **self.act_kwargs)
         return actions
 
+    def split(self, count: int) -> list[AgentActor] | None:
+        """``count`` actors for groups of envs played concurrently, each drawing its exploration from its own
+        generator (spawned from this actor's, or the agent's), so the results do not depend on thread timing.
+        None when that cannot hold: a recurrent policy (one state for all envs), or one that samples with
+        torch's global generator (a stochastic policy-gradient agent)."""
+        if self.stateful:
+            return None
+        deterministic = self.act_kwargs.get("deterministic", True)
+        if getattr(self.agent, "samples_from_torch", False) and not (
+            deterministic and getattr(getattr(self.agent, "config", None), "eval_deterministic", True)
+        ):
+            return None
+        base = self.act_kwargs.get("rng") or getattr(self.agent, "rng", None)
+        rngs = base.spawn(count) if isinstance(base, np.random.Generator) else [None] * count
+        return [AgentActor(self.agent, **{**self.act_kwargs, "rng": rng}) for rng in rngs]
+
+
+@dataclass
+class _Episode:
+    env_index: int
+    number: int  # the env's 0th, 1st, ... episode
+    ret: float
+    length: int
+    metrics: dict[str, float]
+
 
 def evaluate(
     act: Callable[[np.ndarray, np.ndarray], np.ndarray],
@@ -83,118 +113,207 @@ def evaluate(
     env_kwargs: dict | None = None,
     num_envs: int = 8,
     max_steps: int = 10_000_000,
-    pipeline: bool = False,
+    workers: int | None = None,
 ) -> EvalResult:
     """Play ``episodes`` full episodes with ``act`` (batched obs, episode-start flags -> actions; e.g. an
-    ``AgentActor``) on ``num_envs`` parallel envs.
+    ``AgentActor``) on ``num_envs`` parallel envs; returns are listed by env, then by episode.
 
-    Episodes are split evenly across envs beforehand, so short episodes are not over-represented. With
-    next-step autoreset, an env's observation starts an episode after ``reset`` and after a step that follows
-    an episode end (that step's action is ignored).
+    Episodes are split evenly across envs beforehand, so short episodes are not over-represented. Env ``i``
+    is seeded with ``seed + i``. With next-step autoreset, an env's observation starts an episode after
+    ``reset`` and after a step that follows an episode end (that step's action is ignored).
+
+    Atari games (the standard pipeline) are played in ``workers`` groups at once (default: one per core, at
+    least 2 games per group), each group in its own thread with one torch thread, each game in its own
+    one-env ALE vector env: ALE and torch release the GIL, so one group's network runs while another's games
+    step, and a game that has played its episodes stops stepping (a vector env would step every game until
+    the longest ends). The episodes are the same as with one vector env when ``act`` is an ``AgentActor``
+    that can be ``split``; other callables, recurrent or torch-sampling policies and other envs use one
+    vector env.
     """
     num_envs = max(1, min(num_envs, episodes))
     targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    counts = np.zeros(num_envs, dtype=np.int64)
-    result = EvalResult()
-    keys: tuple[str, ...] = ()
-
-    def record(info: dict, offset: int) -> None:
-        for i, ret, length in episode_stats(info):
-            values = final_info_values(info, i, keys)  # i indexes this group's info
-            i += offset
-            if counts[i] < targets[i]:
-                counts[i] += 1
-                result.returns.append(ret)
-                result.lengths.append(length)
-                for key, value in values.items():
-                    result.metrics[key].append(value)
-
-    pipelined = pipeline and not getattr(act, "stateful", False)
-    groups = _eval_envs(env_id, num_envs, seed, env_kwargs, pipelined=pipelined)
-    keys = episode_metric_keys(groups[0])
-    result.metrics = {key: [] for key in keys}
-    try:
-        if len(groups) == 2:
-            _play_pipelined(act, groups, seed, record, counts, targets, max_steps)
-        else:
-            envs = groups[0]
-            obs, _ = envs.reset(seed=seed)
-            episode_start = np.ones(num_envs, dtype=bool)
-            ended = np.zeros(num_envs, dtype=bool)
-            # Envs that have played their episodes keep stepping (a vector env steps all of them) but the policy
-            # only runs for the others: the tail of long, uneven games costs no forward passes for idle envs.
-            # A stateful policy keeps one state row per env, so it always sees the whole batch.
-            trim = not getattr(act, "stateful", False) and isinstance(obs, np.ndarray)
-            actions = None
-            for _ in range(max_steps):
-                playing = counts < targets
-                if trim and actions is not None and not playing.all():
-                    actions = actions.copy()  # idle envs repeat their last (valid) action
-                    actions[playing] = act(obs[playing], episode_start[playing])
-                else:
-                    actions = act(obs, episode_start)
-                episode_start = ended  # this step reset the envs whose episodes ended on the previous step
-                obs, _, terminated, truncated, info = envs.step(actions)
-                ended = np.asarray(terminated) | np.asarray(truncated)
-                record(info, 0)
-                if (counts >= targets).all():
-                    break
-    finally:
-        for envs in groups:
-            envs.close()
+    if workers is None:
+        workers = min(_cpu_count(), num_envs // 2)
+    workers = max(1, min(workers, num_envs))
+    actors = act.split(workers) if workers > 1 and isinstance(act, AgentActor) else None
+    if actors is None or not _per_game_atari(env_id, env_kwargs):
+        played, keys = _play_group(act, env_id, 0, targets, seed, env_kwargs, max_steps, None, None)
+    else:
+        played, keys = _play_groups(actors, env_id, targets, seed, env_kwargs, max_steps)
+    played.sort(key=lambda episode: (episode.env_index, episode.number))
+    result = EvalResult(metrics={key: [] for key in keys})
+    for episode in played:
+        result.returns.append(episode.ret)
+        result.lengths.append(episode.length)
+        for key, value in episode.metrics.items():
+            result.metrics[key].append(value)
     return result
 
 
-def _eval_envs(
-    env_id: str, num_envs: int, seed: int, env_kwargs: dict | None, pipelined: bool = True
-) -> list[Any]:
-    """One vector env, or two halves when the env steps asynchronously (ALE), there are >= 4 envs and the
-    policy keeps no state across calls (a recurrent policy's state is laid out for one batch of all envs)."""
-    envs = make_vec_env(env_id, num_envs, seed=seed, mode="eval", env_kwargs=env_kwargs)
-    if not pipelined or num_envs < 4 or not getattr(envs, "supports_async", False):
-        return [envs]
-    envs.close()
-    half = num_envs // 2
-    # The second half's seed is offset so its games differ from the first half's.
-    return [
-        make_vec_env(env_id, half, seed=seed, mode="eval", env_kwargs=env_kwargs),
-        make_vec_env(env_id, num_envs - half, seed=seed + 10_007, mode="eval", env_kwargs=env_kwargs),
-    ]
+SWITCH_INTERVAL = 1e-4  # seconds; Python's default is 5e-3
 
 
-def _play_pipelined(
-    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    groups: list[Any],
-    seed: int,
-    record: Callable[[dict, int], None],
-    counts: np.ndarray,
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _per_game_atari(env_id: str, env_kwargs: dict | None) -> bool:
+    """Whether ``env_id`` is an Atari game on the standard (nature) pipeline, which ``_play_games`` plays."""
+    if env_family(env_id) != "atari":
+        return False
+    from rlkit.envs.atari import atari_settings
+
+    return atari_settings("eval", dict(env_kwargs or {})).pipeline == "nature"
+
+
+def _play_groups(
+    actors: list[AgentActor],
+    env_id: str,
     targets: np.ndarray,
+    seed: int,
+    env_kwargs: dict | None,
     max_steps: int,
-) -> None:
-    """Ping-pong between two halves: the network acts for one half while ALE's threads step the other, so
-    the forward pass and emulation overlap instead of alternating."""
-    first, second = groups
-    offset = first.num_envs
-    obs_first, _ = first.reset(seed=seed)
-    obs_second, _ = second.reset(seed=seed + 10_007)
-    # With next-step autoreset an observation starts an episode after a reset or after a step that ended one.
-    start_second = np.ones(second.num_envs, bool)
-    ended_first, ended_second = np.zeros(first.num_envs, bool), np.zeros(second.num_envs, bool)
-    first.step_async(act(obs_first, np.ones(first.num_envs, bool)))
-    for _ in range(max_steps):
-        actions_second = act(obs_second, start_second)  # overlaps the first half's emulation
-        obs_first, _, terminated, truncated, info = first.step_wait()
-        start_first, ended_first = ended_first, np.asarray(terminated) | np.asarray(truncated)
-        second.step_async(actions_second)
-        record(info, 0)
-        actions_first = act(obs_first, start_first)  # overlaps the second half's emulation
-        obs_second, _, terminated, truncated, info = second.step_wait()
-        start_second, ended_second = ended_second, np.asarray(terminated) | np.asarray(truncated)
-        first.step_async(actions_first)
-        record(info, offset)
-        if (counts >= targets).all():
-            break
-    first.step_wait()  # leave no step in flight before closing
+) -> tuple[list[_Episode], tuple[str, ...]]:
+    """Contiguous blocks of envs, one per actor, each played in its own thread; Ctrl-C stops them all."""
+    bounds = np.linspace(0, len(targets), len(actors) + 1).round().astype(int)
+    stop = threading.Event()
+    previous_threads, previous_interval = torch.get_num_threads(), sys.getswitchinterval()
+    torch.set_num_threads(max(1, previous_threads // len(actors)))
+    # A thread coming back from ALE or torch waits for the GIL up to the switch interval (5 ms by default,
+    # longer than a step): a short interval lets the groups hand it over at step granularity.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        with ThreadPoolExecutor(len(actors), thread_name_prefix="rlkit-eval") as pool:
+            futures = [
+                pool.submit(_play_games, actor, env_id, int(lo), targets[lo:hi], seed + int(lo), env_kwargs,
+                            max_steps, stop)
+                for actor, lo, hi in zip(actors, bounds[:-1], bounds[1:])
+            ]
+            try:
+                while not all(future.done() for future in futures):
+                    wait(futures, timeout=0.2)
+            finally:
+                stop.set()
+            outcomes = [future.result() for future in futures]
+    finally:
+        torch.set_num_threads(previous_threads)
+        sys.setswitchinterval(previous_interval)
+    return [episode for played, _ in outcomes for episode in played], outcomes[0][1]
+
+
+def _play_games(
+    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    env_id: str,
+    offset: int,
+    targets: np.ndarray,
+    seed: int,
+    env_kwargs: dict | None,
+    max_steps: int,
+    stop: threading.Event,
+) -> tuple[list[_Episode], tuple[str, ...]]:
+    """Play ``targets[i]`` episodes of game ``i`` (seeded ``seed + i``; game ``offset + i`` of the evaluation),
+    each game in its own one-env ALE vector env, so only games with episodes left are stepped. Evaluation
+    mode has no life-loss episodes and no reward clipping, so ALE's own outputs are the episode statistics:
+    the same returns and lengths as ``AtariVecEnv`` reports."""
+    from rlkit.envs.atari import ale_vector_env, atari_settings
+
+    settings = atari_settings("eval", dict(env_kwargs or {}))
+    count = len(targets)
+    games, first_obs = [], []
+    try:
+        for i in range(count):  # building holds the GIL, a seeded reset does not: another group builds meanwhile
+            games.append(ale_vector_env(env_id, 1, settings, num_threads=1))
+            first_obs.append(games[-1].reset(seed=seed + i)[0])
+        obs = np.concatenate(first_obs)
+        played: list[_Episode] = []
+        counts, lengths = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+        returns = np.zeros(count, dtype=np.float64)
+        starting, resetting = np.ones(count, dtype=bool), np.zeros(count, dtype=bool)
+        paddle_strength = np.ones(1, dtype=np.float32)
+        active = [i for i in range(count) if targets[i] > 0]
+        for _ in range(max_steps):
+            if not active or stop.is_set():
+                break
+            actions = np.asarray(act(obs[active], starting[active]), dtype=np.int64)
+            for k, i in enumerate(active):
+                games[i].ale.send(actions[k : k + 1], paddle_strength)
+            still_playing = []
+            for i in active:
+                frame, reward, terminated, truncated, _ = games[i].ale.recv()
+                obs[i] = frame[0]
+                if resetting[i]:  # next-step autoreset: this step started the game's next episode
+                    resetting[i], starting[i] = False, True
+                    still_playing.append(i)
+                    continue
+                starting[i] = False
+                returns[i] += float(reward[0])
+                lengths[i] += 1
+                if terminated[0] or truncated[0]:
+                    played.append(_Episode(offset + i, int(counts[i]), float(returns[i]), int(lengths[i]), {}))
+                    counts[i] += 1
+                    returns[i], lengths[i] = 0.0, 0
+                    resetting[i] = counts[i] < targets[i]
+                    if not resetting[i]:
+                        continue
+                still_playing.append(i)
+            active = still_playing
+    finally:
+        for game in games:
+            game.close()
+    return played, ()
+
+
+def _play_group(
+    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    env_id: str,
+    offset: int,
+    targets: np.ndarray,
+    seed: int,
+    env_kwargs: dict | None,
+    max_steps: int,
+    env_threads: int | None,
+    stop: threading.Event | None,
+) -> tuple[list[_Episode], tuple[str, ...]]:
+    """Play ``targets[i]`` episodes on env ``i`` of one vector env (envs ``offset + i`` of the evaluation)."""
+    num_envs = len(targets)
+    counts = np.zeros(num_envs, dtype=np.int64)
+    played: list[_Episode] = []
+    envs = make_vec_env(env_id, num_envs, seed=seed, mode="eval", env_kwargs=env_kwargs, env_threads=env_threads)
+    keys = episode_metric_keys(envs)
+    try:
+        obs, _ = envs.reset(seed=seed)
+        episode_start = np.ones(num_envs, dtype=bool)
+        ended = np.zeros(num_envs, dtype=bool)
+        # Envs that have played their episodes keep stepping (a vector env steps all of them) but the policy
+        # only runs for the others: the tail of long, uneven games costs no forward passes for idle envs.
+        # A stateful policy keeps one state row per env, so it always sees the whole batch.
+        trim = not getattr(act, "stateful", False) and isinstance(obs, np.ndarray)
+        actions = None
+        for _ in range(max_steps):
+            if stop is not None and stop.is_set():
+                break
+            playing = counts < targets
+            if trim and actions is not None and not playing.all():
+                actions = actions.copy()  # idle envs repeat their last (valid) action
+                actions[playing] = act(obs[playing], episode_start[playing])
+            else:
+                actions = act(obs, episode_start)
+            episode_start = ended  # this step reset the envs whose episodes ended on the previous step
+            obs, _, terminated, truncated, info = envs.step(actions)
+            ended = np.asarray(terminated) | np.asarray(truncated)
+            for i, ret, length in episode_stats(info):
+                if counts[i] < targets[i]:
+                    values = final_info_values(info, i, keys)
+                    played.append(_Episode(offset + i, int(counts[i]), ret, length, values))
+                    counts[i] += 1
+            if (counts >= targets).all():
+                break
+    finally:
+        envs.close()
+    return played, keys
 
 
 def evaluate_during_training(agent: Any, run: Any) -> float:

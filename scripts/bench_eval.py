@@ -7,7 +7,8 @@ from it (a dueling head replaces SB3's linear head), so both policies are identi
 similar length. A random network loses every game 0-21 in about 760 agent steps, so building and seeding the
 envs weighs more than with a trained agent, whose games last thousands of steps.
 
-- rlkit: ``rlkit.evaluation.evaluate`` on ale-py's C++ vector env, 10 envs (one episode each).
+- rlkit: ``rlkit.evaluation.evaluate`` on ale-py's C++ vector env, 10 envs (one episode each), played as
+  one group of envs per core, each group in its own thread (the default), and as one group (``workers=1``).
 - SB3: ``evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)`` on the standard SB3 Atari
   pipeline (``make_atari_env`` with ``clip_reward=False, terminal_on_life_loss=False`` + ``VecFrameStack(4)``),
   once with 1 env (the usual call) and once with 10 envs (``DummyVecEnv``).
@@ -94,12 +95,12 @@ def copy_into_sb3(agent, model) -> None:
     model.policy.q_net_target.load_state_dict(state)
 
 
-def bench_rlkit(agent, episodes: int, seed: int, pipeline: bool = False) -> dict:
+def bench_rlkit(agent, episodes: int, seed: int, workers: int | None = None) -> dict:
     from rlkit.evaluation import AgentActor, evaluate
 
     start = time.perf_counter()
     result = evaluate(
-        AgentActor(agent, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes, pipeline=pipeline
+        AgentActor(agent, epsilon=0.0), "ALE/Pong-v5", episodes, seed=seed, num_envs=episodes, workers=workers
     )
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": int(sum(result.lengths)), "mean": result.mean}
@@ -152,7 +153,7 @@ MEASUREMENTS = {
     # name: (side, envs, OMP_WAIT_POLICY or None for the OpenMP default)
     "rlkit evaluate, 10 envs": ("rlkit", 10, None),
     "rlkit evaluate, 10 envs, PASSIVE": ("rlkit", 10, "PASSIVE"),
-    "rlkit evaluate, 10 envs, pipelined halves": ("rlkit-pipelined", 10, None),
+    "rlkit evaluate, 10 envs, one group": ("rlkit-1group", 10, None),
     "SB3 evaluate_policy, 1 env": ("sb3", 1, None),
     "SB3 evaluate_policy, 1 env, PASSIVE": ("sb3", 1, "PASSIVE"),
     "SB3 evaluate_policy, 10 envs": ("sb3", 10, None),
@@ -164,7 +165,7 @@ def measure(side: str, envs: int, args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     agent = build_rlkit_agent(args.checkpoint, args.seed)
     if side.startswith("rlkit"):
-        return bench_rlkit(agent, args.episodes, args.seed, pipeline=side == "rlkit-pipelined")
+        return bench_rlkit(agent, args.episodes, args.seed, workers=1 if side == "rlkit-1group" else None)
     return bench_sb3(agent, args.episodes, args.seed, envs)
 
 

@@ -196,47 +196,62 @@ def test_group_training_runs_as_separate_processes_module_entry():
     assert "atari-cpu" in out.stdout
 
 
-def test_atari_step_async_then_wait_equals_step():
-    from rlkit.envs import make_vec_env
+def _pong_dqn(seed: int = 0):
+    import gymnasium as gym
 
-    a = make_vec_env("ALE/Pong-v5", 2, seed=3, mode="eval")
-    b = make_vec_env("ALE/Pong-v5", 2, seed=3, mode="eval")
-    try:
-        obs_a, _ = a.reset(seed=3)
-        obs_b, _ = b.reset(seed=3)
-        np.testing.assert_array_equal(obs_a, obs_b)
-        rng = np.random.default_rng(0)
-        for _ in range(60):
-            actions = rng.integers(0, 6, 2)
-            step_a = a.step(actions)
-            b.step_async(actions)
-            step_b = b.step_wait()
-            for x, y in zip(step_a[:4], step_b[:4]):
-                np.testing.assert_array_equal(x, y)
-    finally:
-        a.close()
-        b.close()
+    from rlkit.agents.dqn import DQN, DQNConfig
+
+    config = DQNConfig(env_id="ALE/Pong-v5", encoder="nature_cnn_small", device="cpu", seed=seed)
+    return DQN(config, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
 
 
-def test_pipelined_atari_evaluation_plays_each_requested_episode():
-    from rlkit.evaluation import _eval_envs, evaluate
+def test_concurrent_per_game_atari_evaluation_plays_the_same_episodes(monkeypatch):
+    import torch
 
-    groups = _eval_envs("ALE/Pong-v5", 4, 0, {"max_episode_frames": 2000})
-    assert [g.num_envs for g in groups] == [2, 2]  # ALE envs are split in two pipelined halves
-    for g in groups:
-        g.close()
-    seen_batches = []
+    import rlkit.evaluation as evaluation
 
-    def act(obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
-        seen_batches.append(len(obs))
-        return np.zeros(len(obs), dtype=np.int64)
-
-    result = evaluate(
-        act, "ALE/Pong-v5", 6, seed=0, env_kwargs={"max_episode_frames": 2000}, num_envs=4, pipeline=True
+    calls = []
+    play_games = evaluation._play_games
+    monkeypatch.setattr(evaluation, "_play_games", lambda *args: calls.append(len(args[3])) or play_games(*args))
+    agent = _pong_dqn()
+    threads, interval = torch.get_num_threads(), sys.getswitchinterval()
+    # 5 episodes on 3 games: games 0 and 1 play two episodes each (the second after ALE's next-step reset).
+    concurrent = evaluation.evaluate(evaluation.AgentActor(agent), "ALE/Pong-v5", 5, seed=7, num_envs=3, workers=2)
+    assert sorted(calls) == [1, 2]  # two groups of games, each in its own thread
+    assert (torch.get_num_threads(), sys.getswitchinterval()) == (threads, interval)  # restored
+    one_vector_env = evaluation.evaluate(
+        evaluation.AgentActor(agent), "ALE/Pong-v5", 5, seed=7, num_envs=3, workers=1
     )
-    assert len(result.returns) == 6 and len(result.lengths) == 6
-    assert all(length == 500 for length in result.lengths)  # 2000 frames / frame skip 4, truncated
-    assert set(seen_batches) == {2}
+    assert len(calls) == 2  # one vector env, no per-game path
+    assert concurrent.returns == one_vector_env.returns
+    assert concurrent.lengths == one_vector_env.lengths
+    assert len(set(concurrent.lengths)) > 1 and all(length > 100 for length in concurrent.lengths)
+
+
+def test_agent_actor_split_keeps_results_independent_of_threads():
+    import gymnasium as gym
+
+    from rlkit.agents.policy_gradient import PPO, PPOConfig
+    from rlkit.agents.recurrent_ppo import RecurrentPPO, RecurrentPPOConfig
+    from rlkit.evaluation import AgentActor
+
+    obs = np.zeros((16, 4, 84, 84), np.uint8)
+    draws = []
+    for _ in range(2):  # two identically seeded agents split the same way draw the same exploration
+        actors = AgentActor(_pong_dqn(seed=3), epsilon=0.5).split(2)
+        draws.append([actor(obs, None) for actor in actors])
+    assert [a.act_kwargs["rng"] is b.act_kwargs["rng"] for a, b in zip(actors, actors[1:])] == [False]
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert not np.array_equal(draws[0][0], draws[0][1])  # each group its own generator
+    box = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    ppo = PPO(PPOConfig(env_id="CartPole-v1", device="cpu"), box, gym.spaces.Discrete(2))
+    assert AgentActor(ppo, deterministic=False).split(2) is None  # samples with torch's global generator
+    assert len(AgentActor(ppo, deterministic=True).split(2)) == 2
+    recurrent = RecurrentPPO(
+        RecurrentPPOConfig(env_id="rlkit/MaskedCartPole-v0", device="cpu", lstm_hidden=8),
+        gym.spaces.Box(-np.inf, np.inf, (2,), np.float32), gym.spaces.Discrete(2),
+    )
+    assert AgentActor(recurrent).split(2) is None  # one state for every env
 
 
 class _RecordingPolicy:

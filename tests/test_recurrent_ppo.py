@@ -111,7 +111,7 @@ class CountingAgent:
     recurrent = True
 
     def __init__(self) -> None:
-        self.finished: list[int] = []  # counts at each episode start (after the first), in time order
+        self.finished: dict[int, list[int]] = {}  # per env: counts at each episode start (after the first)
 
     def initial_state(self, n: int) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
@@ -119,7 +119,7 @@ class CountingAgent:
     def act(self, obs, state, episode_start, **kwargs):
         for i in np.flatnonzero(episode_start):
             if state[i] > 0:
-                self.finished.append(int(state[i]))
+                self.finished.setdefault(int(i), []).append(int(state[i]))
         state = np.where(episode_start, 0, state) + 1
         return np.zeros(len(obs), dtype=np.int64), state
 
@@ -128,10 +128,13 @@ def test_evaluate_resets_recurrent_state_at_episode_ends():
     agent = CountingAgent()
     result = evaluate(AgentActor(agent), "CartPole-v1", episodes=8, seed=0, num_envs=2)
     # An episode of L steps is L calls plus the ignored call on its final observation (the reset step); the
-    # state restarts exactly at the next episode's first observation. Episodes end in the same order as
-    # evaluate records them (the last ones have no following start).
-    assert len(agent.finished) >= 4
-    assert agent.finished == [length + 1 for length in result.lengths[: len(agent.finished)]]
+    # state restarts exactly at the next episode's first observation. Results list env 0's 4 episodes, then
+    # env 1's; an env's last counted episode may have no following start.
+    for env in (0, 1):
+        lengths = result.lengths[4 * env : 4 * env + 4]
+        finished = agent.finished[env][:4]
+        assert len(finished) >= 3
+        assert finished == [length + 1 for length in lengths[: len(finished)]]
 
 
 def test_ppo_lstm_train_resume_eval(tmp_path):
