@@ -225,6 +225,10 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
         base += ["--freeze"]
     if args.encoder_lr_scale is not None:
         base += ["--encoder-lr-scale", str(args.encoder_lr_scale)]
+    parallel = min(args.workers, len(seeds))
+    if parallel > 1 and config.torch_threads == 0:
+        # Each process would otherwise take every core; oversubscribed, torch's spinning threads stall each other.
+        base += ["--set", f"torch_threads={max(1, (os.cpu_count() or 1) // parallel)}"]
     commands = {seed: base + ["--seed", str(seed), "--run-dir", str(group / f"seed_{seed}")] for seed in seeds}
     (group / "group.yaml").write_text(
         yaml.safe_dump({"algo": algo, "env_id": config.env_id, "seeds": seeds, "command": base}, sort_keys=False)
