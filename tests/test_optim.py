@@ -143,3 +143,22 @@ def test_stop_at_return_stops_every_agent(run_dir, algo, env, extra):
     assert len(records) == 1 and 500 <= records[0]["step"] < 2000
     meta = load_checkpoint(run_dir / "checkpoints" / "last.safetensors")[1]
     assert meta["counters"]["global_step"] == records[0]["step"]
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_cpu_adam_is_fused_and_matches_the_reference_implementation(name):
+    torch.manual_seed(0)
+    start = torch.randn(64, 32)
+    targets = torch.randn(16, 32)
+    fused_param, reference_param = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    ours = make_optimizer(name, [fused_param], lr=1e-2, eps=1.5e-4)
+    assert ours.defaults["fused"] is True
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    decay = 0.0 if name == "adam" else 0.01
+    reference = cls([reference_param], lr=1e-2, eps=1.5e-4, weight_decay=decay, foreach=False)
+    for _ in range(20):
+        for param, optimizer in ((fused_param, ours), (reference_param, reference)):
+            optimizer.zero_grad()
+            ((targets @ param.T) ** 2).mean().backward()
+            optimizer.step()
+    torch.testing.assert_close(fused_param, reference_param, rtol=1e-5, atol=1e-6)
