@@ -386,6 +386,37 @@ def test_mae_train_step_and_norm_pix(tmp_path):
     assert sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters())) > len(before) // 2
 
 
+def test_mae_visible_loss_weight_and_foreground_weight(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.mae import background_frame, masked_patch_loss
+
+    pred, target = torch.zeros(2, 4, 3), torch.zeros(2, 4, 3)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    target[:, 2:] = 1.0  # error only on the visible patches
+    assert masked_patch_loss(pred, target, mask) == 0
+    assert masked_patch_loss(pred, target, mask, visible_weight=1.0) == pytest.approx(0.5)
+    weight = torch.ones(2, 4, 3)
+    weight[:, 2:, 0] = 4.0  # one pixel of each visible patch counts 4x: its patch MSE (4 + 1 + 1) / 3 = 2
+    assert masked_patch_loss(pred, target, mask, weight, visible_weight=1.0) == pytest.approx(1.0)
+    frames = np.zeros((5, 1, 2, 2))
+    frames[0, 0, 0, 0] = frames[1, 0, 1, 1] = 1.0  # a "ball" in two frames: not background
+    assert np.array_equal(background_frame(frames), np.zeros((1, 2, 2)))
+
+    trainer = _mae(tmp_path, foreground_weight=9.0, visible_loss_weight=0.5)
+    assert trainer.background is not None and trainer.background.shape == (1, 16, 4 * 4 * 2)
+    obs, _ = trainer.data.batch(np.arange(4))
+    x = trainer.vit.preprocess(obs).contiguous()
+    w = trainer.pixel_weight(x)
+    from rlkit.vision.vit import patchify
+
+    fg = (patchify(x, 4) - trainer.background).abs() > trainer.config.foreground_threshold
+    assert w.shape == (4, 16, 32) and torch.equal(w, 1 + 9 * fg.float())
+    assert _mae(tmp_path / "off").pixel_weight(x) is None
+    assert np.isfinite(trainer.train_step(0)["mae"])
+    with pytest.raises(RLKitError, match=">= 0"):
+        _mae(tmp_path / "bad", visible_loss_weight=-1.0)
+
+
 def test_collect_with_trained_policy_run_dir(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "dqn", "--env", "CartPole-v1", "--total-steps", "150", "--run-dir", str(run),
