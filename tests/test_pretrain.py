@@ -182,6 +182,36 @@ def test_gan_spectral_discriminator_instance_noise_and_label_smoothing(tmp_path)
     torch.testing.assert_close(loaded(x), encoder(x))
 
 
+def test_dcgan_multi_layer_features_and_disc_lr(tmp_path):
+    import torch.nn.functional as F
+
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.gan import GANConfig, GANPretrainer, to_gan_range
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    last = make_encoder("dcgan", space, width=4)
+    multi = make_encoder("dcgan", space, width=4, features="multi")
+    multi.load_state_dict(last.state_dict())  # same weights: one encoder file serves both feature modes
+    last.eval(), multi.eval()
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    out = multi(obs)
+    assert multi.features_dim == 4 * 16 * (1 + 2 + 4 + 8) and out.shape == (3, multi.features_dim)
+    # the last block of the multi features is the last map (already 4x4, max-pooling keeps it)
+    torch.testing.assert_close(out[:, -8 * 4 * 16 :], last(obs))
+    # the first block is the first layer's 32x32 map max-pooled to 4x4
+    first = last.trunk[1](last.trunk[0](to_gan_range(obs.float())))
+    torch.testing.assert_close(out[:, : 4 * 16], F.max_pool2d(first, 8).flatten(1))
+    with pytest.raises(RLKitError, match="features='mean' is not valid"):
+        make_encoder("dcgan", space, features="mean")
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    trainer = GANPretrainer(GANConfig(encoder_kwargs={"width": 4}, batch_size=4, disc_lr=1e-3), data, None,
+                            torch.device("cpu"))
+    assert trainer.optimizers["discriminator"].param_groups[0]["lr"] == 1e-3
+    assert trainer.optimizers["generator"].param_groups[0]["lr"] == 2e-4
+
+
 def test_probe_linear_label_scores_one_and_random_label_chance():
     from rlkit.vision.probe import probe_features
 
