@@ -447,6 +447,27 @@ def test_mae_visible_loss_weight_and_foreground_weight(tmp_path):
         _mae(tmp_path / "bad", visible_loss_weight=-1.0)
 
 
+def test_mae_decoder_positions_on_mask_tokens_only(tmp_path):
+    trainer = _mae(tmp_path, decoder_visible_pos=False)
+    decoder = trainer.decoder
+    noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(0))
+    from rlkit.vision.mae import random_masking
+
+    _, mask, restore = random_masking(noise, 0.75)
+    tokens = torch.randn(2, 1 + 4, 16)  # CLS + 4 visible
+    out = decoder(tokens, restore)
+    # changing the decoder's positional embedding at a visible patch changes nothing; at a hidden one it does
+    vis = int((mask[0] == 0).nonzero()[0])
+    hid = int((mask[0] == 1).nonzero()[0])
+    with torch.no_grad():
+        decoder.pos_embed[0, vis] += 10.0
+    torch.testing.assert_close(decoder(tokens, restore)[0], out[0])
+    with torch.no_grad():
+        decoder.pos_embed[0, hid] += 10.0
+    assert not torch.allclose(decoder(tokens, restore)[0], out[0])
+    assert np.isfinite(trainer.train_step(0)["mae"])
+
+
 def test_collect_with_trained_policy_run_dir(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "dqn", "--env", "CartPole-v1", "--total-steps", "150", "--run-dir", str(run),

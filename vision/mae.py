@@ -65,8 +65,9 @@ def background_frame(frames: np.ndarray) -> np.ndarray:
 class MAEDecoder(nn.Module):
     """Encoded visible tokens -> pixel predictions for all N patches."""
 
-    def __init__(self, encoder: ViT, width: int, depth: int, heads: int) -> None:
+    def __init__(self, encoder: ViT, width: int, depth: int, heads: int, visible_pos: bool = True) -> None:
         super().__init__()
+        self.visible_pos = visible_pos
         self.prefix = encoder.num_prefix_tokens
         self.embed = nn.Linear(encoder.width, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
@@ -83,7 +84,12 @@ class MAEDecoder(nn.Module):
         b, n = restore.shape
         hidden = self.mask_token.expand(b, n - visible.shape[1], -1)
         full = torch.cat([visible, hidden], dim=1)  # in shuffled order: visible first
-        full = torch.gather(full, 1, restore.unsqueeze(-1).expand(-1, -1, full.shape[-1])) + self.pos_embed
+        full = torch.gather(full, 1, restore.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+        if self.visible_pos:
+            full = full + self.pos_embed
+        else:  # positions on the mask tokens only: the visible tokens must carry the encoder's own
+            hidden_at = (restore >= visible.shape[1]).unsqueeze(-1).to(full.dtype)  # (B, N, 1), 1 = hidden
+            full = full + self.pos_embed * hidden_at
         x = torch.cat([prefix, full], dim=1)
         for block in self.blocks:
             x = block(x)
@@ -112,6 +118,9 @@ class MAEConfig(PretrainConfig):
     """train frames (evenly spaced) whose per-pixel median is the background"""
     visible_loss_weight: float = 0.0
     """loss weight of the visible patches relative to the hidden ones (0: hidden patches only, MAE)"""
+    decoder_visible_pos: bool = True
+    """add the decoder's positional embeddings to the visible tokens too (MAE); false: to the mask tokens only,
+    so the encoder's tokens must say where they are (mean-pooled features then keep positions)"""
     decoder_width: int = 128
     decoder_depth: int = 2
     decoder_heads: int = 4
@@ -139,7 +148,8 @@ class MAEPretrainer(Pretrainer):
             frames = self.data.get_batch(np.linspace(0, len(self.data) - 1, n).astype(np.int64))
             x = self.vit.preprocess(torch.from_numpy(frames)).numpy()
             self.background = patchify(torch.from_numpy(background_frame(x))[None], self.vit.patch_size)
-        self.decoder = MAEDecoder(self.vit, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
+        self.decoder = MAEDecoder(self.vit, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads,
+                                  cfg.decoder_visible_pos)
         self.model = nn.ModuleDict({"encoder": self.vit, "decoder": self.decoder})
         self.modules = {"model": self.model}
         params = self.model.parameters()
