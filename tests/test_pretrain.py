@@ -468,6 +468,28 @@ def test_mae_decoder_positions_on_mask_tokens_only(tmp_path):
     assert np.isfinite(trainer.train_step(0)["mae"])
 
 
+def test_recard_script_reads_same_weights_with_new_pooling(tmp_path):
+    import runpy
+
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.io import load_encoder, save_encoder
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    mean = make_encoder("vit", space, pool="mean", depth=1)
+    save_encoder(tmp_path / "mean.safetensors", mean, {"method": "mae"})
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "vision_recard.py"))
+    script["main"](str(tmp_path / "mean.safetensors"), str(tmp_path / "grid.safetensors"), {"pool": "grid"})
+    grid = load_encoder(tmp_path / "grid.safetensors", space)
+    assert grid.card["encoder_kwargs"]["pool"] == "grid" and grid.card["method"] == "mae"
+    assert grid.features_dim == 192 * 16
+    for a, b in zip(mean.state_dict().values(), grid.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(RLKitError, match="does not fit"):  # CLS pooling adds a parameter: refused
+        script["main"](str(tmp_path / "mean.safetensors"), str(tmp_path / "cls.safetensors"), {"pool": "cls"})
+
+
 def test_collect_with_trained_policy_run_dir(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "dqn", "--env", "CartPole-v1", "--total-steps", "150", "--run-dir", str(run),
