@@ -120,7 +120,7 @@ class MAEConfig(PretrainConfig):
     """loss weight of the visible patches relative to the hidden ones (0: hidden patches only, MAE)"""
     decoder_visible_pos: bool = True
     """add the decoder's positional embeddings to the visible tokens too (MAE); false: to the mask tokens only,
-    so the encoder's tokens must say where they are (mean-pooled features then keep positions)"""
+    so the encoder's tokens must carry their own position (on Pong it did not change the val probe)"""
     decoder_width: int = 128
     decoder_depth: int = 2
     decoder_heads: int = 4
