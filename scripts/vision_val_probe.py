@@ -2,9 +2,11 @@
 (at most 10 epochs, patience 3), early-stopped on val and scored on val. Optimistic (val both stops and scores),
 but equally so for every encoder; used to choose pretraining settings before the one `rlkit probe` on test.
 
-Usage: python scripts/vision_val_probe.py ENCODER_FILE DATA_DIR [nobase]
-Prints the val F1 of the 4 varying Pong labels for the encoder file and (unless ``nobase``) for a random init
-of the same architecture (seed 1, as ``rlkit probe``).
+Usage: python scripts/vision_val_probe.py ENCODER_FILE DATA_DIR [nobase] [KEY=VALUE ...]
+Prints the val F1 of the 4 varying Pong labels (and the 8-label mean) for the encoder file and (unless
+``nobase``) for a random init of the same architecture (seed 1, as ``rlkit probe``). ``KEY=VALUE`` overrides
+an encoder kwarg of the card for both (e.g. ``features=multi`` for a ``dcgan`` file; values are parsed as
+YAML), so a feature-extraction option can be compared on a trained encoder without retraining.
 """
 
 from __future__ import annotations
@@ -14,27 +16,30 @@ import time
 
 import numpy as np
 import torch
+import yaml
 
 from rlkit.vision.data import FrameDataset
 from rlkit.vision.encoders import make_encoder
-from rlkit.vision.io import load_encoder, read_card
+from rlkit.vision.io import load_weights, read_card
 from rlkit.vision.probe import extract_features, probe_features
 
 VARYING = ["player_y", "enemy_y", "ball_x", "ball_y"]
 
 
-def main(path: str, data: str, baseline: bool = True) -> None:
+def main(path: str, data: str, baseline: bool = True, overrides: dict | None = None) -> None:
     """Print val-probe F1 (varying labels) of the encoder at ``path`` and of its random init."""
     torch.set_num_threads(1)
     train, val = FrameDataset(data, "train"), FrameDataset(data, "val")
     sub = np.arange(0, len(train), 4)
     names = train.label_names
     card = read_card(path)
+    kwargs = {**card["encoder_kwargs"], **(overrides or {})}
     space = train.observation_space()
-    encoders = {"pretrained": load_encoder(path, space)}
+    encoders = {"pretrained": make_encoder(card["encoder"], space, **kwargs)}
+    load_weights(encoders["pretrained"], path)
     if baseline:
         torch.manual_seed(1)
-        encoders["random"] = make_encoder(card["encoder"], space, **card["encoder_kwargs"])
+        encoders["random"] = make_encoder(card["encoder"], space, **kwargs)
     labels_train = train.get_batch(sub, "labels")
     labels_val = val.get_batch(np.arange(len(val)), "labels")
     for key, encoder in encoders.items():
@@ -48,8 +53,11 @@ def main(path: str, data: str, baseline: bool = True) -> None:
                                 max_epochs=10, patience=3)
         f1 = {n: scores[n]["f1_weighted"] for n in names}
         print(f"{key:10s} val-probe varying mean {np.mean([f1[n] for n in VARYING]):.3f} "
-              + " ".join(f"{n}={f1[n]:.3f}" for n in VARYING) + f" [{time.time() - start:.0f}s]", flush=True)
+              + " ".join(f"{n}={f1[n]:.3f}" for n in VARYING) + f" all8={np.mean(list(f1.values())):.3f}"
+              + f" [{time.time() - start:.0f}s]", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], baseline=len(sys.argv) < 4 or sys.argv[3] != "nobase")
+    rest = sys.argv[3:]
+    extra = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in rest if "=" in a)}
+    main(sys.argv[1], sys.argv[2], baseline="nobase" not in rest, overrides=extra)

@@ -88,6 +88,31 @@ def test_vit_patch_sizes():
         make_encoder("vit", image_space((3, 64, 64)), width=100, heads=3)
 
 
+def test_vit_grid_pool_keeps_token_positions():
+    torch.manual_seed(0)
+    vit = make_encoder("vit", image_space((4, 84, 84)), pool="grid", depth=1)  # 7x7 patches -> 4x4 cells
+    assert vit.features_dim == 192 * 16 and vit.num_prefix_tokens == 0
+    x = frames((4, 84, 84))
+    assert vit(x).shape == (2, 192 * 16)
+    tokens = torch.zeros(1, 49, 192)
+    tokens[0, 0, 0] = 1.0  # top-left patch -> only the first cell of channel 0
+    tokens[0, 48, 1] = 1.0  # bottom-right patch -> only the last cell of channel 1
+    cells = vit.pool_tokens(tokens).view(192, 4, 4)
+    assert cells[0, 0, 0] > 0 and cells[0].count_nonzero() == 1
+    assert cells[1, 3, 3] > 0 and cells[1].count_nonzero() == 1
+    # the mean pool of the same tokens cannot tell the two patches apart
+    mean = make_encoder("vit", image_space((4, 84, 84)), pool="mean", depth=1)
+    swapped = torch.zeros(1, 49, 192)
+    swapped[0, 48, 0] = swapped[0, 0, 1] = 1.0
+    assert torch.equal(mean.pool_tokens(tokens), mean.pool_tokens(swapped))
+    assert not torch.equal(vit.pool_tokens(tokens), vit.pool_tokens(swapped))
+    # same parameters as mean pooling: a mean-pool encoder file loads into a grid-pool encoder
+    vit.load_state_dict(mean.state_dict())
+    assert make_encoder("vit", image_space((4, 84, 84)), pool="grid", pool_grid=7).features_dim == 192 * 49
+    with pytest.raises(RLKitError, match="pool='max' is not valid"):
+        make_encoder("vit", image_space((4, 84, 84)), pool="max")
+
+
 @pytest.mark.parametrize("pool", ["cls", "mean"])
 def test_vit_keep_idx_token_count(pool):
     torch.manual_seed(0)

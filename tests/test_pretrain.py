@@ -182,6 +182,36 @@ def test_gan_spectral_discriminator_instance_noise_and_label_smoothing(tmp_path)
     torch.testing.assert_close(loaded(x), encoder(x))
 
 
+def test_dcgan_multi_layer_features_and_disc_lr(tmp_path):
+    import torch.nn.functional as F
+
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.gan import GANConfig, GANPretrainer, to_gan_range
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    last = make_encoder("dcgan", space, width=4)
+    multi = make_encoder("dcgan", space, width=4, features="multi")
+    multi.load_state_dict(last.state_dict())  # same weights: one encoder file serves both feature modes
+    last.eval(), multi.eval()
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    out = multi(obs)
+    assert multi.features_dim == 4 * 16 * (1 + 2 + 4 + 8) and out.shape == (3, multi.features_dim)
+    # the last block of the multi features is the last map (already 4x4, max-pooling keeps it)
+    torch.testing.assert_close(out[:, -8 * 4 * 16 :], last(obs))
+    # the first block is the first layer's 32x32 map max-pooled to 4x4
+    first = last.trunk[1](last.trunk[0](to_gan_range(obs.float())))
+    torch.testing.assert_close(out[:, : 4 * 16], F.max_pool2d(first, 8).flatten(1))
+    with pytest.raises(RLKitError, match="features='mean' is not valid"):
+        make_encoder("dcgan", space, features="mean")
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    trainer = GANPretrainer(GANConfig(encoder_kwargs={"width": 4}, batch_size=4, disc_lr=1e-3), data, None,
+                            torch.device("cpu"))
+    assert trainer.optimizers["discriminator"].param_groups[0]["lr"] == 1e-3
+    assert trainer.optimizers["generator"].param_groups[0]["lr"] == 2e-4
+
+
 def test_probe_linear_label_scores_one_and_random_label_chance():
     from rlkit.vision.probe import probe_features
 
@@ -384,6 +414,80 @@ def test_mae_train_step_and_norm_pix(tmp_path):
     losses = trainer.train_step(0)
     assert np.isfinite(losses["mae"])
     assert sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters())) > len(before) // 2
+
+
+def test_mae_visible_loss_weight_and_foreground_weight(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.mae import background_frame, masked_patch_loss
+
+    pred, target = torch.zeros(2, 4, 3), torch.zeros(2, 4, 3)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    target[:, 2:] = 1.0  # error only on the visible patches
+    assert masked_patch_loss(pred, target, mask) == 0
+    assert masked_patch_loss(pred, target, mask, visible_weight=1.0) == pytest.approx(0.5)
+    weight = torch.ones(2, 4, 3)
+    weight[:, 2:, 0] = 4.0  # one pixel of each visible patch counts 4x: its patch MSE (4 + 1 + 1) / 3 = 2
+    assert masked_patch_loss(pred, target, mask, weight, visible_weight=1.0) == pytest.approx(1.0)
+    frames = np.zeros((5, 1, 2, 2))
+    frames[0, 0, 0, 0] = frames[1, 0, 1, 1] = 1.0  # a "ball" in two frames: not background
+    assert np.array_equal(background_frame(frames), np.zeros((1, 2, 2)))
+
+    trainer = _mae(tmp_path, foreground_weight=9.0, visible_loss_weight=0.5)
+    assert trainer.background is not None and trainer.background.shape == (1, 16, 4 * 4 * 2)
+    obs, _ = trainer.data.batch(np.arange(4))
+    x = trainer.vit.preprocess(obs).contiguous()
+    w = trainer.pixel_weight(x)
+    from rlkit.vision.vit import patchify
+
+    fg = (patchify(x, 4) - trainer.background).abs() > trainer.config.foreground_threshold
+    assert w.shape == (4, 16, 32) and torch.equal(w, 1 + 9 * fg.float())
+    assert _mae(tmp_path / "off").pixel_weight(x) is None
+    assert np.isfinite(trainer.train_step(0)["mae"])
+    with pytest.raises(RLKitError, match=">= 0"):
+        _mae(tmp_path / "bad", visible_loss_weight=-1.0)
+
+
+def test_mae_decoder_positions_on_mask_tokens_only(tmp_path):
+    trainer = _mae(tmp_path, decoder_visible_pos=False)
+    decoder = trainer.decoder
+    noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(0))
+    from rlkit.vision.mae import random_masking
+
+    _, mask, restore = random_masking(noise, 0.75)
+    tokens = torch.randn(2, 1 + 4, 16)  # CLS + 4 visible
+    out = decoder(tokens, restore)
+    # changing the decoder's positional embedding at a visible patch changes nothing; at a hidden one it does
+    vis = int((mask[0] == 0).nonzero()[0])
+    hid = int((mask[0] == 1).nonzero()[0])
+    with torch.no_grad():
+        decoder.pos_embed[0, vis] += 10.0
+    torch.testing.assert_close(decoder(tokens, restore)[0], out[0])
+    with torch.no_grad():
+        decoder.pos_embed[0, hid] += 10.0
+    assert not torch.allclose(decoder(tokens, restore)[0], out[0])
+    assert np.isfinite(trainer.train_step(0)["mae"])
+
+
+def test_recard_script_reads_same_weights_with_new_pooling(tmp_path):
+    import runpy
+
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.io import load_encoder, save_encoder
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    mean = make_encoder("vit", space, pool="mean", depth=1)
+    save_encoder(tmp_path / "mean.safetensors", mean, {"method": "mae"})
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "vision_recard.py"))
+    script["main"](str(tmp_path / "mean.safetensors"), str(tmp_path / "grid.safetensors"), {"pool": "grid"})
+    grid = load_encoder(tmp_path / "grid.safetensors", space)
+    assert grid.card["encoder_kwargs"]["pool"] == "grid" and grid.card["method"] == "mae"
+    assert grid.features_dim == 192 * 16
+    for a, b in zip(mean.state_dict().values(), grid.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(RLKitError, match="does not fit"):  # CLS pooling adds a parameter: refused
+        script["main"](str(tmp_path / "mean.safetensors"), str(tmp_path / "cls.safetensors"), {"pool": "cls"})
 
 
 def test_collect_with_trained_policy_run_dir(tmp_path):

@@ -66,13 +66,20 @@ class DCGANDiscriminator(Encoder):
 
     ``norm``: ``spectral`` (default) wraps every convolution in spectral normalisation and uses no BatchNorm;
     ``batch`` is the paper's discriminator (BatchNorm after every convolution but the first); ``none`` has
-    neither (convolutions with biases)."""
+    neither (convolutions with biases). ``features``: ``last`` (default) is the flattened 4x4x8k map; ``multi``
+    is DCGAN's evaluation protocol (Radford et al. 2016, section 5.1): every layer's activations max-pooled to a
+    4x4 grid and concatenated (4x4x15k); the weights are the same, so either reads the same encoder file."""
 
-    def __init__(self, observation_space: gym.spaces.Space, width: int = 64, norm: str = "spectral") -> None:
+    def __init__(
+        self, observation_space: gym.spaces.Space, width: int = 64, norm: str = "spectral", features: str = "last"
+    ) -> None:
         super().__init__()
         channels, _, _ = _require_image(type(self).__name__, observation_space)
         if norm not in ("spectral", "batch", "none"):
             raise RLKitError(f"dcgan norm={norm!r} is not valid; choose one of: spectral, batch, none.")
+        if features not in ("last", "multi"):
+            raise RLKitError(f"dcgan features={features!r} is not valid; choose one of: last, multi.")
+        self.features = features
         self.scale_uint8 = observation_space.dtype == np.uint8
         self.norm = norm
         k = width
@@ -84,7 +91,7 @@ class DCGANDiscriminator(Encoder):
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2))
         self.trunk = nn.Sequential(*layers)
-        self.features_dim = 8 * k * 4 * 4
+        self.features_dim = (8 * k if features == "last" else 15 * k) * 4 * 4
         self.apply(_init)
         if norm == "spectral":  # after the init, so the power iteration starts from the final weights
             for module in self.trunk:
@@ -97,7 +104,15 @@ class DCGANDiscriminator(Encoder):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at 64x64.
-        return self.trunk_map(to_gan_range(x * 255.0)).flatten(1)
+        x = to_gan_range(x * 255.0)
+        if self.features == "last":
+            return self.trunk_map(x).flatten(1)
+        pooled = []  # DCGAN's evaluation features: every layer's activations max-pooled to 4x4, concatenated
+        for module in self.trunk:
+            x = module(x)
+            if isinstance(module, nn.LeakyReLU):
+                pooled.append(F.adaptive_max_pool2d(x, 4).flatten(1))
+        return torch.cat(pooled, dim=1)
 
 
 def minibatch_std(features: torch.Tensor) -> torch.Tensor:
@@ -163,7 +178,9 @@ class GANConfig(PretrainConfig):
     encoder: str = "dcgan"
     """the discriminator trunk (encoder_kwargs.width = k, default 64)"""
     lr: float = 2e-4
-    """Adam learning rate of both networks (DCGAN)"""
+    """Adam learning rate of the generator, and of the discriminator unless ``disc_lr`` is set (DCGAN)"""
+    disc_lr: float = 0.0
+    """discriminator learning rate; 0 uses ``lr`` (a larger one is the two time-scale update rule, TTUR)"""
     instance_noise: float = 0.1
     """std of Gaussian noise added to every discriminator input (real and fake, [-1, 1] scale), annealed
     linearly to 0 at the last step (instance noise); 0 turns it off"""
@@ -205,7 +222,7 @@ class GANPretrainer(Pretrainer):
         betas = (cfg.beta1, 0.999)
         self.optimizers = {
             "generator": torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr or cfg.lr, betas=betas),
         }
 
     def noise_std(self, step: int) -> float:

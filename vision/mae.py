@@ -6,8 +6,11 @@ exactly as MAE's ``random_masking``. The encoder sees only the visible patches (
 decoder (``decoder_width`` 128, ``decoder_depth`` 2, learned positions instead of MAE's fixed sin-cos) gets
 the encoded visible tokens plus a shared mask token at every hidden position and predicts the pixels of every
 patch. The loss is the mean squared error on the masked patches only, against the patch pixels in [0, 1] or,
-with ``norm_pix_loss``, against each patch normalised by its own mean and std. Reconstructions of val frames
-(original | masked input | reconstruction with the visible patches pasted back) are saved as PNG and logged.
+with ``norm_pix_loss``, against each patch normalised by its own mean and std. Options for frames whose
+objects are tiny (Pong): ``foreground_weight`` up-weights the pixels that differ from the median train frame,
+and ``visible_loss_weight`` also scores the visible patches (the encoder must then keep their content).
+Reconstructions of val frames (original | masked input | reconstruction with the visible patches pasted back)
+are saved as PNG and logged.
 """
 
 from __future__ import annotations
@@ -41,17 +44,30 @@ def random_masking(noise: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor
     return shuffle[:, :keep], torch.gather(mask, 1, restore), restore
 
 
-def masked_patch_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the hidden patches only: per-patch MSE (B, N) weighted by ``mask``."""
-    per_patch = (pred - target).pow(2).mean(-1)
-    return (per_patch * mask).sum() / mask.sum()
+def masked_patch_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, pixel_weight: torch.Tensor | None = None,
+    visible_weight: float = 0.0,
+) -> torch.Tensor:
+    """Mean squared error over the patches: per-patch MSE (B, N), each hidden patch weighted 1 and each
+    visible one ``visible_weight`` (0: hidden patches only, MAE). ``pixel_weight`` (B, N, P) weights the
+    squared error of each pixel inside a patch (None: all 1)."""
+    err = (pred - target).pow(2)
+    per_patch = (err * pixel_weight).mean(-1) if pixel_weight is not None else err.mean(-1)
+    weight = mask + visible_weight * (1 - mask)
+    return (per_patch * weight).sum() / weight.sum()
+
+
+def background_frame(frames: np.ndarray) -> np.ndarray:
+    """Per-pixel median (C, H, W) of a stack of frames (N, C, H, W): the static background."""
+    return np.median(frames, axis=0)
 
 
 class MAEDecoder(nn.Module):
     """Encoded visible tokens -> pixel predictions for all N patches."""
 
-    def __init__(self, encoder: ViT, width: int, depth: int, heads: int) -> None:
+    def __init__(self, encoder: ViT, width: int, depth: int, heads: int, visible_pos: bool = True) -> None:
         super().__init__()
+        self.visible_pos = visible_pos
         self.prefix = encoder.num_prefix_tokens
         self.embed = nn.Linear(encoder.width, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
@@ -68,7 +84,12 @@ class MAEDecoder(nn.Module):
         b, n = restore.shape
         hidden = self.mask_token.expand(b, n - visible.shape[1], -1)
         full = torch.cat([visible, hidden], dim=1)  # in shuffled order: visible first
-        full = torch.gather(full, 1, restore.unsqueeze(-1).expand(-1, -1, full.shape[-1])) + self.pos_embed
+        full = torch.gather(full, 1, restore.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+        if self.visible_pos:
+            full = full + self.pos_embed
+        else:  # positions on the mask tokens only: the visible tokens must carry the encoder's own
+            hidden_at = (restore >= visible.shape[1]).unsqueeze(-1).to(full.dtype)  # (B, N, 1), 1 = hidden
+            full = full + self.pos_embed * hidden_at
         x = torch.cat([prefix, full], dim=1)
         for block in self.blocks:
             x = block(x)
@@ -87,6 +108,19 @@ class MAEConfig(PretrainConfig):
     """fraction of patches hidden from the encoder"""
     norm_pix_loss: bool = False
     """targets = each patch normalised by its mean and std (MAE's better-features option)"""
+    foreground_weight: float = 0.0
+    """extra loss weight of foreground pixels, those differing by more than ``foreground_threshold`` from the
+    per-pixel median of train frames (Pong: paddles, ball, digits); each pixel's squared error is weighted
+    1 + foreground_weight * [foreground]; 0 turns it off"""
+    foreground_threshold: float = 0.02
+    """|pixel - median frame| (in [0, 1]) above which a pixel is foreground"""
+    background_frames: int = 2048
+    """train frames (evenly spaced) whose per-pixel median is the background"""
+    visible_loss_weight: float = 0.0
+    """loss weight of the visible patches relative to the hidden ones (0: hidden patches only, MAE)"""
+    decoder_visible_pos: bool = True
+    """add the decoder's positional embeddings to the visible tokens too (MAE); false: to the mask tokens only,
+    so the encoder's tokens must carry their own position (on Pong it did not change the val probe)"""
     decoder_width: int = 128
     decoder_depth: int = 2
     decoder_heads: int = 4
@@ -106,7 +140,16 @@ class MAEPretrainer(Pretrainer):
             raise RLKitError(f"mae needs a ViT encoder (vit), not {cfg.encoder!r}; pass --encoder vit.")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise RLKitError(f"mask_ratio must be in [0, 1), got {cfg.mask_ratio}.")
-        self.decoder = MAEDecoder(self.vit, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
+        if cfg.foreground_weight < 0 or cfg.visible_loss_weight < 0:
+            raise RLKitError("foreground_weight and visible_loss_weight must be >= 0.")
+        self.background: torch.Tensor | None = None
+        if cfg.foreground_weight > 0:
+            n = min(cfg.background_frames, len(self.data))
+            frames = self.data.get_batch(np.linspace(0, len(self.data) - 1, n).astype(np.int64))
+            x = self.vit.preprocess(torch.from_numpy(frames)).numpy()
+            self.background = patchify(torch.from_numpy(background_frame(x))[None], self.vit.patch_size)
+        self.decoder = MAEDecoder(self.vit, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads,
+                                  cfg.decoder_visible_pos)
         self.model = nn.ModuleDict({"encoder": self.vit, "decoder": self.decoder})
         self.modules = {"model": self.model}
         params = self.model.parameters()
@@ -124,6 +167,17 @@ class MAEPretrainer(Pretrainer):
             target = (target - mean) / (var + 1e-6).sqrt()
         return target
 
+    def pixel_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Per-pixel loss weights (B, N, P) of scaled frames: 1 + foreground_weight on foreground pixels."""
+        if self.background is None:
+            return None
+        fg = (patchify(x, self.vit.patch_size) - self.background.to(x.device)).abs() > self.config.foreground_threshold
+        return 1.0 + self.config.foreground_weight * fg.float()
+
+    def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The configured patch loss of predictions ``pred`` for scaled frames ``x``."""
+        return masked_patch_loss(pred, self.targets(x), mask, self.pixel_weight(x), self.config.visible_loss_weight)
+
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pred (B, N, p*p*C), mask (B, N), encoded visible tokens) for scaled frames ``x``."""
         keep, mask, restore = random_masking(noise.to(x.device), self.config.mask_ratio)
@@ -133,7 +187,7 @@ class MAEPretrainer(Pretrainer):
     def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
         x = self.vit.preprocess(obs).contiguous()
         pred, mask, _ = self.forward(x, extras["noise"])
-        loss = masked_patch_loss(pred, self.targets(x), mask)
+        loss = self.loss(x, pred, mask)
         optimizer = self.optimizers["model"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -152,7 +206,7 @@ class MAEPretrainer(Pretrainer):
             obs, _ = dataset.batch(indices[start : start + 256])
             x = self.vit.preprocess(obs.to(self.device)).contiguous()
             pred, mask, _ = self.forward(x, torch.rand(len(x), self.vit.num_patches, generator=gen))
-            total += float(masked_patch_loss(pred, self.targets(x), mask)) * len(x)
+            total += float(self.loss(x, pred, mask)) * len(x)
         loss = total / max(len(indices), 1)
         self.save_reconstructions(run, dataset, indices[:: max(1, len(indices) // 8)][:8])
         self.model.train()

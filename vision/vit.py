@@ -2,7 +2,8 @@
 
 Patches of ``patch_size`` (which must divide the frame: 84 -> 7 or 12, 64 -> 8) are embedded by a strided
 convolution, given learned positional embeddings, and passed through pre-norm transformer blocks. The
-features are the CLS token or the mean of the patch tokens after a final LayerNorm.
+features are the CLS token, the mean of the patch tokens, or (``pool=grid``) the patch-token grid average-pooled
+to ``pool_grid`` x ``pool_grid`` cells, after a final LayerNorm.
 
 For masked autoencoding (He et al. 2022) the pieces are exposed: ``embed_patches`` (tokens without
 positions), ``pos_embed`` (one learned vector per patch), ``grid`` / ``num_patches`` / ``patch_size``, and
@@ -88,7 +89,8 @@ class Block(nn.Module):
 @ENCODERS.register("vit")
 class ViT(Encoder):
     """Small ViT: patch embedding, learned positions, ``depth`` pre-norm blocks of ``width`` (192) with
-    ``heads`` (3), CLS or mean pooling; ``features_dim`` = width, or a linear projection when given."""
+    ``heads`` (3), CLS, mean or grid pooling; ``features_dim`` = width (width * pool_grid**2 for grid), or a
+    linear projection when given."""
 
     def __init__(
         self,
@@ -100,6 +102,7 @@ class ViT(Encoder):
         mlp_ratio: float = 4.0,
         pool: str = "cls",
         features_dim: int | None = None,
+        pool_grid: int = 4,
     ) -> None:
         super().__init__()
         channels, height, width_px = _require_image("vit", observation_space)
@@ -111,8 +114,10 @@ class ViT(Encoder):
                 f"vit patch_size={patch_size} does not tile the {height}x{width_px} input; valid patch sizes: "
                 f"{', '.join(map(str, valid)) or 'none'}."
             )
-        if pool not in ("cls", "mean"):
-            raise RLKitError(f"vit pool={pool!r} is not valid; choose one of: cls, mean.")
+        if pool not in ("cls", "mean", "grid"):
+            raise RLKitError(f"vit pool={pool!r} is not valid; choose one of: cls, mean, grid.")
+        if pool_grid < 1:
+            raise RLKitError(f"vit pool_grid must be >= 1, got {pool_grid}.")
         self.scale_uint8 = observation_space.dtype == np.uint8
         self.in_channels = channels
         self.patch_size = patch_size
@@ -120,14 +125,16 @@ class ViT(Encoder):
         self.num_patches = self.grid[0] * self.grid[1]
         self.width = width
         self.pool = pool
+        self.pool_grid = pool_grid
+        pooled = width * pool_grid * pool_grid if pool == "grid" else width
         self.num_prefix_tokens = 1 if pool == "cls" else 0
         self.patch_embed = nn.Conv2d(channels, width, patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, width))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Identity() if features_dim is None else nn.Sequential(nn.Linear(width, features_dim), nn.ReLU())
-        self.features_dim = width if features_dim is None else features_dim
+        self.head = nn.Identity() if features_dim is None else nn.Sequential(nn.Linear(pooled, features_dim), nn.ReLU())
+        self.features_dim = pooled if features_dim is None else features_dim
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -160,8 +167,15 @@ class ViT(Encoder):
         return self.norm(x)
 
     def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, width) tokens -> (B, width): the CLS token, or the mean of the patch tokens."""
-        return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
+        """(B, T, width) tokens -> the CLS token (B, width), the mean of the patch tokens (B, width), or
+        (``grid``) the patch-token grid average-pooled to ``pool_grid`` x ``pool_grid`` cells, flattened
+        (B, width * pool_grid**2): it keeps where each token is, which the mean throws away."""
+        if self.pool == "cls":
+            return tokens[:, 0]
+        if self.pool == "mean":
+            return tokens.mean(dim=1)
+        grid = tokens.transpose(1, 2).reshape(len(tokens), self.width, *self.grid)
+        return F.adaptive_avg_pool2d(grid, self.pool_grid).flatten(1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool_tokens(self.tokens(x)))
