@@ -105,14 +105,12 @@ def make_vec_env(
     mode: str = "train",
     env_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
-    env_threads: int | None = None,
 ) -> gym.vector.VectorEnv:
     """Build ``num_envs`` copies of ``env_id`` as one VectorEnv (next-step autoreset, episode statistics).
 
     ``mode="eval"`` gives full, unclipped episodes. The resolved env settings are in ``env.settings_dict`` (for
     envs with an ``unwrapped.settings`` dict, such as rlkit's sims, every kwarg including defaults).
-    The action space is seeded from ``seed``; pass the same seed to the first ``reset``. ``env_threads`` sets the
-    size of ALE's C++ thread pool (default: one per env, at most one per core); other envs ignore it.
+    The action space is seeded from ``seed``; pass the same seed to the first ``reset``.
     """
     env_kwargs = dict(env_kwargs or {})
     if mode not in ("train", "eval"):
@@ -123,7 +121,7 @@ def make_vec_env(
         from rlkit.envs.atari import AtariVecEnv, PongPixelsVecEnv, atari_settings
 
         settings = atari_settings(mode, env_kwargs)
-        threads = env_threads or min(num_envs, os.cpu_count() or 1)
+        threads = min(num_envs, os.cpu_count() or 1)
         env_class = PongPixelsVecEnv if settings.pipeline == "pong_pixels" else AtariVecEnv
         envs: gym.vector.VectorEnv = env_class(env_id, num_envs, settings, num_threads=threads)
         envs.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]

@@ -133,13 +133,13 @@ def evaluate(
     num_envs = max(1, min(num_envs, episodes))
     targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
     if workers is None:
-        workers = min(_cpu_count(), num_envs // 2)
+        workers = min(os.cpu_count() or 1, num_envs // 2)
     workers = max(1, min(workers, num_envs))
     actors = act.split(workers) if workers > 1 and isinstance(act, AgentActor) else None
     if actors is None or not _per_game_atari(env_id, env_kwargs):
-        played, keys = _play_group(act, env_id, 0, targets, seed, env_kwargs, max_steps, None, None)
-    else:
-        played, keys = _play_groups(actors, env_id, targets, seed, env_kwargs, max_steps)
+        played, keys = _play_vector_env(act, env_id, targets, seed, env_kwargs, max_steps)
+    else:  # Atari has no episode metrics
+        played, keys = _play_groups(actors, env_id, targets, seed, env_kwargs, max_steps), ()
     played.sort(key=lambda episode: (episode.env_index, episode.number))
     result = EvalResult(metrics={key: [] for key in keys})
     for episode in played:
@@ -151,13 +151,6 @@ def evaluate(
 
 
 SWITCH_INTERVAL = 1e-4  # seconds; Python's default is 5e-3
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def _per_game_atari(env_id: str, env_kwargs: dict | None) -> bool:
@@ -176,7 +169,7 @@ def _play_groups(
     seed: int,
     env_kwargs: dict | None,
     max_steps: int,
-) -> tuple[list[_Episode], tuple[str, ...]]:
+) -> list[_Episode]:
     """Contiguous blocks of envs, one per actor, each played in its own thread; Ctrl-C stops them all."""
     bounds = np.linspace(0, len(targets), len(actors) + 1).round().astype(int)
     stop = threading.Event()
@@ -201,7 +194,7 @@ def _play_groups(
     finally:
         torch.set_num_threads(previous_threads)
         sys.setswitchinterval(previous_interval)
-    return [episode for played, _ in outcomes for episode in played], outcomes[0][1]
+    return [episode for played in outcomes for episode in played]
 
 
 def _play_games(
@@ -213,7 +206,7 @@ def _play_games(
     env_kwargs: dict | None,
     max_steps: int,
     stop: threading.Event,
-) -> tuple[list[_Episode], tuple[str, ...]]:
+) -> list[_Episode]:
     """Play ``targets[i]`` episodes of game ``i`` (seeded ``seed + i``; game ``offset + i`` of the evaluation),
     each game in its own one-env ALE vector env, so only games with episodes left are stepped. Evaluation
     mode has no life-loss episodes and no reward clipping, so ALE's own outputs are the episode statistics:
@@ -224,7 +217,7 @@ def _play_games(
     count = len(targets)
     games, first_obs = [], []
     try:
-        for i in range(count):  # building holds the GIL, a seeded reset does not: another group builds meanwhile
+        for i in range(count):  # building and seeded resets load the ROM with the GIL held: other groups wait
             games.append(ale_vector_env(env_id, 1, settings, num_threads=1))
             first_obs.append(games[-1].reset(seed=seed + i)[0])
         obs = np.concatenate(first_obs)
@@ -263,25 +256,22 @@ def _play_games(
     finally:
         for game in games:
             game.close()
-    return played, ()
+    return played
 
 
-def _play_group(
+def _play_vector_env(
     act: Callable[[np.ndarray, np.ndarray], np.ndarray],
     env_id: str,
-    offset: int,
     targets: np.ndarray,
     seed: int,
     env_kwargs: dict | None,
     max_steps: int,
-    env_threads: int | None,
-    stop: threading.Event | None,
 ) -> tuple[list[_Episode], tuple[str, ...]]:
-    """Play ``targets[i]`` episodes on env ``i`` of one vector env (envs ``offset + i`` of the evaluation)."""
+    """Play ``targets[i]`` episodes on env ``i`` of one vector env; also returns the env's metric keys."""
     num_envs = len(targets)
     counts = np.zeros(num_envs, dtype=np.int64)
     played: list[_Episode] = []
-    envs = make_vec_env(env_id, num_envs, seed=seed, mode="eval", env_kwargs=env_kwargs, env_threads=env_threads)
+    envs = make_vec_env(env_id, num_envs, seed=seed, mode="eval", env_kwargs=env_kwargs)
     keys = episode_metric_keys(envs)
     try:
         obs, _ = envs.reset(seed=seed)
@@ -293,8 +283,6 @@ def _play_group(
         trim = not getattr(act, "stateful", False) and isinstance(obs, np.ndarray)
         actions = None
         for _ in range(max_steps):
-            if stop is not None and stop.is_set():
-                break
             playing = counts < targets
             if trim and actions is not None and not playing.all():
                 actions = actions.copy()  # idle envs repeat their last (valid) action
@@ -307,7 +295,7 @@ def _play_group(
             for i, ret, length in episode_stats(info):
                 if counts[i] < targets[i]:
                     values = final_info_values(info, i, keys)
-                    played.append(_Episode(offset + i, int(counts[i]), ret, length, values))
+                    played.append(_Episode(i, int(counts[i]), ret, length, values))
                     counts[i] += 1
             if (counts >= targets).all():
                 break
