@@ -44,9 +44,7 @@ def main(path: str, data: str, baseline: bool = True, overrides: dict | None = N
     labels_val = val.get_batch(np.arange(len(val)), "labels")
     for key, encoder in encoders.items():
         start = time.time()
-        encoder.eval()
-        with torch.no_grad():
-            feats = torch.cat([encoder(train.batch(sub[i : i + 256])[0]) for i in range(0, len(sub), 256)]).numpy()
+        feats = extract_features(encoder, train, indices=sub)
         feats_val = extract_features(encoder, val)
         scores = probe_features({"train": feats, "val": feats_val, "test": feats_val},
                                 {"train": labels_train, "val": labels_val, "test": labels_val}, names,

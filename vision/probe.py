@@ -27,13 +27,16 @@ CLASSES = 256
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, dataset: FrameDataset, batch_size: int = 256) -> np.ndarray:
-    """Frozen features (N, D) of every frame of ``dataset``."""
+def extract_features(
+    encoder: nn.Module, dataset: FrameDataset, batch_size: int = 256, indices: np.ndarray | None = None
+) -> np.ndarray:
+    """Frozen features (N, D) of every frame of ``dataset``, or of the frames at ``indices``."""
     encoder.eval()
     device = next(encoder.parameters()).device
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     out = []
-    for start in range(0, len(dataset), batch_size):
-        obs, _ = dataset.batch(np.arange(start, min(start + batch_size, len(dataset))))
+    for start in range(0, len(indices), batch_size):
+        obs, _ = dataset.batch(indices[start : start + batch_size])
         out.append(encoder(obs.to(device)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(encoder, "features_dim", 0)), np.float32)
 
