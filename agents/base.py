@@ -32,6 +32,10 @@ class EncoderConfig:
     """Image augmentation in updates; shift: DrQ random shift (replicate-pad augment_pad, random crop back)."""
     augment_pad: int = 4
     """Maximum shift in pixels of augment=shift."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """Encoder arithmetic: fp32, or bf16 autocast (weights, gradients and heads stay fp32; ~2x faster
+    convolutions on CPUs with bfloat16 instructions, at bfloat16's 3 significant digits in the features);
+    auto: bf16 on a CPU whose oneDNN has bfloat16 kernels (AVX512-BF16 / AMX), else fp32."""
 
 
 def resolve_encoder_config(config: Any, observation_space: gym.spaces.Space) -> Any:
@@ -54,6 +58,14 @@ def resolve_encoder_config(config: Any, observation_space: gym.spaces.Space) -> 
             f"({card['encoder_kwargs']}); drop them (the file decides)."
         )
     return dataclasses.replace(config, encoder=card["encoder"], encoder_kwargs=dict(card["encoder_kwargs"]))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether torch's oneDNN runs bfloat16 convolutions and matmuls natively on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class Agent:
@@ -102,6 +114,15 @@ class Agent:
             for encoder in trained:
                 encoder.requires_grad_(False)
         return encoder_param_groups(module, trained, cfg.lr, cfg.encoder_lr_scale, cfg.freeze_encoder)
+
+    def apply_precision(self, encoders: list[torch.nn.Module]) -> None:
+        """Set the configured arithmetic (``precision``) on the agent's encoders."""
+        precision = self.config.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cpu" and cpu_has_bf16() else "fp32"
+        dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+        for encoder in encoders:
+            encoder.compute_dtype = dtype
 
     def check_augment(self) -> None:
         """A one-line error if augmentation is asked for on observations that are not images."""

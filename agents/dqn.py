@@ -200,6 +200,7 @@ class DQN(Agent):
         self.target_net.to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.target_net.requires_grad_(False)
+        self.apply_precision([self.q_net.encoder, self.target_net.encoder])
         groups = self.encoder_param_groups(self.q_net, [self.q_net.encoder])
         self.optimizer = optimizer_from_config(config, groups, eps=config.adam_eps)
         # A captured update bakes in the learning rate and needs the optimizer's step counter on the device.

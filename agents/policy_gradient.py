@@ -265,6 +265,7 @@ class PPO(Agent):
         self.check_augment()
         self.net = self.Network(config, observation_space, action_space).to(self.device)
         self.encoder_name = self.net.encoder_name
+        self.apply_precision(self.encoders())
         groups = self.encoder_param_groups(self.net, self.encoders())
         self.optimizer = optimizer_from_config(config, groups, eps=config.optimizer_eps)
         self.rng = np.random.default_rng(config.seed)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import gymnasium as gym
+import numpy as np
 import pytest
+import torch
 
 from rlkit.agents.dqn import DQNConfig
 from rlkit.config import (
@@ -158,3 +161,24 @@ def test_default_presets_of_the_pybullet_sims():
     assert default_preset("dqn", "navigation") == "navigation"
     assert "ppo-navigation-rgb" in preset_names("ppo")  # the pixel preset is opt-in (--preset navigation-rgb)
     assert default_preset("ppo", "navigation") is None
+
+
+def test_precision_setting_reaches_every_encoder():
+    """--set precision=bf16 puts DQN's online and target encoders and PPO's encoders in bfloat16 autocast;
+    the default is fp32; another value is a one-line config error."""
+    from rlkit.agents.dqn import DQN
+    from rlkit.agents.policy_gradient import PPO
+
+    image = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    actions = gym.spaces.Discrete(3)
+    dqn = DQN(build_config(DQNConfig, {"precision": "bf16"}), image, actions)
+    assert dqn.q_net.encoder.compute_dtype == torch.bfloat16 == dqn.target_net.encoder.compute_dtype
+    assert DQN(build_config(DQNConfig, {}), image, actions).q_net.encoder.compute_dtype is None
+    ppo = PPO(build_config(PPO.Config, {"precision": "bf16"}), image, actions)
+    assert [e.compute_dtype for e in ppo.encoders()] == [torch.bfloat16]
+    from rlkit.agents.base import cpu_has_bf16
+
+    auto = DQN(build_config(DQNConfig, {"precision": "auto"}), image, actions).q_net.encoder.compute_dtype
+    assert auto == (torch.bfloat16 if cpu_has_bf16() else None)
+    with pytest.raises(RLKitError, match="precision"):
+        build_config(DQNConfig, {"precision": "fp16"})

@@ -168,3 +168,22 @@ def test_rlkit_encoders_lists_every_encoder(capsys):
     for name in IMAGE_ENCODERS:
         assert "MFLOPs" in lines[1 + names.index(name)]
     assert "input 4x84x84 uint8" in lines[1 + names.index("impala")]
+
+
+@pytest.mark.parametrize("name", ["nature_cnn", "impala", "vit"])
+def test_bf16_compute_matches_fp32_and_keeps_fp32_weights(name):
+    """precision=bf16 (autocast) gives float32 features within bfloat16's rounding of the fp32 ones, and
+    float32 gradients on the float32 weights; the convolutions really ran in bfloat16."""
+    torch.manual_seed(0)
+    encoder = make_encoder(name, image_space((4, 84, 84)))
+    x = frames((4, 84, 84), batch=4)
+    reference = encoder(x)
+    encoder.compute_dtype = torch.bfloat16
+    out = encoder(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, reference)
+    scale = float(reference.detach().abs().max())
+    assert float((out - reference).detach().abs().max()) < 0.05 * scale
+    out.square().sum().backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+               for p in encoder.parameters())

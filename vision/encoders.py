@@ -44,19 +44,26 @@ class Encoder(nn.Module):
     channels_last: bool = False
     example_input: str = "image"  # what `rlkit encoders` measures it on: "image" (4x84x84 uint8) or "vector"
     spec: dict[str, Any] | None = None
+    compute_dtype: torch.dtype | None = None
+    """None: float32 throughout. torch.bfloat16: ``encode`` runs under autocast (convolutions and matmuls in
+    bfloat16, weights and gradients kept in float32) and the features come back as float32."""
 
-    def preprocess(self, observations: torch.Tensor) -> torch.Tensor:
-        """Float observations, uint8 images scaled to [0, 1]."""
+    def preprocess(self, observations: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Float observations (of ``dtype``), uint8 images scaled to [0, 1]."""
         if self.channels_last and observations.dim() == 4:
-            # Re-layout while still 1 byte per value; float() keeps the layout, the scaling is in place.
+            # Re-layout while still 1 byte per value; the cast keeps the layout, the scaling is in place.
             observations = observations.contiguous(memory_format=torch.channels_last)
-        x = observations.float()
+        x = observations.to(dtype)
         if self.scale_uint8:
             x = x.mul_(1.0 / 255.0) if x.data_ptr() != observations.data_ptr() else x / 255.0
         return x
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.encode(self.preprocess(observations))
+        if self.compute_dtype is None:
+            return self.encode(self.preprocess(observations))
+        x = self.preprocess(observations, self.compute_dtype)  # straight to bfloat16: one pass, half the bytes
+        with torch.autocast(x.device.type, dtype=self.compute_dtype, cache_enabled=False):
+            return self.encode(x).float()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
