@@ -109,7 +109,7 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     start_mark, end_mark = window(args)
     values = load_preset("ppo", "atari")
     values.update(env_id=ENV_ID, total_steps=TOTAL_STEPS, seed=args.seed, device="cpu", torch_threads=args.threads,
-                  eval_every=0, checkpoint_every=0, log_every=10**9)
+                  eval_every=0, checkpoint_every=0, log_every=10**9, precision=args.precision)
     config = build_config(PPOConfig, values, source="benchmark config")
     probe = make_vec_env(ENV_ID, 1, mode="train", env_kwargs=config.env_kwargs)
     observation_space, action_space, env_settings = (probe.single_observation_space, probe.single_action_space,
@@ -200,7 +200,8 @@ def bench_sb3(args: argparse.Namespace) -> dict[str, Any]:
 # ---- parent --------------------------------------------------------------------------------------------
 def run_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--only", which, "--rollouts", str(args.rollouts),
-               "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed)]
+               "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed),
+               "--precision", args.precision]
     print(f"[{which}] running ...", flush=True)
     started = time.time()
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -229,7 +230,7 @@ def report(args: argparse.Namespace, rl: dict[str, Any], sb: dict[str, Any], loa
     ratio = rl["sps"] / sb["sps"]
     print()
     print(f"PPO on {ENV_ID}, CPU: {cpu_model()}, {cores} cores, torch threads {rl['torch_threads']} (rlkit) / "
-          f"{sb['torch_threads']} (SB3)")
+          f"{sb['torch_threads']} (SB3); rlkit precision {args.precision} (SB3: fp32)")
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
           + ("  (other load present: figures are distorted)" if load[0] > 0.3 * cores else ""))
     print(f"{NUM_ENVS} envs x {ROLLOUT} steps, {EPOCHS} epochs x {MINIBATCHES} minibatches of "
@@ -258,6 +259,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch.set_num_threads for both libraries (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="rlkit's encoder arithmetic (config precision; SB3 has only fp32). Default fp32")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two children N times (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 warm-up + 1 timed rollout")
     parser.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
