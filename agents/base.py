@@ -76,6 +76,8 @@ class Agent:
     """True for agents whose ``act`` takes and returns a per-env state (see ``rlkit.evaluation.AgentActor``)."""
     samples_from_torch: bool = False
     """True for agents whose non-deterministic ``act`` samples with torch's global generator (not ``rng``)."""
+    precision: str = "fp32"
+    """The encoders' arithmetic after resolving ``precision=auto`` (``apply_precision``)."""
 
     def make_train_envs(self) -> Any:
         """The run's training envs (train mode, seeded from the config)."""
@@ -120,6 +122,7 @@ class Agent:
         precision = self.config.precision
         if precision == "auto":
             precision = "bf16" if self.device.type == "cpu" and cpu_has_bf16() else "fp32"
+        self.precision = precision
         dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
         for encoder in encoders:
             encoder.compute_dtype = dtype

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,16 @@ def test_pong_run(pong_run):
     assert evaluation["mean_length"] > 700
     tags = set(scalars(pong_run).Tags()["scalars"])
     assert {"charts/sps", "losses/td_loss", "eval/mean_return"} <= tags
+
+
+def test_bf16_run_says_so_and_learns_finite(tmp_path, capsys):
+    """precision=bf16 trains through the CLI, announces the arithmetic, and logs finite TD losses."""
+    run_dir = tmp_path / "bf16"
+    train(
+        run_dir, "--env", "rlkit/FakeImage-v0", "--total-steps", "400", "--set", "learning_starts=100",
+        "--set", "buffer_size=1000", "--set", "eval_episodes=1", "--set", "env_kwargs.episode_length=50",
+        "--set", "precision=bf16",
+    )
+    assert "encoder arithmetic: bf16 autocast (precision=bf16)" in capsys.readouterr().out
+    losses = [event.value for event in scalars(run_dir).Scalars("losses/td_loss")]
+    assert losses and all(math.isfinite(value) for value in losses)
