@@ -266,13 +266,16 @@ class DQN(Agent):
         last, rolling by one frame per step) are stored one frame per step."""
         cfg = self.config
         space = self.observation_space
-        needed = FrameReplayBuffer.bytes_needed(cfg.buffer_size, space.shape, space.dtype, stacked)
+        # The arrays are allocated zeroed, and the OS backs such pages only once they are written: a run of
+        # total_steps env steps touches at most that many transitions, so only those must fit in memory.
+        stored = min(cfg.buffer_size, max(cfg.total_steps, 1))
+        needed = FrameReplayBuffer.bytes_needed(stored, space.shape, space.dtype, stacked)
         available = psutil.virtual_memory().available
         if needed > 0.9 * available:
             raise RLKitError(
-                f"replay buffer_size={cfg.buffer_size} needs {needed / 2**30:.2f} GiB but only "
-                f"{available / 2**30:.2f} GiB is available; lower it, e.g. --set buffer_size="
-                f"{int(cfg.buffer_size * 0.8 * available / needed)}."
+                f"replay buffer_size={cfg.buffer_size} needs {needed / 2**30:.2f} GiB for the {stored} transitions "
+                f"this run stores but only {available / 2**30:.2f} GiB is available; lower it, e.g. --set "
+                f"buffer_size={int(stored * 0.8 * available / needed)}."
             )
         return FrameReplayBuffer(
             cfg.buffer_size,

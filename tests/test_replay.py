@@ -163,3 +163,27 @@ def test_memory_is_one_frame_per_transition():
     predicted = FrameReplayBuffer.bytes_needed(20_000, (4, 84, 84), np.uint8, True)
     assert predicted <= buffer.nbytes <= predicted * 1.01
     assert buffer.frames.shape == (4, 5000 + 4 + 3, 84, 84)
+
+
+def test_train_refuses_a_buffer_that_cannot_fit(monkeypatch):
+    """The check counts the transitions the run will store (min of buffer_size and total_steps: zeroed pages
+    are backed only once written), names the GiB needed and available, and suggests a buffer that fits."""
+    import psutil
+
+    from rlkit.agents.dqn import DQN, DQNConfig
+    from rlkit.config import build_config
+    from rlkit.errors import RLKitError
+
+    class Memory:
+        available = 2 * 2**30
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory())
+    space, actions = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6)
+    settings = {"buffer_size": 1_000_000, "encoder": "nature_cnn_small"}
+    config = build_config(DQNConfig, {**settings, "total_steps": 10_000_000})
+    with pytest.raises(RLKitError, match=r"buffer_size=1000000 needs 6\.\d\d GiB for the 1000000 transitions .* "
+                                         r"only 2\.00 GiB is available; .*--set buffer_size=2\d\d\d\d\d\.$"):
+        DQN(config, space, actions).make_buffer(8, stacked=True)
+    short = build_config(DQNConfig, {**settings, "total_steps": 30_000})
+    buffer = DQN(short, space, actions).make_buffer(8, stacked=True)
+    assert buffer.frames.shape[1] == 125_000 + 4 + 1
