@@ -171,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.print(
                 f"{algo} on {config.env_id} (preset {preset or 'none'}), {config.total_steps} steps, seed {config.seed}"
             )
-            if getattr(agent, "precision", "fp32") != "fp32":
+            if agent.precision != "fp32":
                 run.print(f"encoder arithmetic: {agent.precision} autocast (precision={config.precision})")
             if pretrained:
                 how = "frozen" if config.freeze_encoder else f"fine-tuned at lr x {config.encoder_lr_scale:g}"

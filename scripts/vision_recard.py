@@ -1,7 +1,7 @@
 """Re-save an encoder file with changed encoder kwargs that do not change its weights (a feature-extraction
 option: ``pool=grid`` for a ``vit`` trained with mean pooling, ``features=multi`` for a ``dcgan``).
 
-Usage: python scripts/vision_recard.py ENCODER_FILE OUT_FILE KEY=VALUE [KEY=VALUE ...]
+Usage: python scripts/vision_recard.py ENCODER_FILE OUT_FILE KEY=VALUE [KEY=VALUE ...]   (values parsed as in ``--set``)
 The weights are loaded strictly into the encoder built with the new kwargs (a kwarg that changes parameters
 fails), and the rest of the card (method, config, data) is kept, with ``recarded_from`` added.
 """
@@ -12,10 +12,10 @@ import sys
 
 import gymnasium as gym
 import numpy as np
-import yaml
 
-from rlkit.vision.encoders import make_encoder
-from rlkit.vision.io import load_weights, read_card, save_encoder
+from rlkit.config import parse_value
+from rlkit.errors import RLKitError
+from rlkit.vision.io import load_encoder, read_card, save_encoder
 
 
 def main(path: str, out: str, overrides: dict) -> None:
@@ -23,12 +23,15 @@ def main(path: str, out: str, overrides: dict) -> None:
     card = read_card(path)
     kwargs = {**card["encoder_kwargs"], **overrides}
     space = gym.spaces.Box(0, 255, tuple(card["observation_shape"]), np.dtype(card.get("observation_dtype", "uint8")))
-    encoder = make_encoder(card["encoder"], space, **kwargs)
-    load_weights(encoder, path)
+    encoder = load_encoder(path, space, overrides)
     keep = {k: v for k, v in card.items() if k not in ("encoder_kwargs", "features_dim")}
     written = save_encoder(out, encoder, {**keep, "encoder_kwargs": kwargs, "recarded_from": str(path)})
     print(f"wrote {out}: {written['encoder']} {written['encoder_kwargs']} features {written['features_dim']}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in sys.argv[3:])})
+    try:
+        main(sys.argv[1], sys.argv[2], {k: parse_value(v) for k, v in (a.split("=", 1) for a in sys.argv[3:])})
+    except RLKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -6,7 +6,7 @@ Usage: python scripts/vision_val_probe.py ENCODER_FILE DATA_DIR [nobase] [KEY=VA
 Prints the val F1 of the 4 varying Pong labels (and the 8-label mean) for the encoder file and (unless
 ``nobase``) for a random init of the same architecture (seed 1, as ``rlkit probe``). ``KEY=VALUE`` overrides
 an encoder kwarg of the card for both (e.g. ``features=multi`` for a ``dcgan`` file; values are parsed as
-YAML), so a feature-extraction option can be compared on a trained encoder without retraining.
+in ``--set``), so a feature-extraction option can be compared on a trained encoder without retraining.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
+from rlkit.config import parse_value
+from rlkit.errors import RLKitError
 from rlkit.vision.data import FrameDataset
 from rlkit.vision.encoders import make_encoder
-from rlkit.vision.io import load_weights, read_card
+from rlkit.vision.io import load_encoder
 from rlkit.vision.probe import extract_features, probe_features
 
 VARYING = ["player_y", "enemy_y", "ball_x", "ball_y"]
@@ -32,14 +33,12 @@ def main(path: str, data: str, baseline: bool = True, overrides: dict | None = N
     train, val = FrameDataset(data, "train"), FrameDataset(data, "val")
     sub = np.arange(0, len(train), 4)
     names = train.label_names
-    card = read_card(path)
-    kwargs = {**card["encoder_kwargs"], **(overrides or {})}
     space = train.observation_space()
-    encoders = {"pretrained": make_encoder(card["encoder"], space, **kwargs)}
-    load_weights(encoders["pretrained"], path)
+    encoders = {"pretrained": load_encoder(path, space, overrides)}
     if baseline:
+        card = encoders["pretrained"].card
         torch.manual_seed(1)
-        encoders["random"] = make_encoder(card["encoder"], space, **kwargs)
+        encoders["random"] = make_encoder(card["encoder"], space, **{**card["encoder_kwargs"], **(overrides or {})})
     labels_train = train.get_batch(sub, "labels")
     labels_val = val.get_batch(np.arange(len(val)), "labels")
     for key, encoder in encoders.items():
@@ -57,5 +56,9 @@ def main(path: str, data: str, baseline: bool = True, overrides: dict | None = N
 
 if __name__ == "__main__":
     rest = sys.argv[3:]
-    extra = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in rest if "=" in a)}
-    main(sys.argv[1], sys.argv[2], baseline="nobase" not in rest, overrides=extra)
+    extra = {k: parse_value(v) for k, v in (a.split("=", 1) for a in rest if "=" in a)}
+    try:
+        main(sys.argv[1], sys.argv[2], baseline="nobase" not in rest, overrides=extra)
+    except RLKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -87,12 +87,15 @@ def load_weights(encoder: torch.nn.Module, path: str | Path) -> None:
         raise RLKitError(f"encoder file {path} does not fit its card's architecture ({detail[:300]}).") from None
 
 
-def load_encoder(path: str | Path, observation_space: gym.spaces.Space) -> Encoder:
+def load_encoder(
+    path: str | Path, observation_space: gym.spaces.Space, overrides: dict[str, Any] | None = None
+) -> Encoder:
     """Build the encoder a file describes for ``observation_space`` and load its weights (``.card`` keeps
-    the card)."""
+    the card). ``overrides`` change encoder kwargs that leave the weights as they are (a feature option such
+    as ``pool=grid`` for a ViT); one that changes the parameters is the one-line "does not fit" error."""
     card = read_card(path)
     check_observations(card, observation_space, path)
-    encoder = make_encoder(card["encoder"], observation_space, **card["encoder_kwargs"])
+    encoder = make_encoder(card["encoder"], observation_space, **{**card["encoder_kwargs"], **(overrides or {})})
     load_weights(encoder, path)
     encoder.card = card
     return encoder

@@ -147,7 +147,8 @@ class MAEPretrainer(Pretrainer):
             n = min(cfg.background_frames, len(self.data))
             frames = self.data.get_batch(np.linspace(0, len(self.data) - 1, n).astype(np.int64))
             x = self.vit.preprocess(torch.from_numpy(frames)).numpy()
-            self.background = patchify(torch.from_numpy(background_frame(x))[None], self.vit.patch_size)
+            background = torch.from_numpy(background_frame(x))[None]
+            self.background = patchify(background, self.vit.patch_size).to(self.device)
         self.decoder = MAEDecoder(self.vit, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads,
                                   cfg.decoder_visible_pos)
         self.model = nn.ModuleDict({"encoder": self.vit, "decoder": self.decoder})
@@ -171,7 +172,7 @@ class MAEPretrainer(Pretrainer):
         """Per-pixel loss weights (B, N, P) of scaled frames: 1 + foreground_weight on foreground pixels."""
         if self.background is None:
             return None
-        fg = (patchify(x, self.vit.patch_size) - self.background.to(x.device)).abs() > self.config.foreground_threshold
+        fg = (patchify(x, self.vit.patch_size) - self.background).abs() > self.config.foreground_threshold
         return 1.0 + self.config.foreground_weight * fg.float()
 
     def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
