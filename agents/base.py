@@ -13,6 +13,9 @@ import torch
 from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
 from rlkit.errors import RLKitError
 
+RESET_SEED_LIMIT = 2**31 - 2**20
+"""Resume reset seeds stay below this: ALE's vector env takes 32-bit seeds, one per env from the first."""
+
 
 @dataclasses.dataclass
 class EncoderConfig:
@@ -88,9 +91,12 @@ class Agent:
 
     def reset_seed(self) -> int:
         """Seed of the first env reset: the run's seed, or on a resume one derived from the step reached, so a
-        resumed run does not replay the episodes it started with."""
+        resumed run does not replay the episodes it started with. Kept below 2**31 - 2**20 so that it and the
+        per-env seeds after it (seed + i) fit the 32-bit seeds that ALE's C++ vector env takes."""
         seed = self.config.seed
-        return seed if self.global_step == 0 else seed + 7919 * (1 + self.global_step)
+        if self.global_step == 0:
+            return seed
+        return (seed + 7919 * (1 + self.global_step)) % RESET_SEED_LIMIT
 
     # ---- encoders: options, pretrained weights, freezing, learning-rate scale, augmentation ----------------
     def build_encoder(self, default: str) -> torch.nn.Module:

@@ -180,3 +180,26 @@ def test_resume_with_saved_buffer_of_another_size_is_a_user_error(tmp_path, caps
                  "--set", "save_buffer=false"]) == 0
     _, meta = last_checkpoint(run)
     assert meta["counters"]["global_step"] == 800
+
+
+def test_reset_seed_of_a_late_resume_fits_ale_vector_env():
+    """A resume at step ~2M once derived seed 15.9e9, which ALE's C++ vector env (32-bit seeds) rejected."""
+    from rlkit.agents.base import RESET_SEED_LIMIT
+    from rlkit.envs import make_vec_env
+
+    agent = DQN(DQNConfig(device="cpu"), gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
+    assert agent.reset_seed() == agent.config.seed
+    seeds = set()
+    for step in (2_006_632, 10_000_000, 271_000_000, 2**40):
+        agent.global_step = step
+        seed = agent.reset_seed()
+        assert 0 <= seed < RESET_SEED_LIMIT
+        seeds.add(seed)
+    assert len(seeds) == 4
+    agent.global_step = 2_006_632
+    envs = make_vec_env("ALE/Pong-v5", num_envs=2, seed=0)
+    try:
+        obs, _ = envs.reset(seed=agent.reset_seed())
+        assert obs.shape[0] == 2
+    finally:
+        envs.close()
