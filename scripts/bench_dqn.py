@@ -36,9 +36,11 @@ What is measured (everything printed is measured in this run; nothing is hard-co
 3. **Env-only throughput**: rlkit's pipeline (``rlkit.envs.make_vec_env("ALE/Pong-v5", num_envs=N,
    mode="train")`` stepping random actions) versus raw ALE: ``ale_py.ALEInterface`` with the Pong ROM,
    sticky actions 0.25, one agent step = 4 ``act()`` calls with ``getScreenGrayscale`` on the last two
-   frames, no resize / stacking. Like for like on the same cores: rlkit with 1 env (1 ALE thread) versus
-   one raw ALE process; rlkit with 8 envs (``make_vec_env`` uses ``min(num_envs, cores)`` ALE threads) versus
-   that many raw ALE processes stepping in parallel (aggregate steps/s).
+   frames, no resize / stacking; and the same raw loop doing by hand the preprocessing every DQN Atari pipeline
+   needs (max-pool of the two screens, ``cv2.resize(INTER_AREA)`` to 84x84 as SB3's ``WarpFrame``, a 4-frame
+   stack shifted in place), so that rlkit's cost is shown against both. Like for like on the same cores: rlkit
+   with 1 env (1 ALE thread) versus one raw ALE process; rlkit with 8 envs (``make_vec_env`` uses
+   ``min(num_envs, cores)`` ALE threads) versus that many raw ALE processes stepping in parallel (aggregate steps/s).
 
 Run (from the repository root)::
 
@@ -324,8 +326,10 @@ def bench_sb3(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---- child: machine (matmul peak, env-only throughput) ------------------------------------------------
-def raw_ale_worker(steps: int, warmup: int, seed: int, barrier: Any, queue: Any) -> None:
-    """Step raw ALE Pong: agent step = 4 act() calls, grayscale screens of the last two frames."""
+def raw_ale_worker(steps: int, warmup: int, seed: int, preprocess: bool, barrier: Any, queue: Any) -> None:
+    """Step raw ALE Pong: agent step = 4 act() calls, grayscale screens of the last two frames. With
+    ``preprocess`` the loop also does, by hand, the work every DQN Atari pipeline must do: max-pool of the two
+    screens, 84x84 ``cv2.resize(INTER_AREA)`` (SB3's ``WarpFrame``), and a 4-frame stack shifted in place."""
     from ale_py import ALEInterface, LoggerMode, roms
 
     ALEInterface.setLoggerMode(LoggerMode.Error)
@@ -336,7 +340,11 @@ def raw_ale_worker(steps: int, warmup: int, seed: int, barrier: Any, queue: Any)
     actions = ale.getMinimalActionSet()
     height, width = ale.getScreenDims()
     screens = np.empty((2, height, width), dtype=np.uint8)
+    pooled = np.empty((height, width), dtype=np.uint8)
+    stack = np.zeros((4, 84, 84), dtype=np.uint8)
     choice = np.random.default_rng(seed).integers(0, len(actions), warmup + steps)
+    if preprocess:
+        import cv2
 
     def play(indices: np.ndarray) -> None:
         for index in indices:
@@ -345,6 +353,10 @@ def raw_ale_worker(steps: int, warmup: int, seed: int, barrier: Any, queue: Any)
                 ale.act(action)
                 if frame >= FRAME_SKIP - 2:
                     ale.getScreenGrayscale(screens[frame - FRAME_SKIP + 2])
+            if preprocess:
+                np.maximum(screens[0], screens[1], out=pooled)
+                stack[:-1] = stack[1:]
+                cv2.resize(pooled, (84, 84), dst=stack[-1], interpolation=cv2.INTER_AREA)
             if ale.game_over():
                 ale.reset_game()
 
@@ -355,14 +367,15 @@ def raw_ale_worker(steps: int, warmup: int, seed: int, barrier: Any, queue: Any)
     queue.put((time.perf_counter() - start, time.process_time() - cpu))
 
 
-def raw_ale_sps(processes: int, steps: int, warmup: int, seed: int) -> dict[str, float]:
+def raw_ale_sps(processes: int, steps: int, warmup: int, seed: int, preprocess: bool = False) -> dict[str, float]:
     """Aggregate agent steps/s (and CPU cores busy) of ``processes`` raw ALE processes stepping at once."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(processes), ctx.Queue()
     workers = [
-        ctx.Process(target=raw_ale_worker, args=(steps, warmup, seed + i, barrier, queue)) for i in range(processes)
+        ctx.Process(target=raw_ale_worker, args=(steps, warmup, seed + i, preprocess, barrier, queue))
+        for i in range(processes)
     ]
     for worker in workers:
         worker.start()
@@ -437,6 +450,8 @@ def bench_machine(args: argparse.Namespace) -> dict[str, Any]:
         "raw_1": raw_ale_sps(1, args.env_steps, warmup, args.seed),
         "raw_k": raw_ale_sps(vec_threads, args.env_steps, warmup, args.seed),
         "raw_k_processes": vec_threads,
+        "raw_pre_1": raw_ale_sps(1, args.env_steps, warmup, args.seed, preprocess=True),
+        "raw_pre_k": raw_ale_sps(vec_threads, args.env_steps, warmup, args.seed, preprocess=True),
         "rlkit_1": rlkit_env_sps(1, args.env_steps, warmup, args.seed),
         "rlkit_k": rlkit_env_sps(VEC_ENVS, args.env_steps * vec_threads, warmup, args.seed),
         "rlkit_k_envs": VEC_ENVS,
@@ -551,32 +566,40 @@ def report(args: argparse.Namespace, rl: dict[str, Any], sb: dict[str, Any], mac
           f"{analytic / 1e9:.3f} GFLOP = target fwd + online fwd + backward at 2x fwd (1x for conv1), "
           f"batch {rl['settings']['batch_size']})")
     print()
+    report_env_only(machine)
+
+
+def report_env_only(machine: dict[str, Any]) -> None:
+    """Section 3: rlkit's env pipeline against raw ALE stepping, with and without the same preprocessing."""
     print("3) Env-only throughput, random actions (agent steps/s; 1 agent step = 4 emulator frames)")
     k = machine["raw_k_processes"]
-    pct_1 = machine["rlkit_1"]["sps"] / machine["raw_1"]["sps"]
-    pct_k = machine["rlkit_k"]["sps"] / machine["raw_k"]["sps"]
-    print(f"  {'':44s}{'steps/s':>10s}{'cores busy':>12s}{'rlkit/raw':>11s}")
-    print(f"  {'raw ALE, 1 process':44s}{machine['raw_1']['sps']:10.0f}{machine['raw_1']['cpu_cores_busy']:12.2f}")
-    print(f"  {'rlkit make_vec_env, 1 env (1 ALE thread)':44s}{machine['rlkit_1']['sps']:10.0f}"
-          f"{machine['rlkit_1']['cpu_cores_busy']:12.2f}{pct_1:11.1%}")
-    print(f"  {f'raw ALE, {k} processes in parallel':44s}{machine['raw_k']['sps']:10.0f}"
-          f"{machine['raw_k']['cpu_cores_busy']:12.2f}")
-    label = f"rlkit make_vec_env, {machine['rlkit_k_envs']} envs ({machine['rlkit_k_threads']} ALE threads)"
-    print(f"  {label:44s}{machine['rlkit_k']['sps']:10.0f}{machine['rlkit_k']['cpu_cores_busy']:12.2f}"
-          f"{pct_k:11.1%}")
-    for key, label in (("1", "1 env"), ("k", f"{machine['rlkit_k_envs']} envs")):
-        raw = machine["raw_1" if key == "1" else "raw_k"]["sps"]
-        same, bare = machine[f"ale_vec_{key}"], machine[f"ale_vec_{key}_bare"]
-        rl = machine[f"rlkit_{key}"]["sps"]
-        name_same = f"ale-py AtariVectorEnv, {label}, same preprocessing"
-        name_bare = f"ale-py AtariVectorEnv, {label}, no preprocessing"
-        print(f"  {name_same:44s}{same:10.0f}{'':12s}{same / raw:11.1%}   (rlkit's own layer: {rl / same:.1%} of it)")
-        print(f"  {name_bare:44s}{bare:10.0f}{'':12s}{bare / raw:11.1%}")
+    name_k = f"{machine['rlkit_k_envs']} envs"
+    print(f"  {'':60s}{'steps/s':>10s}{'cores busy':>12s}{'rlkit / it':>12s}")
+    verdicts = []
+    for key, cores, label in (("1", 1, "1 env (1 ALE thread)"), ("k", k, f"{name_k} ({k} ALE threads)")):
+        rl = machine[f"rlkit_{key}"]
+        bare, pre = machine[f"raw_{key}"], machine[f"raw_pre_{key}"]
+        same, none = machine[f"ale_vec_{key}"], machine[f"ale_vec_{key}_bare"]
+        where = "1 process" if cores == 1 else f"{cores} processes in parallel"
+        print(f"  {'rlkit make_vec_env, ' + label:60s}{rl['sps']:10.0f}{rl['cpu_cores_busy']:12.2f}")
+        rows = (
+            (f"raw ALE, {where}, no preprocessing", bare["sps"], bare["cpu_cores_busy"]),
+            (f"raw ALE, {where}, same preprocessing by hand", pre["sps"], pre["cpu_cores_busy"]),
+            (f"ale-py AtariVectorEnv, {label.split(' (')[0]}, same preprocessing", same, None),
+            (f"ale-py AtariVectorEnv, {label.split(' (')[0]}, no preprocessing", none, None),
+        )
+        for name, sps, busy in rows:
+            busy_text = f"{busy:12.2f}" if busy is not None else f"{'':12s}"
+            print(f"    {name:58s}{sps:10.0f}{busy_text}{rl['sps'] / sps:12.1%}")
+        verdicts.append((cores, rl["sps"] / bare["sps"], rl["sps"] / pre["sps"]))
     print("  raw ALE = ale_py.ALEInterface, Pong ROM, sticky 0.25, 4 act() per step + getScreenGrayscale on the "
-          "last 2 frames; no resize/max-pool/stack.")
-    print(f"  rlkit adds max-pool, 84x84 resize, 4-frame stack, noop/fire reset, reward clipping, episode stats. "
-          f"Target >= 90%: 1 core {'met' if pct_1 >= 0.9 else 'not met'}, {k} cores "
-          f"{'met' if pct_k >= 0.9 else 'not met'}.")
+          "last 2 frames; 'same preprocessing by hand' adds np.maximum of the two, cv2.resize INTER_AREA to 84x84 "
+          "and a 4-frame stack shift.")
+    print("  rlkit also does noop/fire reset, reward clipping, life-loss handling and episode statistics.")
+    for cores, vs_bare, vs_pre in verdicts:
+        print(f"  Target >= 90% on {cores} core(s): vs raw stepping without preprocessing {vs_bare:.1%} "
+              f"({'met' if vs_bare >= 0.9 else 'not met'}); vs raw stepping with the same preprocessing {vs_pre:.1%} "
+              f"({'met' if vs_pre >= 0.9 else 'not met'}).")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -594,6 +617,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke check: a few hundred steps each")
     parser.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show the children's output")
+    parser.add_argument("--env-only", action="store_true",
+                        help="only the env-only throughput and matmul peak (section 3; no training)")
     parser.add_argument("--only", choices=("rlkit", "sb3", "machine"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick and args.only is None:
@@ -610,6 +635,13 @@ def main(argv: list[str] | None = None) -> int:
         print(MARKER + json.dumps(result), flush=True)
         return 0
     load = os.getloadavg()
+    if args.env_only:
+        print(f"load average at start: {load[0]:.2f}")
+        machine = run_child("machine", args)
+        report_env_only(machine)
+        if args.json is not None:
+            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine}))
+        return 0
     results = {name: run_child(name, args) for name in children}
     report(args, results["rlkit"], results["sb3"], results["machine"], load)
     if args.json is not None:
