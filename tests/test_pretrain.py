@@ -212,6 +212,28 @@ def test_dcgan_multi_layer_features_and_disc_lr(tmp_path):
     assert trainer.optimizers["generator"].param_groups[0]["lr"] == 2e-4
 
 
+def test_r1_penalty_matches_hand_computed_gradient_norm_and_trains(tmp_path):
+    from rlkit.vision.gan import GANConfig, GANPretrainer, r1_penalty
+
+    # a linear discriminator x -> x.w has gradient w at every input: R1 = |w|^2 for every row
+    w = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    x = torch.randn(5, 1, 2, 2, requires_grad=True)
+    logits = (x * w).flatten(1).sum(1)
+    torch.testing.assert_close(r1_penalty(logits, x), torch.tensor(1.0 + 4.0 + 0.25 + 9.0))
+    # a quadratic one, x -> sum(x^2): gradient 2x, R1 = mean over rows of 4|x|^2
+    x = torch.randn(3, 1, 2, 2, requires_grad=True)
+    expected = (4 * x.detach().pow(2).flatten(1).sum(1)).mean()
+    torch.testing.assert_close(r1_penalty(x.pow(2).flatten(1).sum(1), x), expected)
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4, "norm": "none"}, batch_size=4, instance_noise=0.0, real_label=1.0,
+                       r1_gamma=10.0)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    losses = trainer.train_step(0)
+    assert losses["r1"] > 0 and all(np.isfinite(v) for v in losses.values())
+    assert "r1" not in GANPretrainer(dataclasses.replace(config, r1_gamma=0.0), data, None,
+                                     torch.device("cpu")).train_step(0)
+
+
 def test_probe_linear_label_scores_one_and_random_label_chance():
     from rlkit.vision.probe import probe_features
 

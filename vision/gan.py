@@ -115,6 +115,13 @@ class DCGANDiscriminator(Encoder):
         return torch.cat(pooled, dim=1)
 
 
+def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean over the batch of the squared gradient norm of the discriminator's
+    logits with respect to its real ``inputs`` (which must require grad); differentiable, for the D loss."""
+    (grad,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
 def minibatch_std(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, 1, H, W) filled with the batch's mean feature standard deviation (Karras et al.
     2018): a generator that collapses to one frame gives batches with no spread, which the head can see."""
@@ -188,6 +195,9 @@ class GANConfig(PretrainConfig):
     """discriminator target for real frames (one-sided label smoothing; 1.0 turns it off)"""
     minibatch_std: bool = False
     """give the discriminator head the batch's feature spread (against mode collapse; not in the encoder)"""
+    r1_gamma: float = 0.0
+    """weight gamma of the R1 gradient penalty on real frames, gamma/2 * E|grad D(x)|^2 (Mescheder et al. 2018;
+    with it a DCGAN converges without normalisation, smoothing or noise); 0 turns it off"""
     beta1: float = 0.5
     """Adam beta1 (DCGAN)"""
     z_dim: int = 100
@@ -254,9 +264,16 @@ class GANPretrainer(Pretrainer):
             noise_real, noise_fake = noise[:, 0], noise[:, 1]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
         # discriminator: real -> real_label (one-sided smoothing), fake -> 0
-        real_logits, fake_logits = self.logits(real + noise_real), self.logits(fake.detach() + noise_fake)
+        real_in = real + noise_real
+        if self.config.r1_gamma > 0:
+            real_in = real_in.detach().requires_grad_(True)
+        real_logits, fake_logits = self.logits(real_in), self.logits(fake.detach() + noise_fake)
         loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.config.real_label)) \
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        r1 = None
+        if self.config.r1_gamma > 0:
+            r1 = r1_penalty(real_logits, real_in)
+            loss_d = loss_d + 0.5 * self.config.r1_gamma * r1
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.sync_gradients(self.discriminator)
@@ -268,8 +285,11 @@ class GANPretrainer(Pretrainer):
         loss_g.backward()
         self.sync_gradients(self.generator)
         opt_g.step()
-        return {"d": loss_d.item(), "g": loss_g.item(), "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
-                "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
+        metrics = {"d": loss_d.item(), "g": loss_g.item(), "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
+                   "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
+        if r1 is not None:
+            metrics["r1"] = r1.item()
+        return metrics
 
     @torch.no_grad()
     def samples(self, n: int, seed: int = 1234) -> torch.Tensor:
