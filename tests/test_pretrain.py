@@ -490,6 +490,41 @@ def test_mae_decoder_positions_on_mask_tokens_only(tmp_path):
     assert np.isfinite(trainer.train_step(0)["mae"])
 
 
+def test_mae_newest_frame_masking(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.vit import patchify, unpatchify
+
+    trainer = _mae(tmp_path, mask_frames="newest")  # 2-frame stacks, 16 patches of 4x4
+    obs, _ = trainer.data.batch(np.arange(4))
+    x = trainer.vit.preprocess(obs).contiguous()
+    noise = torch.rand(4, 16, generator=torch.Generator().manual_seed(0))
+    pred, mask, tokens = trainer.forward(x, noise)
+    assert torch.equal(mask.sum(1), torch.full((4,), 12.0))
+    assert tokens.shape == (4, 1 + 16, 16)  # CLS + every patch
+    # the encoder's input: the newest frame is 0 in exactly the hidden patches, everything else is untouched
+    blanked = patchify(trainer.blank_newest(x, mask), 4).view(4, 16, 16, 2)  # (B, N, pixels, channels)
+    original = patchify(x, 4).view(4, 16, 16, 2)
+    hidden = mask.bool()
+    assert torch.equal(blanked[..., 0], original[..., 0])
+    assert torch.equal(blanked[~hidden][..., 1], original[~hidden][..., 1])
+    assert torch.all(blanked[hidden][..., 1] == 0)
+    # changing the hidden patches' newest frame leaves the tokens unchanged; their older frame does not
+    patches = patchify(x, 4).view(4, 16, 16, 2).clone()
+    patches[hidden] = patches[hidden] + torch.stack([torch.zeros(16), torch.rand(16)], -1)
+    _, _, same = trainer.forward(unpatchify(patches.view(4, 16, 32), 4, 2, (4, 4)), noise)
+    torch.testing.assert_close(same, tokens)
+    # the loss scores the newest frame of hidden patches only
+    loss = trainer.loss(x, pred, mask)
+    for where, channel, moves in ((hidden, 0, False), (~hidden, 1, False), (hidden, 1, True)):
+        changed = pred.view(4, 16, 16, 2).clone()
+        changed[where] = changed[where] + torch.nn.functional.one_hot(torch.tensor(channel), 2) * 3.0
+        new = trainer.loss(x, changed.view(4, 16, 32), mask)
+        assert (new > loss + 1) if moves else torch.equal(new, loss)
+    assert np.isfinite(trainer.train_step(0)["mae"])
+    with pytest.raises(RLKitError, match="mask_frames='last' is not valid"):
+        _mae(tmp_path / "bad", mask_frames="last")
+
+
 def test_recard_script_reads_same_weights_with_new_pooling(tmp_path):
     import runpy
 

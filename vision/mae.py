@@ -9,6 +9,9 @@ patch. The loss is the mean squared error on the masked patches only, against th
 with ``norm_pix_loss``, against each patch normalised by its own mean and std. Options for frames whose
 objects are tiny (Pong): ``foreground_weight`` up-weights the pixels that differ from the median train frame,
 and ``visible_loss_weight`` also scores the visible patches (the encoder must then keep their content).
+``mask_frames=newest`` is a temporal variant for frame stacks: every patch reaches the encoder, but in the
+hidden patches the newest frame is blanked (the older frames stay), and the loss scores the newest frame of
+the hidden patches only, so the encoder must carry where the moving objects were and how they move.
 Reconstructions of val frames (original | masked input | reconstruction with the visible patches pasted back)
 are saved as PNG and logged.
 """
@@ -121,6 +124,10 @@ class MAEConfig(PretrainConfig):
     decoder_visible_pos: bool = True
     """add the decoder's positional embeddings to the visible tokens too (MAE); false: to the mask tokens only,
     so the encoder's tokens must carry their own position (on Pong it did not change the val probe)"""
+    mask_frames: str = "all"
+    """all: a hidden patch is hidden in every frame of the stack and dropped from the encoder (MAE); newest:
+    only its newest frame is blanked (set to 0), every patch is encoded, and the loss scores the newest frame
+    of the hidden patches (predict where the moving objects are now from where they were)"""
     decoder_width: int = 128
     decoder_depth: int = 2
     decoder_heads: int = 4
@@ -140,6 +147,10 @@ class MAEPretrainer(Pretrainer):
             raise RLKitError(f"mae needs a ViT encoder (vit), not {cfg.encoder!r}; pass --encoder vit.")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise RLKitError(f"mask_ratio must be in [0, 1), got {cfg.mask_ratio}.")
+        if cfg.mask_frames not in ("all", "newest"):
+            raise RLKitError(f"mask_frames={cfg.mask_frames!r} is not valid; choose one of: all, newest.")
+        if cfg.mask_frames == "newest" and self.vit.in_channels < 2:
+            raise RLKitError("mask_frames=newest needs frame stacks (2 or more channels); use mask_frames=all.")
         if cfg.foreground_weight < 0 or cfg.visible_loss_weight < 0:
             raise RLKitError("foreground_weight and visible_loss_weight must be >= 0.")
         self.background: torch.Tensor | None = None
@@ -176,12 +187,30 @@ class MAEPretrainer(Pretrainer):
         return 1.0 + self.config.foreground_weight * fg.float()
 
     def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The configured patch loss of predictions ``pred`` for scaled frames ``x``."""
-        return masked_patch_loss(pred, self.targets(x), mask, self.pixel_weight(x), self.config.visible_loss_weight)
+        """The configured patch loss of predictions ``pred`` for scaled frames ``x`` (with ``mask_frames=newest``
+        only the newest frame's pixels count: patch vectors are laid out pixel-major, channel last)."""
+        target, weight = self.targets(x), self.pixel_weight(x)
+        if self.config.mask_frames == "newest":
+            newest = slice(self.vit.in_channels - 1, None, self.vit.in_channels)
+            pred, target = pred[..., newest], target[..., newest]
+            weight = weight[..., newest] if weight is not None else None
+        return masked_patch_loss(pred, target, mask, weight, self.config.visible_loss_weight)
+
+    def blank_newest(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scaled frames ``x`` with the newest frame set to 0 inside the hidden patches (mask (B, N), 1 = hidden)."""
+        p, (gh, gw) = self.vit.patch_size, self.vit.grid
+        hidden = mask.view(-1, gh, gw).repeat_interleave(p, 1).repeat_interleave(p, 2).bool()
+        out = x.clone()
+        out[:, -1] = x[:, -1].masked_fill(hidden, 0.0)
+        return out
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(pred (B, N, p*p*C), mask (B, N), encoded visible tokens) for scaled frames ``x``."""
+        """(pred (B, N, p*p*C), mask (B, N), encoded tokens) for scaled frames ``x``."""
         keep, mask, restore = random_masking(noise.to(x.device), self.config.mask_ratio)
+        if self.config.mask_frames == "newest":  # every patch is encoded, in order; hidden ones lack the newest frame
+            tokens = self.vit.tokens(self.blank_newest(x, mask))
+            order = torch.arange(self.vit.num_patches, device=x.device).expand(len(x), -1)
+            return self.decoder(tokens, order), mask, tokens
         tokens = self.vit.tokens(x, keep)
         return self.decoder(tokens, restore), mask, tokens
 
