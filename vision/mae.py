@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ class MAEConfig(PretrainConfig):
     decoder_visible_pos: bool = True
     """add the decoder's positional embeddings to the visible tokens too (MAE); false: to the mask tokens only,
     so the encoder's tokens must carry their own position (on Pong it did not change the val probe)"""
-    mask_frames: str = "all"
+    mask_frames: Literal["all", "newest"] = "all"
     """all: a hidden patch is hidden in every frame of the stack and dropped from the encoder (MAE); newest:
     only its newest frame is blanked (set to 0), every patch is encoded, and the loss scores the newest frame
     of the hidden patches (predict where the moving objects are now from where they were)"""
