@@ -639,14 +639,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average at start: {load[0]:.2f}")
         machine = run_child("machine", args)
         report_env_only(machine)
-        if args.json is not None:
-            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine}))
+        write_json(args, {"machine": machine})
         return 0
     results = {name: run_child(name, args) for name in children}
     report(args, results["rlkit"], results["sb3"], results["machine"], load)
+    write_json(args, results)
+    return 0
+
+
+def write_json(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """With ``--json``, write the arguments and every measurement there."""
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **results}, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

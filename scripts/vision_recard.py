@@ -21,11 +21,10 @@ from rlkit.vision.io import load_encoder, read_card, save_encoder
 def main(path: str, out: str, overrides: dict) -> None:
     """Write ``out``: the encoder at ``path`` with ``overrides`` applied to its card's encoder kwargs."""
     card = read_card(path)
-    kwargs = {**card["encoder_kwargs"], **overrides}
     space = gym.spaces.Box(0, 255, tuple(card["observation_shape"]), np.dtype(card.get("observation_dtype", "uint8")))
     encoder = load_encoder(path, space, overrides)
-    keep = {k: v for k, v in card.items() if k not in ("encoder_kwargs", "features_dim")}
-    written = save_encoder(out, encoder, {**keep, "encoder_kwargs": kwargs, "recarded_from": str(path)})
+    keep = {k: v for k, v in encoder.card.items() if k != "features_dim"}
+    written = save_encoder(out, encoder, {**keep, "recarded_from": str(path)})
     print(f"wrote {out}: {written['encoder']} {written['encoder_kwargs']} features {written['features_dim']}")
 
 

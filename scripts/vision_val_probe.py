@@ -38,7 +38,7 @@ def main(path: str, data: str, baseline: bool = True, overrides: dict | None = N
     if baseline:
         card = encoders["pretrained"].card
         torch.manual_seed(1)
-        encoders["random"] = make_encoder(card["encoder"], space, **{**card["encoder_kwargs"], **(overrides or {})})
+        encoders["random"] = make_encoder(card["encoder"], space, **card["encoder_kwargs"])
     labels_train = train.get_batch(sub, "labels")
     labels_val = val.get_batch(np.arange(len(val)), "labels")
     for key, encoder in encoders.items():

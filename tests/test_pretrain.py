@@ -521,8 +521,15 @@ def test_mae_newest_frame_masking(tmp_path):
         new = trainer.loss(x, changed.view(4, 16, 32), mask)
         assert (new > loss + 1) if moves else torch.equal(new, loss)
     assert np.isfinite(trainer.train_step(0)["mae"])
+    from rlkit.config import build_config
+    from rlkit.vision.mae import MAEConfig, MAEPretrainer
+
     with pytest.raises(RLKitError, match="mask_frames='last' is not valid"):
-        _mae(tmp_path / "bad", mask_frames="last")
+        build_config(MAEConfig, {"mask_frames": "last"}, source="mae config")
+    single_frames = FrameDataset(make_dataset(tmp_path / "one", frames=20, episodes=4, shape=(1, 16, 16)), "train")
+    with pytest.raises(RLKitError, match="mask_frames=newest needs frame stacks"):
+        MAEPretrainer(MAEConfig(mask_frames="newest", encoder_kwargs={"patch_size": 4}), single_frames, None,
+                      torch.device("cpu"))
 
 
 def test_recard_script_reads_same_weights_with_new_pooling(tmp_path):

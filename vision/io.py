@@ -91,11 +91,14 @@ def load_encoder(
     path: str | Path, observation_space: gym.spaces.Space, overrides: dict[str, Any] | None = None
 ) -> Encoder:
     """Build the encoder a file describes for ``observation_space`` and load its weights (``.card`` keeps
-    the card). ``overrides`` change encoder kwargs that leave the weights as they are (a feature option such
-    as ``pool=grid`` for a ViT); one that changes the parameters is the one-line "does not fit" error."""
+    the card, its ``encoder_kwargs`` as built). ``overrides`` change encoder kwargs that leave the weights as
+    they are (a feature option such as ``pool=grid`` for a ViT); one that changes the parameters is the
+    one-line "does not fit" error."""
     card = read_card(path)
     check_observations(card, observation_space, path)
-    encoder = make_encoder(card["encoder"], observation_space, **{**card["encoder_kwargs"], **(overrides or {})})
+    if overrides:
+        card = {**card, "encoder_kwargs": {**card["encoder_kwargs"], **overrides}}
+    encoder = make_encoder(card["encoder"], observation_space, **card["encoder_kwargs"])
     load_weights(encoder, path)
     encoder.card = card
     return encoder

@@ -147,8 +147,6 @@ class MAEPretrainer(Pretrainer):
             raise RLKitError(f"mae needs a ViT encoder (vit), not {cfg.encoder!r}; pass --encoder vit.")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise RLKitError(f"mask_ratio must be in [0, 1), got {cfg.mask_ratio}.")
-        if cfg.mask_frames not in ("all", "newest"):
-            raise RLKitError(f"mask_frames={cfg.mask_frames!r} is not valid; choose one of: all, newest.")
         if cfg.mask_frames == "newest" and self.vit.in_channels < 2:
             raise RLKitError("mask_frames=newest needs frame stacks (2 or more channels); use mask_frames=all.")
         if cfg.foreground_weight < 0 or cfg.visible_loss_weight < 0:
