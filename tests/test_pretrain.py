@@ -232,6 +232,10 @@ def test_r1_penalty_matches_hand_computed_gradient_norm_and_trains(tmp_path):
     assert losses["r1"] > 0 and all(np.isfinite(v) for v in losses.values())
     assert "r1" not in GANPretrainer(dataclasses.replace(config, r1_gamma=0.0), data, None,
                                      torch.device("cpu")).train_step(0)
+    from rlkit.errors import RLKitError
+
+    with pytest.raises(RLKitError, match="r1_gamma must be >= 0"):
+        GANPretrainer(dataclasses.replace(config, r1_gamma=-1.0), data, None, torch.device("cpu"))
 
 
 def test_probe_linear_label_scores_one_and_random_label_chance():

@@ -219,6 +219,8 @@ class GANPretrainer(Pretrainer):
             raise RLKitError(
                 f"gan trains the 'dcgan' discriminator as its encoder, not {cfg.encoder!r}; drop --encoder."
             )
+        if cfg.r1_gamma < 0:
+            raise RLKitError(f"r1_gamma must be >= 0 (0 turns the R1 penalty off), got {cfg.r1_gamma}.")
         self.disc = make_encoder("dcgan", self.observation_space, **cfg.encoder_kwargs)
         width = cfg.encoder_kwargs.get("width", 64)
         extra = 1 if cfg.minibatch_std else 0  # one channel: the batch's feature standard deviation
