@@ -206,6 +206,7 @@ def test_presets_lists_every_preset_with_defaults(capsys):
     assert "[default for classic-control, rlkit]" in by_name["dqn", "classic"]
     assert "default for" not in by_name["dqn", "atari"]
     assert "[default for atari]" in by_name["ppo", "atari"]
+    assert "[default for atari on cpu]" in by_name["ppo", "atari-cpu"]
     assert "[default for driving]" in by_name["ppo", "driving"]
     assert "[default for navigation]" in by_name["dqn", "navigation"]
     assert "default for" not in by_name["ppo", "navigation-rgb"]
