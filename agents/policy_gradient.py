@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -78,6 +79,9 @@ class PPOConfig(EncoderConfig, OptimizerConfig):
     """Scale rewards by the running std of the discounted return."""
     eval_deterministic: bool = True
     """Evaluate with the distribution's mode (argmax / mean) rather than samples."""
+    env_groups: int = 0
+    """Atari: play the envs as this many ALE vector envs and act for one while the others' games run, torch
+    threads shared out during the rollout (0: auto, 2 on a CPU with an even num_envs, else 1)."""
 
 
 @dataclasses.dataclass
@@ -245,6 +249,7 @@ class PPO(Agent):
     """Proximal policy optimisation; ``A2C`` below is the same loop with A2C's settings."""
 
     samples_from_torch = True
+    pipelined_rollout = True  # learn() plays env groups (env_groups); a subclass with its own loop sets False
 
     Config = PPOConfig
     Network: type[nn.Module] = ActorCritic
@@ -261,6 +266,10 @@ class PPO(Agent):
         self.config = config
         self.observation_space, self.action_space = observation_space, action_space
         self.device = resolve_device(config.device)
+        if self.env_group_count() > 1:
+            from rlkit.envs import check_env_groups
+
+            check_env_groups(config.env_id, config.num_envs, self.env_group_count())
         torch.manual_seed(config.seed)
         self.check_augment()
         self.net = self.Network(config, observation_space, action_space).to(self.device)
@@ -310,51 +319,105 @@ class PPO(Agent):
         return self.to_env_action(raw.cpu().numpy())
 
     # ---- learning ------------------------------------------------------------------------------------
-    def learn(self, run: Any) -> None:
-        """Collect ``rollout_steps`` x ``num_envs`` steps, compute GAE, optimise, repeat."""
+    def env_group_count(self) -> int:
+        """How many ALE vector envs the rollout plays (``env_groups``, auto resolved)."""
         cfg = self.config
-        envs = self.make_train_envs()
+        if not self.pipelined_rollout:
+            if cfg.env_groups > 1:
+                raise RLKitError(f"{self.name} plays one vector env: env_groups must be 0 or 1, got {cfg.env_groups}.")
+            return 1
+        if cfg.env_groups > 0:
+            return cfg.env_groups
+        from rlkit.envs import env_family
+
+        overlap = env_family(cfg.env_id) == "atari" and self.device.type == "cpu" and (os.cpu_count() or 1) >= 2
+        return 2 if overlap and cfg.num_envs % 2 == 0 else 1
+
+    def make_env_groups(self) -> list[Any]:
+        """The training envs as ``env_group_count()`` vector envs (one: ``make_train_envs``)."""
+        cfg = self.config
+        groups = self.env_group_count()
+        if groups == 1:
+            return [self.make_train_envs()]
+        from rlkit.envs import make_atari_env_groups
+
+        return make_atari_env_groups(cfg.env_id, cfg.num_envs, groups, mode="train", env_kwargs=cfg.env_kwargs)
+
+    def learn(self, run: Any) -> None:
+        """Collect ``rollout_steps`` x ``num_envs`` steps, compute GAE, optimise, repeat.
+
+        With several env groups the rollout is pipelined: the policy acts for group g while the games of the
+        group stepped before it run in their C++ threads. Each group's columns of the rollout see exactly the
+        sequence of observations and actions they would see alone, so results depend on the seed only."""
+        from rlkit.envs import finish_step, start_step
+
+        cfg = self.config
+        groups = self.make_env_groups()
         T, N = cfg.rollout_steps, cfg.num_envs
+        size = N // len(groups)
+        columns = [slice(g * size, (g + 1) * size) for g in range(len(groups))]
         buf_obs, buf_actions, buf_logp, buf_values, buf_rewards, buf_term, buf_ended, buf_valid = (
             self.rollout_arrays()
         )
-        obs, _ = envs.reset(seed=self.reset_seed())
+        seed = self.reset_seed()
+        obs = [envs.reset(seed=seed + g * size)[0] for g, envs in enumerate(groups)]
+        started: list[Any] = [None] * len(groups)
         reset_next = np.zeros(N, dtype=bool)
         discounted_return = np.zeros(N)
         monitor = LoopMonitor(self, run)
         stats: dict[str, float] = {}
+        learner_threads = torch.get_num_threads()
+        rollout_threads = max(1, learner_threads // len(groups))
+
+        def act_and_start(g: int, t: int) -> None:
+            cols = columns[g]
+            if self.obs_rms is not None:
+                self.obs_rms.update(np.asarray(obs[g], dtype=np.float64))
+            obs_tensor = self._obs(obs[g])
+            with torch.inference_mode():
+                dist, value = self.net.distribution_and_value(obs_tensor)
+                raw = dist.sample()
+                logp = dist.log_prob(raw) if self.net.discrete else dist.log_prob(raw).sum(-1)
+                if self.config.squash and not self.net.discrete:
+                    logp = logp - tanh_log_det(raw)
+            actions = raw.cpu().numpy()
+            buf_obs[t, cols], buf_actions[t, cols] = obs_tensor.cpu().numpy(), actions  # normalised if enabled
+            buf_logp[t, cols], buf_values[t, cols] = logp.cpu().numpy(), value.cpu().numpy()
+            buf_valid[t, cols] = ~reset_next[cols]
+            started[g] = start_step(groups[g], self.to_env_action(actions))
+
+        def finish(g: int, t: int) -> None:
+            cols = columns[g]
+            obs[g], rewards, terminated, truncated, info = finish_step(groups[g], started[g])
+            rewards = np.asarray(rewards, dtype=np.float64)
+            if self.return_rms is not None:
+                fresh = ~reset_next[cols]
+                discounted_return[cols] = discounted_return[cols] * cfg.gamma * fresh + rewards
+                if fresh.any():  # every env may be on its reset step at once
+                    self.return_rms.update(discounted_return[cols][fresh])
+                rewards = rewards / math.sqrt(self.return_rms.var + 1e-8)
+            buf_rewards[t, cols] = rewards
+            buf_term[t, cols], buf_ended[t, cols] = terminated, terminated | truncated
+            reset_next[cols] = terminated | truncated
+            self.global_step += size
+            monitor.episodes(info)
+
         try:
             while self.global_step < cfg.total_steps and not run.stop_requested:
                 apply_lr_schedule(self.optimizer, cfg, self.global_step)
-                for t in range(T):
-                    if self.obs_rms is not None:
-                        self.obs_rms.update(np.asarray(obs, dtype=np.float64))
-                    obs_tensor = self._obs(obs)
-                    with torch.inference_mode():
-                        dist, value = self.net.distribution_and_value(obs_tensor)
-                        raw = dist.sample()
-                        logp = dist.log_prob(raw) if self.net.discrete else dist.log_prob(raw).sum(-1)
-                        if self.config.squash and not self.net.discrete:
-                            logp = logp - tanh_log_det(raw)
-                    actions = raw.cpu().numpy()
-                    next_obs, rewards, terminated, truncated, info = envs.step(self.to_env_action(actions))
-                    rewards = np.asarray(rewards, dtype=np.float64)
-                    if self.return_rms is not None:
-                        discounted_return = discounted_return * cfg.gamma * (~reset_next) + rewards
-                        if (~reset_next).any():  # every env may be on its reset step at once
-                            self.return_rms.update(discounted_return[~reset_next])
-                        rewards = rewards / math.sqrt(self.return_rms.var + 1e-8)
-                    buf_obs[t], buf_actions[t] = obs_tensor.cpu().numpy(), actions  # normalised if enabled
-                    buf_logp[t], buf_values[t] = logp.cpu().numpy(), value.cpu().numpy()
-                    buf_rewards[t] = rewards
-                    buf_term[t], buf_ended[t] = terminated, terminated | truncated
-                    buf_valid[t] = ~reset_next
-                    reset_next = terminated | truncated
-                    obs = next_obs
-                    self.global_step += N
-                    monitor.episodes(info)
+                torch.set_num_threads(rollout_threads)
+                try:
+                    for t in range(T):
+                        for g in range(len(groups)):
+                            if t > 0:
+                                finish(g, t - 1)
+                            act_and_start(g, t)
+                    for g in range(len(groups)):
+                        finish(g, T - 1)
+                finally:
+                    torch.set_num_threads(learner_threads)
                 with torch.inference_mode():
-                    next_value = self.net.value(self._obs(obs)).cpu().numpy()
+                    next_value = self.net.value(self._obs(np.concatenate(obs))).cpu().numpy()
                 advantages, returns = gae(
                     buf_rewards, buf_values, next_value, buf_term, buf_ended, cfg.gamma, cfg.gae_lambda
                 )
@@ -363,7 +426,8 @@ class PPO(Agent):
                 if monitor.tick(stats):
                     break
         finally:
-            envs.close()
+            for envs in groups:
+                envs.close()
             self.save(run.checkpoint_dir / "last.safetensors")
         monitor.finish()
 

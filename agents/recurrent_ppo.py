@@ -101,6 +101,7 @@ class RecurrentPPO(PPO):
     Network = RecurrentActorCritic
     name = "ppo_lstm"
     recurrent = True
+    pipelined_rollout = False
 
     def __init__(
         self, config: RecurrentPPOConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space

@@ -150,6 +150,51 @@ def make_vec_env(
     return envs
 
 
+def check_env_groups(env_id: str, num_envs: int, groups: int) -> None:
+    """One-line errors for a split of ``num_envs`` into ``groups`` ALE vector envs that cannot be made."""
+    if env_family(env_id) != "atari":
+        raise RLKitError(f"env_groups > 1 needs an ALE/ Atari env (C++ vector env), not {env_id}; use env_groups=1.")
+    if groups < 1 or num_envs % groups:
+        raise RLKitError(f"env_groups={groups} must divide num_envs={num_envs}; pick a divisor, or 1.")
+
+
+def make_atari_env_groups(
+    env_id: str, num_envs: int, groups: int, mode: str = "train", env_kwargs: dict[str, Any] | None = None
+) -> list[gym.vector.VectorEnv]:
+    """``num_envs`` Atari games as ``groups`` ALE vector envs of ``num_envs // groups`` games, the cores shared
+    out among them. A learner acts for one group while the C++ threads of another play (``start_step`` /
+    ``finish_step``). Game i of group g is game g * (num_envs // groups) + i of one vector env: reset group g
+    with ``seed + g * (num_envs // groups)`` and every game gets the seed it would have had there."""
+    check_env_groups(env_id, num_envs, groups)
+    from rlkit.envs.atari import AtariVecEnv, PongPixelsVecEnv, atari_settings
+
+    settings = atari_settings(mode, dict(env_kwargs or {}))
+    per_group = num_envs // groups
+    threads = max(1, min(per_group, (os.cpu_count() or 1) // groups))
+    env_class = PongPixelsVecEnv if settings.pipeline == "pong_pixels" else AtariVecEnv
+    envs: list[gym.vector.VectorEnv] = [env_class(env_id, per_group, settings, num_threads=threads)
+                                        for _ in range(groups)]
+    for group in envs:
+        group.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]
+    return envs
+
+
+def start_step(envs: gym.vector.VectorEnv, actions: np.ndarray) -> Any:
+    """Begin a step of ``envs``: an ALE vector env plays in its C++ threads until ``finish_step`` (the caller
+    may compute meanwhile); any other vector env steps now. Pass the return value to ``finish_step``."""
+    from rlkit.envs.atari import AtariVecEnv
+
+    if isinstance(envs, AtariVecEnv):
+        envs.send(actions)
+        return None
+    return envs.step(actions)
+
+
+def finish_step(envs: gym.vector.VectorEnv, started: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The step begun by ``start_step``: (observations, rewards, terminated, truncated, info)."""
+    return envs.recv() if started is None else started  # type: ignore[attr-defined]
+
+
 def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
     """One (non-vectorised) env, e.g. for ``check_env`` or video."""
     env_spec(env_id)

@@ -142,9 +142,18 @@ class AtariVecEnv(VectorEnv):
         return obs, dict(info)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        """Start a step: the C++ threads play ``actions`` while the caller goes on; ``recv`` waits for it."""
         actions = np.array(actions, dtype=np.int64)
         actions[self._life_reset] = self._life_reset_action
-        obs, reward, terminated, truncated, info = self.ale_env.step(actions)
+        self.ale_env.send(actions)
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Finish the step started by ``send``: what ``step`` returns."""
+        obs, reward, terminated, truncated, info = self.ale_env.recv()
         reward = reward.astype(np.float32)
         # An env that ended last step is being reset now (next-step autoreset); its step is not counted.
         counted = ~self._resetting
@@ -209,9 +218,12 @@ class PongPixelsVecEnv(AtariVecEnv):
         self._previous = self._binary(obs)
         return self._previous.copy(), info
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def send(self, actions: np.ndarray) -> None:
+        super().send(self.ALE_ACTIONS[np.asarray(actions, dtype=np.int64)])
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         restarting = self._resetting.copy()
-        obs, reward, terminated, truncated, info = super().step(self.ALE_ACTIONS[np.asarray(actions, dtype=np.int64)])
+        obs, reward, terminated, truncated, info = super().recv()
         current = self._binary(obs)
         previous = np.where(restarting[:, None], 0, self._previous)
         self._previous = current

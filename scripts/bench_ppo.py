@@ -9,7 +9,9 @@ ends an episode, rewards clipped to their sign.
 
 * rlkit runs its real training loop, ``PPO.learn(run)``, with a ``Run`` in a temporary directory; the clock
   is read where the loop checks ``run.stop_requested`` (once per rollout) and the run is stopped the way
-  Ctrl-C stops it, right after the timed window. Envs: ale-py's C++ ``AtariVectorEnv`` (``make_vec_env``).
+  Ctrl-C stops it, right after the timed window. Envs: ale-py's C++ ``AtariVectorEnv``. By default
+  (``--env-groups 0``, rlkit's auto) a CPU rollout plays the 8 games as 2 vector envs of 4 and acts for one
+  while the other's games run; ``env`` is then the time the learner waits for games, not all of their play.
 * SB3 runs ``PPO("CnnPolicy", ...).learn(10_000_000)`` on its standard Atari pipeline: ``make_atari_env(
   "ALE/Pong-v5", n_envs=8, env_kwargs={"frameskip": 1, "repeat_action_probability": 0.25})`` (AtariWrapper:
   noop 30, skip 4 + max-pool, life loss terminal, fire reset, 84x84 gray, reward clip; v5's own frameskip
@@ -109,7 +111,8 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     start_mark, end_mark = window(args)
     values = load_preset("ppo", "atari")
     values.update(env_id=ENV_ID, total_steps=TOTAL_STEPS, seed=args.seed, device="cpu", torch_threads=args.threads,
-                  eval_every=0, checkpoint_every=0, log_every=10**9, precision=args.precision)
+                  eval_every=0, checkpoint_every=0, log_every=10**9, precision=args.precision,
+                  env_groups=args.env_groups)
     config = build_config(PPOConfig, values, source="benchmark config")
     probe = make_vec_env(ENV_ID, 1, mode="train", env_kwargs=config.env_kwargs)
     observation_space, action_space, env_settings = (probe.single_observation_space, probe.single_action_space,
@@ -138,19 +141,22 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     agent.optimise = timer.wrap("update", agent.optimise)  # type: ignore[method-assign]
     original_make_train_envs = agent.make_train_envs
 
-    def timed_make_train_envs() -> Any:
-        envs = original_make_train_envs()
-        envs.step = timer.wrap("env", envs.step)
+    def timed(envs: Any) -> Any:
+        for name in ("step", "send", "recv"):  # send / recv: grouped ALE envs (the games run in between)
+            if hasattr(envs, name):
+                setattr(envs, name, timer.wrap("env", getattr(envs, name)))
         return envs
 
-    agent.make_train_envs = timed_make_train_envs  # type: ignore[method-assign]
+    agent.make_train_envs = lambda: timed(original_make_train_envs())  # type: ignore[method-assign]
+    original_make_env_groups = agent.make_env_groups
+    agent.make_env_groups = lambda: [timed(envs) for envs in original_make_env_groups()]  # type: ignore
     with tempfile.TemporaryDirectory() as tmp:
         record = {"algo": "ppo", "config": dataclasses.asdict(config), "env_settings": env_settings}
         with TimedRun(Path(tmp) / "run", record) as run:
             agent.learn(run)
     result = timer.summary(end_mark - start_mark)
     result.update(torch_threads=torch.get_num_threads(), global_step=agent.global_step, updates=agent.updates,
-                  env_settings=env_settings)
+                  env_settings=env_settings, env_groups=agent.env_group_count())
     return result
 
 
@@ -201,7 +207,7 @@ def bench_sb3(args: argparse.Namespace) -> dict[str, Any]:
 def run_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--only", which, "--rollouts", str(args.rollouts),
                "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed),
-               "--precision", args.precision]
+               "--precision", args.precision, "--env-groups", str(args.env_groups)]
     print(f"[{which}] running ...", flush=True)
     started = time.time()
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -230,7 +236,8 @@ def report(args: argparse.Namespace, rl: dict[str, Any], sb: dict[str, Any], loa
     ratio = rl["sps"] / sb["sps"]
     print()
     print(f"PPO on {ENV_ID}, CPU: {cpu_model()}, {cores} cores, torch threads {rl['torch_threads']} (rlkit) / "
-          f"{sb['torch_threads']} (SB3); rlkit precision {args.precision} (SB3: fp32)")
+          f"{sb['torch_threads']} (SB3); rlkit precision {args.precision} (SB3: fp32), "
+          f"env groups {rl.get('env_groups', 1)}")
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
           + ("  (other load present: figures are distorted)" if load[0] > 0.3 * cores else ""))
     print(f"{NUM_ENVS} envs x {ROLLOUT} steps, {EPOCHS} epochs x {MINIBATCHES} minibatches of "
@@ -261,6 +268,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                         help="rlkit's encoder arithmetic (config precision; SB3 has only fp32). Default fp32")
+    parser.add_argument("--env-groups", type=int, default=0,
+                        help="rlkit env_groups (default 0: auto, 2 on a CPU; 1: one vector env, no overlap)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two children N times (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 warm-up + 1 timed rollout")
     parser.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
