@@ -266,10 +266,11 @@ class PPO(Agent):
         self.config = config
         self.observation_space, self.action_space = observation_space, action_space
         self.device = resolve_device(config.device)
-        if self.env_group_count() > 1:
+        groups = self.env_group_count()
+        if groups > 1:
             from rlkit.envs import check_env_groups
 
-            check_env_groups(config.env_id, config.num_envs, self.env_group_count())
+            check_env_groups(config.env_id, config.num_envs, groups)
         torch.manual_seed(config.seed)
         self.check_augment()
         self.net = self.Network(config, observation_space, action_space).to(self.device)

@@ -105,10 +105,12 @@ def make_vec_env(
     mode: str = "train",
     env_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
+    ale_threads: int | None = None,
 ) -> gym.vector.VectorEnv:
     """Build ``num_envs`` copies of ``env_id`` as one VectorEnv (next-step autoreset, episode statistics).
 
-    ``mode="eval"`` gives full, unclipped episodes. The resolved env settings are in ``env.settings_dict`` (for
+    ``mode="eval"`` gives full, unclipped episodes. ``ale_threads``: C++ threads of an ALE vector env (default:
+    one per env, at most one per core). The resolved env settings are in ``env.settings_dict`` (for
     envs with an ``unwrapped.settings`` dict, such as rlkit's sims, every kwarg including defaults).
     The action space is seeded from ``seed``; pass the same seed to the first ``reset``.
     """
@@ -121,7 +123,7 @@ def make_vec_env(
         from rlkit.envs.atari import AtariVecEnv, PongPixelsVecEnv, atari_settings
 
         settings = atari_settings(mode, env_kwargs)
-        threads = min(num_envs, os.cpu_count() or 1)
+        threads = ale_threads or min(num_envs, os.cpu_count() or 1)
         env_class = PongPixelsVecEnv if settings.pipeline == "pong_pixels" else AtariVecEnv
         envs: gym.vector.VectorEnv = env_class(env_id, num_envs, settings, num_threads=threads)
         envs.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]
@@ -166,17 +168,10 @@ def make_atari_env_groups(
     ``finish_step``). Game i of group g is game g * (num_envs // groups) + i of one vector env: reset group g
     with ``seed + g * (num_envs // groups)`` and every game gets the seed it would have had there."""
     check_env_groups(env_id, num_envs, groups)
-    from rlkit.envs.atari import AtariVecEnv, PongPixelsVecEnv, atari_settings
-
-    settings = atari_settings(mode, dict(env_kwargs or {}))
     per_group = num_envs // groups
     threads = max(1, min(per_group, (os.cpu_count() or 1) // groups))
-    env_class = PongPixelsVecEnv if settings.pipeline == "pong_pixels" else AtariVecEnv
-    envs: list[gym.vector.VectorEnv] = [env_class(env_id, per_group, settings, num_threads=threads)
-                                        for _ in range(groups)]
-    for group in envs:
-        group.settings_dict = {"env_id": env_id, **settings.__dict__}  # type: ignore[attr-defined]
-    return envs
+    return [make_vec_env(env_id, per_group, mode=mode, env_kwargs=env_kwargs, ale_threads=threads)
+            for _ in range(groups)]
 
 
 def start_step(envs: gym.vector.VectorEnv, actions: np.ndarray) -> Any:

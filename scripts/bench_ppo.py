@@ -142,9 +142,9 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     original_make_train_envs = agent.make_train_envs
 
     def timed(envs: Any) -> Any:
-        for name in ("step", "send", "recv"):  # send / recv: grouped ALE envs (the games run in between)
-            if hasattr(envs, name):
-                setattr(envs, name, timer.wrap("env", getattr(envs, name)))
+        # ALE envs are stepped by send / recv (the games run in between; step calls both), others by step.
+        for name in ("send", "recv") if hasattr(envs, "send") else ("step",):
+            setattr(envs, name, timer.wrap("env", getattr(envs, name)))
         return envs
 
     agent.make_train_envs = lambda: timed(original_make_train_envs())  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ from test_cli import assert_user_error
 from rlkit.agents.policy_gradient import PPO, ActorCritic
 from rlkit.cli import main
 from rlkit.envs import finish_step, make_atari_env_groups, make_vec_env, start_step
+from rlkit.errors import RLKitError
 
 
 def _policy_of_the_frame(self: ActorCritic, obs: torch.Tensor):
@@ -86,7 +87,7 @@ def test_start_and_finish_step_match_step():
 
 
 def test_env_groups_errors(capsys):
-    with pytest.raises(Exception, match="must divide num_envs=8"):
+    with pytest.raises(RLKitError, match="must divide num_envs=8"):
         make_atari_env_groups("ALE/Pong-v5", 8, 3)
     assert_user_error(capsys, ["train", "ppo", "--env", "CartPole-v1", "--total-steps", "64",
                                "--set", "env_groups=2"], "env_groups > 1 needs an ALE/ Atari env")
