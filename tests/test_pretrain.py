@@ -238,6 +238,56 @@ def test_r1_penalty_matches_hand_computed_gradient_norm_and_trains(tmp_path):
         GANPretrainer(dataclasses.replace(config, r1_gamma=-1.0), data, None, torch.device("cpu"))
 
 
+def test_dcgan_motion_channels_are_absolute_frame_differences(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.gan import to_gan_range
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    encoder = make_encoder("dcgan", space, width=4, motion=True).eval()
+    assert encoder.trunk[0].in_channels == 4 + 3
+    x = torch.rand(2, 4, 64, 64) * 2 - 1
+    x[:, 2] = x[:, 1]  # frames 1 and 2 equal: their motion channel is -1 (static) everywhere
+    stacked = encoder.with_motion(x)
+    torch.testing.assert_close(stacked[:, :4], x)
+    torch.testing.assert_close(stacked[:, 4], (x[:, 1] - x[:, 0]).abs() - 1)
+    assert torch.equal(stacked[:, 5], torch.full_like(x[:, 0], -1.0))
+    # the encoder applies them itself: uint8 frames in, the same map as the trunk on the stacked input
+    obs = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    torch.testing.assert_close(encoder(obs), encoder.trunk(encoder.with_motion(to_gan_range(obs))).flatten(1))
+    multi = make_encoder("dcgan", space, width=4, motion=True, features="multi")
+    assert multi(obs).shape == (2, multi.features_dim)
+    with pytest.raises(RLKitError, match="motion=true needs a stack of frames"):
+        make_encoder("dcgan", gym.spaces.Box(0, 255, (1, 84, 84), np.uint8), motion=True)
+
+
+def test_gan_diffaugment_translation_and_cutout(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, cutout, translate
+
+    x = torch.arange(2 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
+    shifted = translate(x, torch.tensor([[1, 0], [0, -2]]))
+    # image 0 moves down one row (top row filled with -1), image 1 moves left two columns
+    assert torch.equal(shifted[0, 0, 1:], x[0, 0, :-1]) and torch.equal(shifted[0, 0, 0], torch.full((5,), -1.0))
+    assert torch.equal(shifted[1, 0, :, :3], x[1, 0, :, 2:]) and torch.equal(shifted[1, 0, :, 3:], -torch.ones(5, 2))
+    assert torch.equal(translate(x, torch.zeros(2, 2, dtype=torch.long)), x)
+    x.requires_grad_(True)
+    translate(x, torch.tensor([[1, 0], [0, -2]])).sum().backward()  # differentiable: pixels kept get gradient 1
+    assert x.grad[0, 0, :4].eq(1).all() and x.grad[0, 0, 4].eq(0).all()
+    holes = cutout(torch.ones(1, 1, 8, 8), torch.tensor([[3, 5]]), 4)
+    assert holes.sum() == 64 - 16 and holes[0, 0, 1:5, 3:7].eq(0).all()
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4, "motion": True}, batch_size=4, augment="translation,cutout")
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    _, extras = trainer.global_batch(0)
+    assert extras["shift"].shape == (4, 2, 2) and extras["shift"].abs().max() <= 8
+    assert extras["cutout"].shape == (4, 2, 2)
+    assert all(np.isfinite(v) for v in trainer.train_step(0).values())
+    with pytest.raises(RLKitError, match="unknown augmentations \\['flip'\\]"):
+        GANPretrainer(dataclasses.replace(config, augment="translation,flip"), data, None, torch.device("cpu"))
+
+
 def test_probe_linear_label_scores_one_and_random_label_chance():
     from rlkit.vision.probe import probe_features
 

@@ -68,13 +68,24 @@ class DCGANDiscriminator(Encoder):
     ``batch`` is the paper's discriminator (BatchNorm after every convolution but the first); ``none`` has
     neither (convolutions with biases). ``features``: ``last`` (default) is the flattened 4x4x8k map; ``multi``
     is DCGAN's evaluation protocol (Radford et al. 2016, section 5.1): every layer's activations max-pooled to a
-    4x4 grid and concatenated (4x4x15k); the weights are the same, so either reads the same encoder file."""
+    4x4 grid and concatenated (4x4x15k); the weights are the same, so either reads the same encoder file.
+    ``motion``: the first convolution also sees the C - 1 absolute differences of consecutive stacked frames
+    (``|x[t] - x[t-1]| - 1`` on the [-1, 1] scale, so a static pixel reads -1): in Pong they are zero except
+    at the ball and the paddles, so a generator drawing one still court cannot pass for a real clip."""
 
     def __init__(
-        self, observation_space: gym.spaces.Space, width: int = 64, norm: str = "spectral", features: str = "last"
+        self,
+        observation_space: gym.spaces.Space,
+        width: int = 64,
+        norm: str = "spectral",
+        features: str = "last",
+        motion: bool = False,
     ) -> None:
         super().__init__()
         channels, _, _ = _require_image(type(self).__name__, observation_space)
+        if motion and channels < 2:
+            raise RLKitError(f"dcgan motion=true needs a stack of frames; this observation has {channels} channel.")
+        self.motion = bool(motion)
         if norm not in ("spectral", "batch", "none"):
             raise RLKitError(f"dcgan norm={norm!r} is not valid; choose one of: spectral, batch, none.")
         if features not in ("last", "multi"):
@@ -84,7 +95,8 @@ class DCGANDiscriminator(Encoder):
         self.norm = norm
         k = width
         layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(((channels, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))):
+        c_first = 2 * channels - 1 if self.motion else channels
+        for i, (c_in, c_out) in enumerate(((c_first, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))):
             conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")
             layers.append(conv)
             if norm == "batch" and i > 0:
@@ -98,21 +110,54 @@ class DCGANDiscriminator(Encoder):
                 if isinstance(module, nn.Conv2d):
                     nn.utils.parametrizations.spectral_norm(module)
 
+    def with_motion(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] frames (N, C, H, W) -> the trunk's input: the frames, plus their motion channels if on."""
+        if not self.motion:
+            return x
+        return torch.cat([x, (x[:, 1:] - x[:, :-1]).abs() - 1.0], dim=1)
+
     def trunk_map(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] 64x64 input -> (N, 8k, 4, 4)."""
-        return self.trunk(x)
+        return self.trunk(self.with_motion(x))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at 64x64.
         x = to_gan_range(x * 255.0)
         if self.features == "last":
             return self.trunk_map(x).flatten(1)
+        x = self.with_motion(x)
         pooled = []  # DCGAN's evaluation features: every layer's activations max-pooled to 4x4, concatenated
         for module in self.trunk:
             x = module(x)
             if isinstance(module, nn.LeakyReLU):
                 pooled.append(F.adaptive_max_pool2d(x, 4).flatten(1))
         return torch.cat(pooled, dim=1)
+
+
+AUGMENTATIONS = ("translation", "cutout")
+
+
+def translate(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift each image of (N, C, H, W) by its own ``shifts[n] = (dy, dx)`` pixels, filling with -1 (black on
+    the [-1, 1] scale); differentiable (DiffAugment's translation, Zhao et al. 2020)."""
+    n, _, h, w = x.shape
+    pad = int(shifts.abs().max()) if len(shifts) else 0
+    padded = F.pad(x, (pad, pad, pad, pad), value=-1.0)
+    rows = torch.arange(h, device=x.device)[None] + pad - shifts[:, :1].to(x.device)  # (N, H)
+    cols = torch.arange(w, device=x.device)[None] + pad - shifts[:, 1:].to(x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def cutout(x: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+    """Set a ``size`` x ``size`` square around each image's ``centres[n] = (y, x)`` to 0 (DiffAugment's cutout)."""
+    _, _, h, w = x.shape
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    cy, cx = (centres[:, :1, None].to(x.device), centres[:, 1:, None].to(x.device))
+    low, high = -(size // 2), size - size // 2
+    inside = (ys - cy >= low) & (ys - cy < high) & (xs - cx >= low) & (xs - cx < high)  # (N, H, W)
+    return x * (~inside)[:, None].to(x.dtype)
 
 
 def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -195,6 +240,10 @@ class GANConfig(PretrainConfig):
     """discriminator target for real frames (one-sided label smoothing; 1.0 turns it off)"""
     minibatch_std: bool = False
     """give the discriminator head the batch's feature spread (against mode collapse; not in the encoder)"""
+    augment: str = ""
+    """differentiable augmentation of every discriminator input, real and generated (DiffAugment, Zhao et al.
+    2020): a comma-separated subset of ``translation`` (shifts of up to 1/8 of the side, black fill) and
+    ``cutout`` (a square of half the side set to 0); empty turns it off"""
     r1_gamma: float = 0.0
     """weight gamma of the R1 gradient penalty on real frames, gamma/2 * E|grad D(x)|^2 (Mescheder et al. 2018;
     with it a DCGAN converges without normalisation, smoothing or noise); 0 turns it off"""
@@ -221,6 +270,13 @@ class GANPretrainer(Pretrainer):
             )
         if cfg.r1_gamma < 0:
             raise RLKitError(f"r1_gamma must be >= 0 (0 turns the R1 penalty off), got {cfg.r1_gamma}.")
+        self.augmentations = [a.strip() for a in cfg.augment.split(",") if a.strip()]
+        unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
+        if unknown:
+            raise RLKitError(
+                f"augment={cfg.augment!r} names unknown augmentations {unknown}; use a comma-separated subset of "
+                f"{', '.join(AUGMENTATIONS)} (or '' for none)."
+            )
         self.disc = make_encoder("dcgan", self.observation_space, **cfg.encoder_kwargs)
         width = cfg.encoder_kwargs.get("width", 64)
         extra = 1 if cfg.minibatch_std else 0  # one channel: the batch's feature standard deviation
@@ -247,7 +303,20 @@ class GANPretrainer(Pretrainer):
         if std > 0:  # (B, 2, C, 64, 64): row i's noise for its real frame and for its generated frame
             channels = self.observation_space.shape[0]
             extras["noise"] = std * torch.randn(batch_size, 2, channels, SIZE, SIZE, generator=gen)
+        # (B, 2, 2): row i's (y, x) for its real frame and for its generated frame
+        if "translation" in self.augmentations:
+            extras["shift"] = torch.randint(-(SIZE // 8), SIZE // 8 + 1, (batch_size, 2, 2), generator=gen)
+        if "cutout" in self.augmentations:
+            extras["cutout"] = torch.randint(0, SIZE, (batch_size, 2, 2), generator=gen)
         return extras
+
+    def augment(self, x: torch.Tensor, extras: dict[str, Any], which: int) -> torch.Tensor:
+        """DiffAugment of a discriminator input batch; ``which`` 0 = the real frames' draws, 1 = the generated."""
+        if "shift" in extras:
+            x = translate(x, extras["shift"][:, which])
+        if "cutout" in extras:
+            x = cutout(x, extras["cutout"][:, which], SIZE // 2)
+        return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Discriminator logits (N,) of [-1, 1] 64x64 inputs (one batch: all real or all generated)."""
@@ -266,10 +335,11 @@ class GANPretrainer(Pretrainer):
             noise_real, noise_fake = noise[:, 0], noise[:, 1]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
         # discriminator: real -> real_label (one-sided smoothing), fake -> 0
-        real_in = real + noise_real
+        real_in = self.augment(real, extras, 0) + noise_real
+        fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
         if self.config.r1_gamma > 0:
             real_in = real_in.detach().requires_grad_(True)
-        real_logits, fake_logits = self.logits(real_in), self.logits(fake.detach() + noise_fake)
+        real_logits, fake_logits = self.logits(real_in), self.logits(fake_in.detach())
         loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.config.real_label)) \
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         r1 = None
@@ -281,7 +351,7 @@ class GANPretrainer(Pretrainer):
         self.sync_gradients(self.discriminator)
         opt_d.step()
         # generator: make the discriminator say 1 (non-saturating loss)
-        gen_logits = self.logits(fake + noise_fake)
+        gen_logits = self.logits(fake_in)
         loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
