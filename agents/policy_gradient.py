@@ -191,6 +191,21 @@ class ActorCritic(nn.Module):
         value_features = features if self.critic_encoder is None else self.critic_encoder(obs)
         return self.head_distribution(features), self.value_head(value_features).squeeze(-1)
 
+    def sample_with_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A sampled (pre-squash) action, its log-probability (tanh correction included) and the value, in one
+        pass. Discrete policies sample from the log-softmax directly (the same ``torch.multinomial`` draw as
+        ``Categorical.sample``, without building the distribution object: ~10% of an Atari rollout step)."""
+        if not self.discrete:
+            dist, value = self.distribution_and_value(obs)
+            raw = dist.sample()
+            logp = dist.log_prob(raw).sum(-1)
+            return raw, (logp - tanh_log_det(raw) if self.squash else logp), value
+        features = self.actor_encoder(obs)
+        value_features = features if self.critic_encoder is None else self.critic_encoder(obs)
+        log_probs = torch.log_softmax(self.policy_head(features), dim=-1)
+        raw = torch.multinomial(log_probs.exp(), 1, replacement=True)
+        return raw.squeeze(-1), log_probs.gather(-1, raw).squeeze(-1), self.value_head(value_features).squeeze(-1)
+
     def head_distribution(self, features: torch.Tensor) -> torch.distributions.Distribution:
         """The policy's (pre-squash) action distribution given the policy head's input features."""
         out = self.policy_head(features)
@@ -376,11 +391,7 @@ class PPO(Agent):
                 self.obs_rms.update(np.asarray(obs[g], dtype=np.float64))
             obs_tensor = self._obs(obs[g])
             with torch.inference_mode():
-                dist, value = self.net.distribution_and_value(obs_tensor)
-                raw = dist.sample()
-                logp = dist.log_prob(raw) if self.net.discrete else dist.log_prob(raw).sum(-1)
-                if self.config.squash and not self.net.discrete:
-                    logp = logp - tanh_log_det(raw)
+                raw, logp, value = self.net.sample_with_value(obs_tensor)
             actions = raw.cpu().numpy()
             buf_obs[t, cols], buf_actions[t, cols] = obs_tensor.cpu().numpy(), actions  # normalised if enabled
             buf_logp[t, cols], buf_values[t, cols] = logp.cpu().numpy(), value.cpu().numpy()

@@ -17,12 +17,11 @@ from rlkit.errors import RLKitError
 
 
 def _policy_of_the_frame(self: ActorCritic, obs: torch.Tensor):
-    """A deterministic policy (action = pixel sum mod n) and zero values, so that rollouts can be compared."""
+    """The rollout's sampler replaced by a deterministic policy (action = pixel sum mod n, log-prob 0) with
+    zero values, so that rollouts can be compared."""
     n = self.policy_head.out_features
     choice = obs.reshape(len(obs), -1).to(torch.int64).sum(1) % n
-    logits = torch.full((len(obs), n), -1e4)
-    logits[torch.arange(len(obs)), choice] = 0.0
-    return torch.distributions.Categorical(logits=logits), torch.zeros(len(obs))
+    return choice, torch.zeros(len(obs)), torch.zeros(len(obs))
 
 
 def _rollouts(tmp_path, monkeypatch, groups: int) -> list[tuple[np.ndarray, ...]]:
@@ -33,7 +32,7 @@ def _rollouts(tmp_path, monkeypatch, groups: int) -> list[tuple[np.ndarray, ...]
         return {}
 
     monkeypatch.setattr("rlkit.loop.evaluate_during_training", lambda agent, run: 0.0)  # no final eval games
-    monkeypatch.setattr(ActorCritic, "distribution_and_value", _policy_of_the_frame)
+    monkeypatch.setattr(ActorCritic, "sample_with_value", _policy_of_the_frame)
     monkeypatch.setattr(PPO, "optimise", capture)
     run = tmp_path / f"groups{groups}"
     code = main(["train", "ppo", "--env", "ALE/Breakout-v5", "--preset", "atari", "--seed", "3", "--total-steps", "512",

@@ -94,6 +94,28 @@ def test_categorical_log_prob_and_entropy_match_torch():
     torch.testing.assert_close(entropy, ref.entropy())
 
 
+def test_rollout_sampling_matches_torch_distributions():
+    """``sample_with_value`` (the rollout's one-pass sampler) against torch.distributions: same log-probs, same
+    values, the same draws as ``Categorical.sample`` from the same RNG state, and frequencies near the probs."""
+    net = _policy(gym.spaces.Discrete(4))
+    obs = torch.randn(6, 3)
+    torch.manual_seed(7)
+    raw, logp, value = net.sample_with_value(obs)
+    dist, ref_value = net.distribution_and_value(obs)
+    torch.testing.assert_close(logp, dist.log_prob(raw))
+    torch.testing.assert_close(value, ref_value)
+    torch.manual_seed(7)
+    assert torch.equal(raw, dist.sample())
+    many = torch.stack([net.sample_with_value(obs[:1])[0] for _ in range(4000)]).flatten()
+    frequencies = torch.bincount(many, minlength=4).float() / len(many)
+    torch.testing.assert_close(frequencies, dist.probs[0].detach(), atol=0.03, rtol=0)
+    for squash in (False, True):  # Gaussian, with and without tanh: log-prob of the drawn action as in training
+        net = _policy(gym.spaces.Box(-1, 1, (2,), np.float32), squash=squash)
+        raw, logp, value = net.sample_with_value(obs)
+        torch.testing.assert_close(logp, net.log_prob_entropy(obs, raw)[0])
+        torch.testing.assert_close(value, net.value(obs))
+
+
 def test_squashed_actions_map_into_bounds():
     config = PPOConfig(env_id="Pendulum-v1", squash=True)
     agent = PPO(config, gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (1,), np.float32))
