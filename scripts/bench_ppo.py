@@ -22,6 +22,10 @@ count. After ``--warmup`` untimed rollouts, ``--rollouts`` rollouts (collection 
 same number of env steps and gradient steps on both sides. Phases are timed with thin wrappers around the
 libraries' own calls: env stepping, acting (policy forward during collection) and the update.
 
+rlkit's child tunes glibc's malloc as the rlkit CLI does (``rlkit/allocator.py``: freed tensor memory stays in
+the heap, so minibatches do not page-fault); SB3's child runs with the defaults. ``--sb3-allocator`` adds a
+third child, SB3 with the same malloc settings, to show how much of the ratio they explain.
+
 On a shared machine the load changes between children; ``--repeats N`` runs the two children alternately
 N times each and reports the run with the median steps/s of each library, plus every pair's ratio.
 
@@ -102,6 +106,9 @@ def window(args: argparse.Namespace) -> tuple[int, int]:
 def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from rlkit.allocator import tune_allocator
+
+    tune_allocator()  # as the rlkit CLI does for every command
     torch.set_num_threads(args.threads)
     from rlkit.agents.policy_gradient import PPO, PPOConfig
     from rlkit.config import build_config, load_preset
@@ -164,6 +171,10 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
 def bench_sb3(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    if args.only == "sb3-allocator":  # SB3 with rlkit's malloc settings: how much of the gap they explain
+        from rlkit.allocator import tune_allocator
+
+        tune_allocator()
     torch.set_num_threads(args.threads)
     import ale_py
     import gymnasium as gym
@@ -274,7 +285,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 warm-up + 1 timed rollout")
     parser.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show the children's output")
-    parser.add_argument("--only", choices=("rlkit", "sb3"), help=argparse.SUPPRESS)
+    parser.add_argument("--sb3-allocator", action="store_true",
+                        help="also run SB3 with rlkit's malloc settings (rlkit/allocator.py) and print that ratio")
+    parser.add_argument("--only", choices=("rlkit", "sb3", "sb3-allocator"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick and args.only is None:
         args.rollouts, args.warmup = 1, 1
@@ -284,6 +297,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     children = {"rlkit": bench_rlkit, "sb3": bench_sb3}
+    if args.sb3_allocator or args.only == "sb3-allocator":
+        children["sb3-allocator"] = bench_sb3
     if args.only is not None:
         print(MARKER + json.dumps(children[args.only](args)), flush=True)
         return 0
@@ -294,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(run_child(name, args))
     median = {name: sorted(results, key=lambda r: r["sps"])[len(results) // 2] for name, results in runs.items()}
     report(args, median["rlkit"], median["sb3"], load)
+    if "sb3-allocator" in median:
+        tuned = median["sb3-allocator"]
+        update = tuned["phases_s"]["update"]
+        print(f"  SB3 with rlkit's malloc settings: {tuned['sps']:.1f} env steps/s (update {update:.2f} s); "
+              f"rlkit / it: {median['rlkit']['sps'] / tuned['sps']:.2f}x")
     if args.repeats > 1:
         pairs = [f"{a['sps']:.1f}/{b['sps']:.1f} = {a['sps'] / b['sps']:.2f}x"
                  for a, b in zip(runs["rlkit"], runs["sb3"])]
