@@ -142,8 +142,8 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
             self._stop = value
 
     # Acting = the policy's forward passes during collection; those inside the update count as update.
-    for name in ("distribution", "value", "distribution_and_value"):
-        if hasattr(agent.net, name):  # older rlkit versions have no distribution_and_value
+    for name in ("distribution", "value", "distribution_and_value", "sample_with_value"):
+        if hasattr(agent.net, name):  # older rlkit versions lack the last two
             setattr(agent.net, name, timer.wrap("act", getattr(agent.net, name)))
     agent.optimise = timer.wrap("update", agent.optimise)  # type: ignore[method-assign]
     original_make_train_envs = agent.make_train_envs
