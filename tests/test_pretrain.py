@@ -288,6 +288,27 @@ def test_gan_diffaugment_translation_and_cutout(tmp_path):
         GANPretrainer(dataclasses.replace(config, augment="translation,flip"), data, None, torch.device("cpu"))
 
 
+def test_gan_feature_matching_generator_loss(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, feature_matching_loss
+
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # batch means (2, 3)
+    fake = torch.tensor([[0.0, 0.0], [2.0, 1.0]], requires_grad=True)  # batch means (1, 0.5)
+    loss = feature_matching_loss(real, fake)
+    torch.testing.assert_close(loss, torch.tensor(((2 - 1) ** 2 + (3 - 0.5) ** 2) / 2))
+    loss.backward()  # d/dfake[n, j] = 2 (mean_fake_j - mean_real_j) / (D N)
+    torch.testing.assert_close(fake.grad, torch.tensor([[-0.5, -1.25], [-0.5, -1.25]]))
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, generator_loss="feature_matching")
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    before = [p.detach().clone() for p in trainer.generator.parameters()]
+    losses = trainer.train_step(0)
+    assert all(np.isfinite(v) for v in losses.values()) and losses["g"] >= 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.generator.parameters()))
+    with pytest.raises(RLKitError, match="generator_loss='wgan' is not valid"):
+        GANPretrainer(dataclasses.replace(config, generator_loss="wgan"), data, None, torch.device("cpu"))
+
+
 def test_probe_linear_label_scores_one_and_random_label_chance():
     from rlkit.vision.probe import probe_features
 

@@ -160,6 +160,12 @@ def cutout(x: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
     return x * (~inside)[:, None].to(x.dtype)
 
 
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """Salimans et al. (2016): mean over features of the squared difference between the batch means of
+    (N, D) real and generated features; gradients flow into ``fake_features`` only."""
+    return (fake_features.mean(0) - real_features.detach().mean(0)).pow(2).mean()
+
+
 def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): mean over the batch of the squared gradient norm of the discriminator's
     logits with respect to its real ``inputs`` (which must require grad); differentiable, for the D loss."""
@@ -240,6 +246,9 @@ class GANConfig(PretrainConfig):
     """discriminator target for real frames (one-sided label smoothing; 1.0 turns it off)"""
     minibatch_std: bool = False
     """give the discriminator head the batch's feature spread (against mode collapse; not in the encoder)"""
+    generator_loss: str = "nonsaturating"
+    """``nonsaturating`` (DCGAN: make the discriminator say real) or ``feature_matching`` (Salimans et al. 2016:
+    match the batch mean of the discriminator trunk's features on real frames, the encoder's own features)"""
     augment: str = ""
     """differentiable augmentation of every discriminator input, real and generated (DiffAugment, Zhao et al.
     2020): a comma-separated subset of ``translation`` (shifts of up to 1/8 of the side, black fill) and
@@ -270,6 +279,10 @@ class GANPretrainer(Pretrainer):
             )
         if cfg.r1_gamma < 0:
             raise RLKitError(f"r1_gamma must be >= 0 (0 turns the R1 penalty off), got {cfg.r1_gamma}.")
+        if cfg.generator_loss not in ("nonsaturating", "feature_matching"):
+            raise RLKitError(
+                f"generator_loss={cfg.generator_loss!r} is not valid; choose one of: nonsaturating, feature_matching."
+            )
         self.augmentations = [a.strip() for a in cfg.augment.split(",") if a.strip()]
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
         if unknown:
@@ -350,9 +363,13 @@ class GANPretrainer(Pretrainer):
         loss_d.backward()
         self.sync_gradients(self.discriminator)
         opt_d.step()
-        # generator: make the discriminator say 1 (non-saturating loss)
-        gen_logits = self.logits(fake_in)
-        loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        if self.config.generator_loss == "feature_matching":  # match the mean trunk features of the real batch
+            with torch.no_grad():
+                real_features = self.disc.trunk_map(real_in.detach()).flatten(1)
+            loss_g = feature_matching_loss(real_features, self.disc.trunk_map(fake_in).flatten(1))
+        else:  # make the discriminator say 1 (non-saturating loss)
+            gen_logits = self.logits(fake_in)
+            loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.sync_gradients(self.generator)
