@@ -185,11 +185,16 @@ class ActorCritic(nn.Module):
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
         return self.head_distribution(self.actor_encoder(obs))
 
-    def distribution_and_value(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
-        """Policy distribution and value in one pass: a shared encoder (images) runs once, not twice."""
+    def features_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy head's input features and the value; a shared encoder (images) runs once, not twice."""
         features = self.actor_encoder(obs)
         value_features = features if self.critic_encoder is None else self.critic_encoder(obs)
-        return self.head_distribution(features), self.value_head(value_features).squeeze(-1)
+        return features, self.value_head(value_features).squeeze(-1)
+
+    def distribution_and_value(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
+        """Policy distribution and value in one pass."""
+        features, value = self.features_and_value(obs)
+        return self.head_distribution(features), value
 
     def sample_with_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A sampled (pre-squash) action, its log-probability (tanh correction included) and the value, in one
@@ -201,11 +206,10 @@ class ActorCritic(nn.Module):
             raw = dist.sample()
             logp = dist.log_prob(raw).sum(-1)
             return raw, (logp - tanh_log_det(raw) if self.squash else logp), value
-        features = self.actor_encoder(obs)
-        value_features = features if self.critic_encoder is None else self.critic_encoder(obs)
+        features, value = self.features_and_value(obs)
         log_probs = torch.log_softmax(self.policy_head(features), dim=-1)
         raw = torch.multinomial(log_probs.exp(), 1, replacement=True)
-        return raw.squeeze(-1), log_probs.gather(-1, raw).squeeze(-1), self.value_head(value_features).squeeze(-1)
+        return raw.squeeze(-1), log_probs.gather(-1, raw).squeeze(-1), value
 
     def head_distribution(self, features: torch.Tensor) -> torch.distributions.Distribution:
         """The policy's (pre-squash) action distribution given the policy head's input features."""
