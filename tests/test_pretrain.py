@@ -640,3 +640,39 @@ def test_collect_with_trained_policy_run_dir(tmp_path):
     assert str(run) in manifest["policy"] and manifest["obs_shape"] == [1, 84, 84]
     assert main(["collect", "--env", "ALE/Pong-v5", "--steps", "5", "--policy", str(run), "--out",
                  str(tmp_path / "x")]) == 2  # trained on CartPole, not Pong
+
+
+def test_gan_next_frame_condition(tmp_path):
+    """condition=past: the generator keeps the real older frames, starts as a copy of the last one, and its
+    loss is the adversarial loss plus l1_weight times the newest-frame L1."""
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, NextFrameGenerator, to_gan_range
+
+    generator = NextFrameGenerator(4, width=4, z_dim=8)
+    past = torch.rand(3, 3, 64, 64) * 2 - 1
+    out = generator(past, torch.randn(3, 8))
+    assert out.shape == (3, 1, 64, 64) and out.abs().max() < 1
+    torch.nn.init.zeros_(generator.out.weight)  # no change predicted: an exact copy of the newest past frame
+    torch.testing.assert_close(generator(past, torch.randn(3, 8)), past[:, -1:].clamp(-0.999, 0.999))
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, condition="past", l1_weight=0.0)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    assert isinstance(trainer.generator, NextFrameGenerator)
+    indices, extras = trainer.global_batch(0)
+    real = to_gan_range(data.batch(indices)[0])
+    fake = trainer.generate(extras["z"], real)
+    assert fake.shape == real.shape and torch.equal(fake[:, :-1], real[:, :-1])
+    assert not torch.equal(fake[:, -1], real[:, -1])
+    plain = trainer.train_step(0)
+    weighted = GANPretrainer(dataclasses.replace(config, l1_weight=10.0), data, None, torch.device("cpu")).train_step(0)
+    # same init, batch and discriminator step, so the generator losses differ by exactly the L1 term
+    assert plain["d"] == pytest.approx(weighted["d"]) and plain["l1"] == pytest.approx(weighted["l1"])
+    assert weighted["g"] - plain["g"] == pytest.approx(10.0 * plain["l1"], rel=1e-5)
+    assert plain["l1"] == pytest.approx((fake[:, -1] - real[:, -1]).abs().mean().item(), rel=1e-5)
+    assert trainer.samples(6).shape == (6, 4, 64, 64)
+    with pytest.raises(RLKitError, match="condition='next' is not valid"):
+        GANPretrainer(dataclasses.replace(config, condition="next"), data, None, torch.device("cpu"))
+    single = FrameDataset(make_dataset(tmp_path / "one", frames=20, episodes=4, shape=(1, 84, 84)), "train")
+    with pytest.raises(RLKitError, match="1 channel"):
+        GANPretrainer(config, single, None, torch.device("cpu"))

@@ -200,6 +200,49 @@ class Generator(nn.Module):
         return self.net(z.view(len(z), self.z_dim, 1, 1))
 
 
+class NextFrameGenerator(nn.Module):
+    """Conditional generator for ``condition=past``: the C - 1 older frames and z -> the newest frame.
+
+    A U-Net (Ronneberger et al. 2015; pix2pix's generator, Isola et al. 2017) at DCGAN's widths: stride-2
+    convs k, 2k, 4k, 8k (LeakyReLU 0.2, BatchNorm after the first) take the past frames to 4x4x8k; z enters
+    there as DCGAN's 4x4x8k projection; stride-2 transposed convs 4k, 2k, k, 1 (BatchNorm, ReLU) come back
+    up, each also fed the encoder map of its size. The output is a change to the newest past frame in
+    pre-tanh space, ``tanh(atanh(last) + delta)``: with delta = 0 it copies the last frame exactly, so the
+    net starts from "nothing moved" and learns the motion."""
+
+    def __init__(self, channels: int, width: int = 64, z_dim: int = 100) -> None:
+        super().__init__()
+        k = width
+        sizes = ((channels - 1, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=i == 0),
+                          *([nn.BatchNorm2d(c_out)] if i > 0 else []), nn.LeakyReLU(0.2))
+            for i, (c_in, c_out) in enumerate(sizes)
+        )
+        self.project = nn.Sequential(nn.ConvTranspose2d(z_dim, 8 * k, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * k),
+                                     nn.ReLU())
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+            for c_in, c_out in ((16 * k, 4 * k), (8 * k, 2 * k), (4 * k, k))
+        )
+        self.out = nn.ConvTranspose2d(2 * k, 1, 4, 2, 1)
+        self.z_dim = z_dim
+        self.apply(_init)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, past: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(N, C-1, 64, 64) past frames in [-1, 1] and (N, z_dim) noise -> the newest frame (N, 1, 64, 64)."""
+        skips, x = [], past
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        x = torch.cat([x, self.project(z.view(len(z), self.z_dim, 1, 1))], dim=1)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = torch.cat([block(x), skip], dim=1)
+        last = past[:, -1:].clamp(-0.999, 0.999)
+        return torch.tanh(torch.atanh(last) + self.out(x))
+
+
 class FeatureNet(nn.Module):
     """Fixed, randomly initialised (seed 0) conv net: the in-house feature space of the Fréchet distance."""
 
@@ -262,6 +305,13 @@ class GANConfig(PretrainConfig):
     """noise dimension"""
     fd_samples: int = 1000
     """samples for the Fréchet distance (in-house features, not Inception FID)"""
+    condition: str = "none"
+    """``none`` (DCGAN: the generator draws all stacked frames from z) or ``past`` (adversarial next-frame
+    prediction, Mathieu et al. 2016: the generator sees the older real frames and z and draws the newest; the
+    discriminator judges the whole stack, so it has to check that ball and paddles moved as the past implies)"""
+    l1_weight: float = 100.0
+    """with ``condition=past``: weight of the mean L1 distance between the generated and the real newest frame
+    in the generator's loss (pix2pix's 100, Isola et al. 2017); 0 leaves the adversarial loss alone"""
 
 
 @PRETRAINERS.register("gan")
@@ -283,6 +333,16 @@ class GANPretrainer(Pretrainer):
             raise RLKitError(
                 f"generator_loss={cfg.generator_loss!r} is not valid; choose one of: nonsaturating, feature_matching."
             )
+        if cfg.condition not in ("none", "past"):
+            raise RLKitError(f"condition={cfg.condition!r} is not valid; choose one of: none, past.")
+        channels = self.observation_space.shape[0]
+        if cfg.condition == "past" and channels < 2:
+            raise RLKitError(
+                f"condition=past predicts the newest of a stack of frames; these frames have {channels} channel "
+                "(collect an env with frame stacking, or use condition=none)."
+            )
+        if cfg.l1_weight < 0:
+            raise RLKitError(f"l1_weight must be >= 0, got {cfg.l1_weight}.")
         self.augmentations = [a.strip() for a in cfg.augment.split(",") if a.strip()]
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
         if unknown:
@@ -298,7 +358,10 @@ class GANPretrainer(Pretrainer):
         if self.disc.norm == "spectral":
             nn.utils.parametrizations.spectral_norm(self.disc_head)
         self.discriminator = nn.ModuleDict({"trunk": self.disc, "head": self.disc_head})
-        self.generator = Generator(self.observation_space.shape[0], width, cfg.z_dim)
+        if cfg.condition == "past":
+            self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim)
+        else:
+            self.generator = Generator(channels, width, cfg.z_dim)
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
         betas = (cfg.beta1, 0.999)
         self.optimizers = {
@@ -338,10 +401,18 @@ class GANPretrainer(Pretrainer):
             features = torch.cat([features, minibatch_std(features)], dim=1)
         return self.disc_head(features).view(-1)
 
+    def generate(self, z: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """Generated stacks (N, C, 64, 64): from z alone, or with ``condition=past`` the older frames of ``real``
+        followed by a generated newest frame."""
+        if self.config.condition == "past":
+            past = real[:, :-1]
+            return torch.cat([past, self.generator(past, z)], dim=1)
+        return self.generator(z)
+
     def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
         real = to_gan_range(obs)
         z = extras["z"].to(self.device)
-        fake = self.generator(z)
+        fake = self.generate(z, real)
         noise_real = noise_fake = 0.0
         if "noise" in extras:  # instance noise: the same for the discriminator's and the generator's pass
             noise = extras["noise"].to(self.device)
@@ -370,6 +441,10 @@ class GANPretrainer(Pretrainer):
         else:  # make the discriminator say 1 (non-saturating loss)
             gen_logits = self.logits(fake_in)
             loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        l1 = None
+        if self.config.condition == "past":  # the generated newest frame against the real one
+            l1 = (fake[:, -1] - real[:, -1]).abs().mean()
+            loss_g = loss_g + self.config.l1_weight * l1
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.sync_gradients(self.generator)
@@ -378,13 +453,29 @@ class GANPretrainer(Pretrainer):
                    "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
         if r1 is not None:
             metrics["r1"] = r1.item()
+        if l1 is not None:
+            metrics["l1"] = l1.item()
         return metrics
+
+    def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
+        """With ``condition=past``: n fixed real stacks (val, else train) in [-1, 1] to condition samples on."""
+        if self.config.condition != "past":
+            return None
+        dataset = self.val if self.val is not None else self.data
+        rng = np.random.default_rng(seed)
+        indices = np.sort(rng.choice(len(dataset), min(n, len(dataset)), replace=len(dataset) < n))
+        return to_gan_range(torch.from_numpy(dataset.get_batch(indices)))
 
     @torch.no_grad()
     def samples(self, n: int, seed: int = 1234) -> torch.Tensor:
+        """n generated stacks (N, C, 64, 64) in [-1, 1] (with ``condition=past``: on fixed real stacks)."""
         self.generator.eval()
         z = torch.randn(n, self.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        out = torch.cat([self.generator(z[i : i + 256]) for i in range(0, n, 256)])
+        real = self.condition_frames(n, seed)
+        out = torch.cat([
+            self.generate(z[i : i + 256], None if real is None else real[i : i + 256].to(self.device))
+            for i in range(0, n, 256)
+        ])
         self.generator.train()
         return out.cpu()
 
@@ -409,7 +500,11 @@ class GANPretrainer(Pretrainer):
 
     def evaluate(self, run: Any, final: bool) -> dict[str, float]:
         samples = self.samples(64)
-        grid = image_grid(samples[:, -1])  # newest frame of each generated stack
+        real = self.condition_frames(64)
+        if real is None:
+            grid = image_grid(samples[:, -1])  # newest frame of each generated stack
+        else:  # pairs: the real newest frame, then the generated one
+            grid = image_grid(torch.stack([real[:32, -1], samples[:32, -1]], dim=1).flatten(0, 1))
         if getattr(run, "writer", None) is not None:
             run.writer.add_image("samples", grid[None], self.step)
         if run.dir is not None:
@@ -419,6 +514,11 @@ class GANPretrainer(Pretrainer):
             out.mkdir(exist_ok=True)
             iio.imwrite(out / f"step_{self.step:07d}.png", grid)
         metrics = self.fd_score()
+        if real is not None:  # how far the prediction is from the truth, and from "nothing moved"
+            metrics["eval/l1_newest"] = (samples[:, -1] - real[:, -1]).abs().mean().item()
+            metrics["eval/l1_copy_last"] = (real[:, -2] - real[:, -1]).abs().mean().item()
+            run.print(f"step {self.step}: newest-frame L1 {metrics['eval/l1_newest']:.4g} "
+                      f"(copying the last past frame: {metrics['eval/l1_copy_last']:.4g})")
         run.print(
             f"step {self.step}: Fréchet distance {metrics['eval/fd_random_features']:.4g} "
             f"(real train vs val: {metrics['eval/fd_real_train_vs_val']:.4g}) -- in-house random-conv features, "
