@@ -676,3 +676,36 @@ def test_gan_next_frame_condition(tmp_path):
     single = FrameDataset(make_dataset(tmp_path / "one", frames=20, episodes=4, shape=(1, 84, 84)), "train")
     with pytest.raises(RLKitError, match="1 channel"):
         GANPretrainer(config, single, None, torch.device("cpu"))
+
+
+def test_gan_discriminator_reconstruction_and_its_ablation(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, reconstruction_loss
+
+    recon, target = torch.zeros(1, 1, 2, 2), torch.tensor([[[[0.0, 0.5], [1.0, -1.0]]]])
+    torch.testing.assert_close(reconstruction_loss(recon, target, None, 20.0), torch.tensor((0.25 + 1 + 1) / 4))
+    background = torch.tensor([[[[0.0, 0.5], [0.0, 0.0]]]])  # pixels 3 and 4 are foreground: weight 1 + 2
+    torch.testing.assert_close(reconstruction_loss(recon, target, background, 2.0),
+                               torch.tensor((0 + 0.25 + 3 * 1 + 3 * 1) / (1 + 1 + 3 + 3)))
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, recon_weight=1.0)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    assert trainer.background.shape == (1, 4, 64, 64)
+    assert "decoder" in trainer.discriminator
+    losses = trainer.train_step(0)
+    assert {"d", "g", "recon"} <= set(losses) and np.isfinite(losses["recon"])
+    saved = trainer.encoder()  # the trunk only: no decoder weights in the encoder file
+    assert not any("decoder" in name for name in saved.state_dict())
+
+    ablation = GANPretrainer(dataclasses.replace(config, adversarial=False), data, None, torch.device("cpu"))
+    generator = {k: v.clone() for k, v in ablation.generator.state_dict().items()}
+    head = ablation.disc_head.weight.detach().clone()
+    trunk = [p.detach().clone() for p in ablation.disc.parameters()]
+    assert set(ablation.train_step(0)) == {"recon"}
+    assert all(torch.equal(v, ablation.generator.state_dict()[k]) for k, v in generator.items())
+    assert torch.equal(head, ablation.disc_head.weight.detach())
+    assert all(not torch.equal(a, b) for a, b in zip(trunk, ablation.disc.parameters()))
+    with pytest.raises(RLKitError, match="set recon_weight > 0"):
+        GANPretrainer(dataclasses.replace(config, adversarial=False, recon_weight=0.0), data, None,
+                      torch.device("cpu"))

@@ -243,6 +243,37 @@ class NextFrameGenerator(nn.Module):
         return torch.tanh(torch.atanh(last) + self.out(x))
 
 
+class ReconDecoder(nn.Module):
+    """The discriminator's self-supervision decoder (FastGAN, Liu et al. 2021): the trunk's 4x4x8k map ->
+    C x 64 x 64 frames, the generator's transposed convs 4k, 2k, k, C (BatchNorm, ReLU, tanh). It trains with
+    the discriminator and is not part of the saved encoder."""
+
+    def __init__(self, channels: int, width: int = 64) -> None:
+        super().__init__()
+        k = width
+        layers: list[nn.Module] = []
+        for c_in, c_out in ((8 * k, 4 * k), (4 * k, 2 * k), (2 * k, k)):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(k, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(_init)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, background: torch.Tensor | None,
+                        foreground_weight: float, threshold: float = 0.04) -> torch.Tensor:
+    """Mean squared error of ``recon`` against ``target`` ([-1, 1] frames), each pixel weighted 1, or
+    1 + ``foreground_weight`` where the target differs from ``background`` by more than ``threshold``
+    (0.04 on the [-1, 1] scale = 0.02 on [0, 1], as the MAE's), normalised by the total weight."""
+    error = (recon - target).pow(2)
+    if background is None or foreground_weight == 0:
+        return error.mean()
+    weight = 1.0 + foreground_weight * ((target - background).abs() > threshold).to(error.dtype)
+    return (error * weight).sum() / weight.sum()
+
+
 class FeatureNet(nn.Module):
     """Fixed, randomly initialised (seed 0) conv net: the in-house feature space of the Fréchet distance."""
 
@@ -309,6 +340,16 @@ class GANConfig(PretrainConfig):
     """``none`` (DCGAN: the generator draws all stacked frames from z) or ``past`` (adversarial next-frame
     prediction, Mathieu et al. 2016: the generator sees the older real frames and z and draws the newest; the
     discriminator judges the whole stack, so it has to check that ball and paddles moved as the past implies)"""
+    recon_weight: float = 0.0
+    """weight of the discriminator's self-supervised reconstruction loss (FastGAN, Liu et al. 2021): a small
+    decoder rebuilds each real input frame from the trunk's 4x4x8k map, so the trunk must keep what the frame
+    shows, not only what tells it from a fake; 0 turns it off"""
+    recon_foreground_weight: float = 20.0
+    """extra weight in that loss of pixels differing from the median train frame (the static court), as the
+    MAE's ``foreground_weight``"""
+    adversarial: bool = True
+    """false: ablation, train the discriminator trunk on the reconstruction loss alone (an autoencoder; the
+    generator and the real/fake head are not trained)"""
     l1_weight: float = 100.0
     """with ``condition=past``: weight of the mean L1 distance between the generated and the real newest frame
     in the generator's loss (pix2pix's 100, Isola et al. 2017); 0 leaves the adversarial loss alone"""
@@ -343,6 +384,11 @@ class GANPretrainer(Pretrainer):
             )
         if cfg.l1_weight < 0:
             raise RLKitError(f"l1_weight must be >= 0, got {cfg.l1_weight}.")
+        if cfg.recon_weight < 0 or cfg.recon_foreground_weight < 0:
+            raise RLKitError("recon_weight and recon_foreground_weight must be >= 0.")
+        if not cfg.adversarial and cfg.recon_weight == 0:
+            raise RLKitError("adversarial=false trains the discriminator on the reconstruction loss alone; "
+                             "set recon_weight > 0 too.")
         self.augmentations = [a.strip() for a in cfg.augment.split(",") if a.strip()]
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
         if unknown:
@@ -357,7 +403,15 @@ class GANPretrainer(Pretrainer):
         _init(self.disc_head)
         if self.disc.norm == "spectral":
             nn.utils.parametrizations.spectral_norm(self.disc_head)
-        self.discriminator = nn.ModuleDict({"trunk": self.disc, "head": self.disc_head})
+        parts: dict[str, nn.Module] = {"trunk": self.disc, "head": self.disc_head}
+        self.background: torch.Tensor | None = None
+        if cfg.recon_weight > 0:
+            self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width)
+            if cfg.recon_foreground_weight > 0:  # per-pixel median of evenly spaced train frames, [-1, 1] at 64x64
+                n = min(2048, len(self.data))
+                frames = self.data.get_batch(np.linspace(0, len(self.data) - 1, n).astype(np.int64))
+                self.background = to_gan_range(torch.from_numpy(frames)).median(dim=0).values[None].to(self.device)
+        self.discriminator = nn.ModuleDict(parts)
         if cfg.condition == "past":
             self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim)
         else:
@@ -396,7 +450,10 @@ class GANPretrainer(Pretrainer):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Discriminator logits (N,) of [-1, 1] 64x64 inputs (one batch: all real or all generated)."""
-        features = self.disc.trunk_map(x)
+        return self.head_logits(self.disc.trunk_map(x))
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Discriminator logits (N,) of the trunk's (N, 8k, 4, 4) maps of one batch."""
         if self.config.minibatch_std:
             features = torch.cat([features, minibatch_std(features)], dim=1)
         return self.disc_head(features).view(-1)
@@ -411,8 +468,6 @@ class GANPretrainer(Pretrainer):
 
     def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
         real = to_gan_range(obs)
-        z = extras["z"].to(self.device)
-        fake = self.generate(z, real)
         noise_real = noise_fake = 0.0
         if "noise" in extras:  # instance noise: the same for the discriminator's and the generator's pass
             noise = extras["noise"].to(self.device)
@@ -420,16 +475,32 @@ class GANPretrainer(Pretrainer):
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
         # discriminator: real -> real_label (one-sided smoothing), fake -> 0
         real_in = self.augment(real, extras, 0) + noise_real
-        fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
-        if self.config.r1_gamma > 0:
+        cfg = self.config
+        if cfg.r1_gamma > 0:
             real_in = real_in.detach().requires_grad_(True)
-        real_logits, fake_logits = self.logits(real_in), self.logits(fake_in.detach())
-        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.config.real_label)) \
+        real_features = self.disc.trunk_map(real_in)
+        recon_loss = None
+        if cfg.recon_weight > 0:  # rebuild the (augmented, noise-free) real frames from the trunk's map
+            recon = self.recon_decoder(real_features)
+            recon_loss = reconstruction_loss(recon, self.augment(real, extras, 0), self.background,
+                                             cfg.recon_foreground_weight)
+        if not cfg.adversarial:  # ablation: the trunk learns from the reconstruction alone
+            opt_d.zero_grad(set_to_none=True)
+            (cfg.recon_weight * recon_loss).backward()
+            self.sync_gradients(self.discriminator)
+            opt_d.step()
+            return {"recon": recon_loss.item()}
+        fake = self.generate(extras["z"].to(self.device), real)
+        fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
+        real_logits, fake_logits = self.head_logits(real_features), self.logits(fake_in.detach())
+        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, cfg.real_label)) \
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         r1 = None
-        if self.config.r1_gamma > 0:
+        if cfg.r1_gamma > 0:
             r1 = r1_penalty(real_logits, real_in)
-            loss_d = loss_d + 0.5 * self.config.r1_gamma * r1
+            loss_d = loss_d + 0.5 * cfg.r1_gamma * r1
+        if recon_loss is not None:
+            loss_d = loss_d + cfg.recon_weight * recon_loss
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.sync_gradients(self.discriminator)
@@ -455,6 +526,8 @@ class GANPretrainer(Pretrainer):
             metrics["r1"] = r1.item()
         if l1 is not None:
             metrics["l1"] = l1.item()
+        if recon_loss is not None:
+            metrics["recon"] = recon_loss.item()
         return metrics
 
     def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
