@@ -709,3 +709,28 @@ def test_gan_discriminator_reconstruction_and_its_ablation(tmp_path):
     with pytest.raises(RLKitError, match="set recon_weight > 0"):
         GANPretrainer(dataclasses.replace(config, adversarial=False, recon_weight=0.0), data, None,
                       torch.device("cpu"))
+
+
+def test_gan_infogan_codes(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, z_dim=10, info_codes=3)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    latent = trainer.latent(500, torch.Generator().manual_seed(0))
+    assert latent.shape == (500, 13)
+    codes = latent[:, 10:]
+    assert codes.min() >= -1 and codes.max() <= 1 and codes.mean().abs() < 0.1 and (codes.var() - 1 / 3).abs() < 0.05
+    assert trainer.generator(latent[:4]).shape == (4, 4, 64, 64)
+    features = torch.randn(4, 32, 4, 4)  # the trunk's 4x4x8k map at k=4
+    predicted = features.flatten(1) @ trainer.info_head.weight.T + trainer.info_head.bias
+    expected = ((predicted - latent[:4, 10:]) ** 2).mean()
+    torch.testing.assert_close(trainer.info_loss(features, latent[:4]), expected)
+    head = trainer.info_head.weight.detach().clone()
+    losses = trainer.train_step(0)
+    assert np.isfinite(losses["info"]) and not torch.equal(head, trainer.info_head.weight)
+    assert trainer.samples(5).shape == (5, 4, 64, 64)
+    assert trainer.encoder().features_dim == 8 * 4 * 16  # Q is not part of the saved encoder
+    with pytest.raises(RLKitError, match="info_codes and info_weight must be >= 0"):
+        GANPretrainer(dataclasses.replace(config, info_codes=-1), data, None, torch.device("cpu"))

@@ -350,6 +350,13 @@ class GANConfig(PretrainConfig):
     adversarial: bool = True
     """false: ablation, train the discriminator trunk on the reconstruction loss alone (an autoencoder; the
     generator and the real/fake head are not trained)"""
+    info_codes: int = 0
+    """InfoGAN (Chen et al. 2016): number of continuous codes c ~ U(-1, 1) given to the generator besides z; a
+    linear head on the discriminator trunk's features predicts them from generated frames, and generator and
+    discriminator both minimise its squared error (a mutual-information bound), so whatever the generator
+    varies with c (e.g. where the paddles and ball are) the trunk must read linearly; 0 turns it off"""
+    info_weight: float = 1.0
+    """weight lambda of the InfoGAN code-prediction loss"""
     l1_weight: float = 100.0
     """with ``condition=past``: weight of the mean L1 distance between the generated and the real newest frame
     in the generator's loss (pix2pix's 100, Isola et al. 2017); 0 leaves the adversarial loss alone"""
@@ -384,6 +391,8 @@ class GANPretrainer(Pretrainer):
             )
         if cfg.l1_weight < 0:
             raise RLKitError(f"l1_weight must be >= 0, got {cfg.l1_weight}.")
+        if cfg.info_codes < 0 or cfg.info_weight < 0:
+            raise RLKitError("info_codes and info_weight must be >= 0.")
         if cfg.recon_weight < 0 or cfg.recon_foreground_weight < 0:
             raise RLKitError("recon_weight and recon_foreground_weight must be >= 0.")
         if not cfg.adversarial and cfg.recon_weight == 0:
@@ -404,6 +413,8 @@ class GANPretrainer(Pretrainer):
         if self.disc.norm == "spectral":
             nn.utils.parametrizations.spectral_norm(self.disc_head)
         parts: dict[str, nn.Module] = {"trunk": self.disc, "head": self.disc_head}
+        if cfg.info_codes > 0:  # InfoGAN's Q: a linear read-out of the trunk's flattened 4x4x8k map
+            self.info_head = parts["info"] = nn.Linear(8 * width * 16, cfg.info_codes)
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
             self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width)
@@ -413,9 +424,9 @@ class GANPretrainer(Pretrainer):
                 self.background = to_gan_range(torch.from_numpy(frames)).median(dim=0).values[None].to(self.device)
         self.discriminator = nn.ModuleDict(parts)
         if cfg.condition == "past":
-            self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim)
+            self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim + cfg.info_codes)
         else:
-            self.generator = Generator(channels, width, cfg.z_dim)
+            self.generator = Generator(channels, width, cfg.z_dim + cfg.info_codes)
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
         betas = (cfg.beta1, 0.999)
         self.optimizers = {
@@ -423,12 +434,24 @@ class GANPretrainer(Pretrainer):
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr or cfg.lr, betas=betas),
         }
 
+    def latent(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """The generator's input: z ~ N(0, I) (z_dim), followed by ``info_codes`` InfoGAN codes ~ U(-1, 1)."""
+        z = torch.randn(n, self.config.z_dim, generator=gen)
+        codes = torch.rand(n, self.config.info_codes, generator=gen) * 2 - 1
+        return torch.cat([z, codes], dim=1)
+
+    def info_loss(self, features: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """InfoGAN's code-prediction loss: squared error of the codes predicted from the trunk's (N, 8k, 4, 4)
+        maps of generated frames against the codes in ``latent``'s last ``info_codes`` columns."""
+        codes = latent[:, self.config.z_dim :]
+        return (self.info_head(features.flatten(1)) - codes).pow(2).mean()
+
     def noise_std(self, step: int) -> float:
         """Instance-noise std at ``step``: ``instance_noise`` decaying linearly to 0 at ``steps``."""
         return self.config.instance_noise * max(0.0, 1.0 - step / max(self.config.steps, 1))
 
     def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
-        extras = {"z": torch.randn(batch_size, self.config.z_dim, generator=gen)}
+        extras = {"z": self.latent(batch_size, gen)}
         std = self.noise_std(step)
         if std > 0:  # (B, 2, C, 64, 64): row i's noise for its real frame and for its generated frame
             channels = self.observation_space.shape[0]
@@ -490,9 +513,11 @@ class GANPretrainer(Pretrainer):
             self.sync_gradients(self.discriminator)
             opt_d.step()
             return {"recon": recon_loss.item()}
-        fake = self.generate(extras["z"].to(self.device), real)
+        latent = extras["z"].to(self.device)
+        fake = self.generate(latent, real)
         fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
-        real_logits, fake_logits = self.head_logits(real_features), self.logits(fake_in.detach())
+        fake_features = self.disc.trunk_map(fake_in.detach())
+        real_logits, fake_logits = self.head_logits(real_features), self.head_logits(fake_features)
         loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, cfg.real_label)) \
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         r1 = None
@@ -501,17 +526,24 @@ class GANPretrainer(Pretrainer):
             loss_d = loss_d + 0.5 * cfg.r1_gamma * r1
         if recon_loss is not None:
             loss_d = loss_d + cfg.recon_weight * recon_loss
+        info_d = None
+        if cfg.info_codes > 0:
+            info_d = self.info_loss(fake_features, latent)
+            loss_d = loss_d + cfg.info_weight * info_d
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.sync_gradients(self.discriminator)
         opt_d.step()
+        gen_features = self.disc.trunk_map(fake_in)
         if self.config.generator_loss == "feature_matching":  # match the mean trunk features of the real batch
             with torch.no_grad():
                 real_features = self.disc.trunk_map(real_in.detach()).flatten(1)
-            loss_g = feature_matching_loss(real_features, self.disc.trunk_map(fake_in).flatten(1))
+            loss_g = feature_matching_loss(real_features, gen_features.flatten(1))
         else:  # make the discriminator say 1 (non-saturating loss)
-            gen_logits = self.logits(fake_in)
+            gen_logits = self.head_logits(gen_features)
             loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        if cfg.info_codes > 0:
+            loss_g = loss_g + cfg.info_weight * self.info_loss(gen_features, latent)
         l1 = None
         if self.config.condition == "past":  # the generated newest frame against the real one
             l1 = (fake[:, -1] - real[:, -1]).abs().mean()
@@ -528,6 +560,8 @@ class GANPretrainer(Pretrainer):
             metrics["l1"] = l1.item()
         if recon_loss is not None:
             metrics["recon"] = recon_loss.item()
+        if info_d is not None:
+            metrics["info"] = info_d.item()
         return metrics
 
     def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
@@ -543,7 +577,7 @@ class GANPretrainer(Pretrainer):
     def samples(self, n: int, seed: int = 1234) -> torch.Tensor:
         """n generated stacks (N, C, 64, 64) in [-1, 1] (with ``condition=past``: on fixed real stacks)."""
         self.generator.eval()
-        z = torch.randn(n, self.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        z = self.latent(n, torch.Generator().manual_seed(seed)).to(self.device)
         real = self.condition_frames(n, seed)
         out = torch.cat([
             self.generate(z[i : i + 256], None if real is None else real[i : i + 256].to(self.device))
