@@ -734,3 +734,24 @@ def test_gan_infogan_codes(tmp_path):
     assert trainer.encoder().features_dim == 8 * 4 * 16  # Q is not part of the saved encoder
     with pytest.raises(RLKitError, match="info_codes and info_weight must be >= 0"):
         GANPretrainer(dataclasses.replace(config, info_codes=-1), data, None, torch.device("cpu"))
+
+
+def test_gan_orthogonal_regularisation(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, orthogonal_penalty
+
+    conv = torch.nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(2, 2, 1, 1))  # gram [[1, 1], [1, 2]]
+    torch.testing.assert_close(orthogonal_penalty([conv, torch.nn.ReLU()]), torch.tensor(2.0))
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, -2.0]]).view(2, 2, 1, 1))  # orthogonal rows, any norms
+    assert orthogonal_penalty([conv]).item() == 0.0
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    # norm=none: spectral normalisation's power iteration would move the weights during the step's forwards
+    config = GANConfig(encoder_kwargs={"width": 4, "norm": "none"}, batch_size=4, fd_samples=8, ortho_weight=1.0)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    before = orthogonal_penalty(trainer.disc.trunk).item()
+    assert trainer.train_step(0)["ortho"] == pytest.approx(before, rel=1e-5)
+    with pytest.raises(RLKitError, match="ortho_weight must be >= 0"):
+        GANPretrainer(dataclasses.replace(config, ortho_weight=-1.0), data, None, torch.device("cpu"))

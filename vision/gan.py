@@ -262,6 +262,18 @@ class ReconDecoder(nn.Module):
         return self.net(features)
 
 
+def orthogonal_penalty(modules: Any) -> torch.Tensor:
+    """Sum over the convolutions in ``modules`` of ||W W^T * (1 - I)||_F^2, W their (out, in*k*k) weights:
+    zero when the filters of every layer are mutually orthogonal (their norms are left free)."""
+    total = torch.zeros(())
+    for module in modules:
+        if isinstance(module, nn.Conv2d):
+            w = module.weight.flatten(1)
+            gram = w @ w.T
+            total = total + (gram - torch.diag(torch.diagonal(gram))).pow(2).sum()
+    return total
+
+
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, background: torch.Tensor | None,
                         foreground_weight: float, threshold: float = 0.04) -> torch.Tensor:
     """Mean squared error of ``recon`` against ``target`` ([-1, 1] frames), each pixel weighted 1, or
@@ -357,6 +369,10 @@ class GANConfig(PretrainConfig):
     varies with c (e.g. where the paddles and ball are) the trunk must read linearly; 0 turns it off"""
     info_weight: float = 1.0
     """weight lambda of the InfoGAN code-prediction loss"""
+    ortho_weight: float = 0.0
+    """weight of an orthogonal regularisation of the discriminator trunk's convolutions (Brock et al. 2017 /
+    BigGAN's off-diagonal form): sum over layers of ||W W^T * (1 - I)||_F^2 of each (out, in*k*k) weight (after
+    spectral normalisation when on), which keeps the filters of a layer distinct against feature collapse; 0 off"""
     l1_weight: float = 100.0
     """with ``condition=past``: weight of the mean L1 distance between the generated and the real newest frame
     in the generator's loss (pix2pix's 100, Isola et al. 2017); 0 leaves the adversarial loss alone"""
@@ -391,6 +407,8 @@ class GANPretrainer(Pretrainer):
             )
         if cfg.l1_weight < 0:
             raise RLKitError(f"l1_weight must be >= 0, got {cfg.l1_weight}.")
+        if cfg.ortho_weight < 0:
+            raise RLKitError(f"ortho_weight must be >= 0, got {cfg.ortho_weight}.")
         if cfg.info_codes < 0 or cfg.info_weight < 0:
             raise RLKitError("info_codes and info_weight must be >= 0.")
         if cfg.recon_weight < 0 or cfg.recon_foreground_weight < 0:
@@ -526,6 +544,10 @@ class GANPretrainer(Pretrainer):
             loss_d = loss_d + 0.5 * cfg.r1_gamma * r1
         if recon_loss is not None:
             loss_d = loss_d + cfg.recon_weight * recon_loss
+        ortho = None
+        if cfg.ortho_weight > 0:
+            ortho = orthogonal_penalty(self.disc.trunk)
+            loss_d = loss_d + cfg.ortho_weight * ortho
         info_d = None
         if cfg.info_codes > 0:
             info_d = self.info_loss(fake_features, latent)
@@ -562,6 +584,8 @@ class GANPretrainer(Pretrainer):
             metrics["recon"] = recon_loss.item()
         if info_d is not None:
             metrics["info"] = info_d.item()
+        if ortho is not None:
+            metrics["ortho"] = ortho.item()
         return metrics
 
     def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
