@@ -755,3 +755,15 @@ def test_gan_orthogonal_regularisation(tmp_path):
     assert trainer.train_step(0)["ortho"] == pytest.approx(before, rel=1e-5)
     with pytest.raises(RLKitError, match="ortho_weight must be >= 0"):
         GANPretrainer(dataclasses.replace(config, ortho_weight=-1.0), data, None, torch.device("cpu"))
+
+
+def test_feature_rank_script_spectrum_summary():
+    import runpy
+
+    summary = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "vision_feature_rank.py"))["spectrum_summary"]
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((64, 64)))[0][:, :5]  # 5 orthonormal directions in 64 features
+    features = rng.choice([-1.0, 1.0], size=(4000, 5)) @ basis.T * np.sqrt(64 / 5)  # 5 equal, independent parts
+    result = summary(features)
+    assert result["dims_90"] == 5 and abs(result["participation_ratio"] - 5) < 0.5 and result["top10_share"] > 0.99
+    assert summary(rng.standard_normal((4000, 32)))["dims_90"] > 25  # isotropic: nearly every direction counts
