@@ -17,6 +17,11 @@ can separate the two by batch statistics alone, and it won outright (generator: 
 defaults the generator draws the court, but collapses to one frame without paddles or ball, and the
 discriminator features still do not beat a random init on the Pong probe (docs/vision.md).
 
+Further options, off by default, each measured on Pong in docs/vision.md (round 6): ``condition=past``
+(adversarial next-frame prediction: a U-Net generator draws the newest frame from the older ones), ``recon_weight``
+(FastGAN's reconstructing discriminator; ``adversarial=false`` is its autoencoder ablation), ``info_codes``
+(InfoGAN) and ``ortho_weight`` (orthogonal filters in the discriminator trunk).
+
 Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
 *randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
 published FIDs; compare it only between runs on the same data (the real-vs-real distance is its floor).
