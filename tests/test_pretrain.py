@@ -706,7 +706,7 @@ def test_gan_discriminator_reconstruction_and_its_ablation(tmp_path):
     assert all(torch.equal(v, ablation.generator.state_dict()[k]) for k, v in generator.items())
     assert torch.equal(head, ablation.disc_head.weight.detach())
     assert all(not torch.equal(a, b) for a, b in zip(trunk, ablation.disc.parameters()))
-    with pytest.raises(RLKitError, match="set recon_weight > 0"):
+    with pytest.raises(RLKitError, match="set recon_weight > 0 or uniformity_weight > 0"):
         GANPretrainer(dataclasses.replace(config, adversarial=False, recon_weight=0.0), data, None,
                       torch.device("cpu"))
 
@@ -767,3 +767,27 @@ def test_feature_rank_script_spectrum_summary():
     result = summary(features)
     assert result["dims_90"] == 5 and abs(result["participation_ratio"] - 5) < 0.5 and result["top10_share"] > 0.99
     assert summary(rng.standard_normal((4000, 32)))["dims_90"] > 25  # isotropic: nearly every direction counts
+
+
+def test_gan_uniformity_regulariser_and_its_ablation(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, uniformity_loss
+
+    same = torch.ones(4, 3)
+    assert uniformity_loss(same).item() == pytest.approx(0.0, abs=1e-6)  # collapse: the maximum
+    assert uniformity_loss(torch.eye(2)).item() == pytest.approx(-4.0, abs=1e-5)  # orthogonal: |f_i - f_j|^2 = 2
+    f = torch.randn(5, 2, 3)
+    unit = torch.nn.functional.normalize(f.flatten(1), dim=1)
+    pairs = [torch.exp(-2.0 * (unit[i] - unit[j]).pow(2).sum()) for i in range(5) for j in range(5) if i != j]
+    torch.testing.assert_close(uniformity_loss(f), torch.log(torch.stack(pairs).mean()))
+    torch.testing.assert_close(uniformity_loss(f * 3.0), uniformity_loss(f))  # scale-free: no feature can die
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, uniformity_weight=1.0)
+    assert np.isfinite(GANPretrainer(config, data, None, torch.device("cpu")).train_step(0)["uniformity"])
+    ablation = GANPretrainer(dataclasses.replace(config, adversarial=False), data, None, torch.device("cpu"))
+    generator = {k: v.clone() for k, v in ablation.generator.state_dict().items()}
+    assert set(ablation.train_step(0)) == {"uniformity"}
+    assert all(torch.equal(v, ablation.generator.state_dict()[k]) for k, v in generator.items())
+    with pytest.raises(RLKitError, match="uniformity_weight must be >= 0"):
+        GANPretrainer(dataclasses.replace(config, uniformity_weight=-1.0), data, None, torch.device("cpu"))

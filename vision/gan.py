@@ -279,6 +279,17 @@ def orthogonal_penalty(modules: Any) -> torch.Tensor:
     return total
 
 
+def uniformity_loss(features: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Uniformity of (N, ...) features on the unit sphere (Wang & Isola 2020): ``log mean_{i != j}
+    exp(-t ||f_i - f_j||^2)`` over the L2-normalised feature vectors of a batch. It is 0 when every frame maps
+    to the same direction (collapse) and falls as the frames spread apart; no feature can lower it by dying."""
+    z = F.normalize(features.flatten(1), dim=1)
+    n = len(z)
+    sq_dist = (2 - 2 * z @ z.T).clamp_min(0)
+    off_diagonal = sq_dist[~torch.eye(n, dtype=torch.bool, device=z.device)]
+    return torch.logsumexp(-t * off_diagonal, dim=0) - torch.log(torch.tensor(float(n * (n - 1))))
+
+
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, background: torch.Tensor | None,
                         foreground_weight: float, threshold: float = 0.04) -> torch.Tensor:
     """Mean squared error of ``recon`` against ``target`` ([-1, 1] frames), each pixel weighted 1, or
@@ -364,9 +375,14 @@ class GANConfig(PretrainConfig):
     recon_foreground_weight: float = 20.0
     """extra weight in that loss of pixels differing from the median train frame (the static court), as the
     MAE's ``foreground_weight``"""
+    uniformity_weight: float = 0.0
+    """weight of the uniformity loss (Wang & Isola 2020) of the trunk's features of real frames: it spreads
+    the frames of a batch apart on the unit sphere, so the trunk must keep what tells them apart (in Pong: the
+    ball, paddles and scores), against the dimensional collapse of trained trunks; 0 turns it off"""
     adversarial: bool = True
-    """false: ablation, train the discriminator trunk on the reconstruction loss alone (an autoencoder; the
-    generator and the real/fake head are not trained)"""
+    """false: ablation, train the discriminator trunk on its regularisers alone (``recon_weight``,
+    ``uniformity_weight``; with reconstruction alone, an autoencoder); the generator and the real/fake head
+    are not trained"""
     info_codes: int = 0
     """InfoGAN (Chen et al. 2016): number of continuous codes c ~ U(-1, 1) given to the generator besides z; a
     linear head on the discriminator trunk's features predicts them from generated frames, and generator and
@@ -418,9 +434,11 @@ class GANPretrainer(Pretrainer):
             raise RLKitError("info_codes and info_weight must be >= 0.")
         if cfg.recon_weight < 0 or cfg.recon_foreground_weight < 0:
             raise RLKitError("recon_weight and recon_foreground_weight must be >= 0.")
-        if not cfg.adversarial and cfg.recon_weight == 0:
-            raise RLKitError("adversarial=false trains the discriminator on the reconstruction loss alone; "
-                             "set recon_weight > 0 too.")
+        if cfg.uniformity_weight < 0:
+            raise RLKitError(f"uniformity_weight must be >= 0, got {cfg.uniformity_weight}.")
+        if not cfg.adversarial and cfg.recon_weight == 0 and cfg.uniformity_weight == 0:
+            raise RLKitError("adversarial=false trains the discriminator on its regularisers alone; "
+                             "set recon_weight > 0 or uniformity_weight > 0 too.")
         self.augmentations = [a.strip() for a in cfg.augment.split(",") if a.strip()]
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
         if unknown:
@@ -530,12 +548,15 @@ class GANPretrainer(Pretrainer):
             recon = self.recon_decoder(real_features)
             recon_loss = reconstruction_loss(recon, self.augment(real, extras, 0), self.background,
                                              cfg.recon_foreground_weight)
-        if not cfg.adversarial:  # ablation: the trunk learns from the reconstruction alone
+        uniform = uniformity_loss(real_features) if cfg.uniformity_weight > 0 else None
+        if not cfg.adversarial:  # ablation: the trunk learns from its regularisers alone
+            loss = sum(w * term for w, term in ((cfg.recon_weight, recon_loss), (cfg.uniformity_weight, uniform))
+                       if term is not None)
             opt_d.zero_grad(set_to_none=True)
-            (cfg.recon_weight * recon_loss).backward()
+            loss.backward()
             self.sync_gradients(self.discriminator)
             opt_d.step()
-            return {"recon": recon_loss.item()}
+            return {k: v.item() for k, v in (("recon", recon_loss), ("uniformity", uniform)) if v is not None}
         latent = extras["z"].to(self.device)
         fake = self.generate(latent, real)
         fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
@@ -549,6 +570,8 @@ class GANPretrainer(Pretrainer):
             loss_d = loss_d + 0.5 * cfg.r1_gamma * r1
         if recon_loss is not None:
             loss_d = loss_d + cfg.recon_weight * recon_loss
+        if uniform is not None:
+            loss_d = loss_d + cfg.uniformity_weight * uniform
         ortho = None
         if cfg.ortho_weight > 0:
             ortho = orthogonal_penalty(self.disc.trunk)
@@ -591,6 +614,8 @@ class GANPretrainer(Pretrainer):
             metrics["info"] = info_d.item()
         if ortho is not None:
             metrics["ortho"] = ortho.item()
+        if uniform is not None:
+            metrics["uniformity"] = uniform.item()
         return metrics
 
     def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
