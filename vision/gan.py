@@ -20,7 +20,8 @@ discriminator features still do not beat a random init on the Pong probe (docs/v
 Further options, off by default, each measured on Pong in docs/vision.md (round 6): ``condition=past``
 (adversarial next-frame prediction: a U-Net generator draws the newest frame from the older ones), ``recon_weight``
 (FastGAN's reconstructing discriminator; ``adversarial=false`` is its autoencoder ablation), ``info_codes``
-(InfoGAN) and ``ortho_weight`` (orthogonal filters in the discriminator trunk).
+(InfoGAN), ``ortho_weight`` (orthogonal filters in the discriminator trunk) and ``uniformity_weight`` (Wang &
+Isola's uniformity loss on the trunk's real-frame features).
 
 Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
 *randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
