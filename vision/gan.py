@@ -605,18 +605,8 @@ class GANPretrainer(Pretrainer):
         opt_g.step()
         metrics = {"d": loss_d.item(), "g": loss_g.item(), "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
                    "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
-        if r1 is not None:
-            metrics["r1"] = r1.item()
-        if l1 is not None:
-            metrics["l1"] = l1.item()
-        if recon_loss is not None:
-            metrics["recon"] = recon_loss.item()
-        if info_d is not None:
-            metrics["info"] = info_d.item()
-        if ortho is not None:
-            metrics["ortho"] = ortho.item()
-        if uniform is not None:
-            metrics["uniformity"] = uniform.item()
+        optional = {"r1": r1, "l1": l1, "recon": recon_loss, "info": info_d, "ortho": ortho, "uniformity": uniform}
+        metrics.update({name: value.item() for name, value in optional.items() if value is not None})
         return metrics
 
     def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
