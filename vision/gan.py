@@ -31,6 +31,7 @@ published FIDs; compare it only between runs on the same data (the real-vs-real 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from torch import nn
 from rlkit.errors import RLKitError
 from rlkit.registry import ENCODERS, PRETRAINERS
 from rlkit.vision.encoders import Encoder, _require_image, make_encoder
+from rlkit.vision.mae import background_frame
 from rlkit.vision.metrics import frechet_distance
 from rlkit.vision.pretrain import PretrainConfig, Pretrainer
 
@@ -186,19 +188,23 @@ def minibatch_std(features: torch.Tensor) -> torch.Tensor:
     return std.expand(features.shape[0], 1, *features.shape[2:])
 
 
+def upsampling_layers(channels: int, width: int) -> list[nn.Module]:
+    """DCGAN's generator body: 4x4x8k -> stride-2 transposed convs 4k, 2k, k (BatchNorm, ReLU) -> C x 64 x 64 (tanh)."""
+    k = width
+    layers: list[nn.Module] = []
+    for c_in, c_out in ((8 * k, 4 * k), (4 * k, 2 * k), (2 * k, k)):
+        layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return layers + [nn.ConvTranspose2d(k, channels, 4, 2, 1, bias=False), nn.Tanh()]
+
+
 class Generator(nn.Module):
     """z -> 4x4x8k -> 8x8x4k -> 16x16x2k -> 32x32xk -> C x 64 x 64 (tanh)."""
 
     def __init__(self, channels: int, width: int = 64, z_dim: int = 100) -> None:
         super().__init__()
         k = width
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(z_dim, 8 * k, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * k), nn.ReLU()
-        ]
-        for c_in, c_out in ((8 * k, 4 * k), (4 * k, 2 * k), (2 * k, k)):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        layers += [nn.ConvTranspose2d(k, channels, 4, 2, 1, bias=False), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.ConvTranspose2d(z_dim, 8 * k, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * k),
+                                 nn.ReLU(), *upsampling_layers(channels, width))
         self.z_dim = z_dim
         self.apply(_init)
 
@@ -256,12 +262,7 @@ class ReconDecoder(nn.Module):
 
     def __init__(self, channels: int, width: int = 64) -> None:
         super().__init__()
-        k = width
-        layers: list[nn.Module] = []
-        for c_in, c_out in ((8 * k, 4 * k), (4 * k, 2 * k), (2 * k, k)):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        layers += [nn.ConvTranspose2d(k, channels, 4, 2, 1, bias=False), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*upsampling_layers(channels, width))
         self.apply(_init)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -288,7 +289,7 @@ def uniformity_loss(features: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     n = len(z)
     sq_dist = (2 - 2 * z @ z.T).clamp_min(0)
     off_diagonal = sq_dist[~torch.eye(n, dtype=torch.bool, device=z.device)]
-    return torch.logsumexp(-t * off_diagonal, dim=0) - torch.log(torch.tensor(float(n * (n - 1))))
+    return torch.logsumexp(-t * off_diagonal, dim=0) - math.log(n * (n - 1))
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, background: torch.Tensor | None,
@@ -462,8 +463,9 @@ class GANPretrainer(Pretrainer):
             self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width)
             if cfg.recon_foreground_weight > 0:  # per-pixel median of evenly spaced train frames, [-1, 1] at 64x64
                 n = min(2048, len(self.data))
-                frames = self.data.get_batch(np.linspace(0, len(self.data) - 1, n).astype(np.int64))
-                self.background = to_gan_range(torch.from_numpy(frames)).median(dim=0).values[None].to(self.device)
+                frames = to_gan_range(torch.from_numpy(self.data.get_batch(np.linspace(0, len(self.data) - 1, n)
+                                                                           .astype(np.int64))))
+                self.background = torch.from_numpy(background_frame(frames.numpy()))[None].to(self.device)
         self.discriminator = nn.ModuleDict(parts)
         if cfg.condition == "past":
             self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim + cfg.info_codes)
@@ -539,7 +541,8 @@ class GANPretrainer(Pretrainer):
             noise_real, noise_fake = noise[:, 0], noise[:, 1]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
         # discriminator: real -> real_label (one-sided smoothing), fake -> 0
-        real_in = self.augment(real, extras, 0) + noise_real
+        real_seen = self.augment(real, extras, 0)  # what the discriminator sees of the real frames, noise aside
+        real_in = real_seen + noise_real
         cfg = self.config
         if cfg.r1_gamma > 0:
             real_in = real_in.detach().requires_grad_(True)
@@ -547,8 +550,7 @@ class GANPretrainer(Pretrainer):
         recon_loss = None
         if cfg.recon_weight > 0:  # rebuild the (augmented, noise-free) real frames from the trunk's map
             recon = self.recon_decoder(real_features)
-            recon_loss = reconstruction_loss(recon, self.augment(real, extras, 0), self.background,
-                                             cfg.recon_foreground_weight)
+            recon_loss = reconstruction_loss(recon, real_seen, self.background, cfg.recon_foreground_weight)
         uniform = uniformity_loss(real_features) if cfg.uniformity_weight > 0 else None
         if not cfg.adversarial:  # ablation: the trunk learns from its regularisers alone
             loss = sum(w * term for w, term in ((cfg.recon_weight, recon_loss), (cfg.uniformity_weight, uniform))
