@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import sys
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from rlkit.config import parse_value
+from rlkit.errors import RLKitError
 from rlkit.vision.data import FrameDataset
 from rlkit.vision.encoders import make_encoder
 from rlkit.vision.io import load_encoder
@@ -31,16 +33,21 @@ def spectrum_summary(features: np.ndarray) -> dict[str, float]:
             "dims_90": int(np.searchsorted(share, 0.9)) + 1}
 
 
-def build(spec: str, space) -> torch.nn.Module:
+def build(spec: str, space: gym.spaces.Space) -> torch.nn.Module:
+    """The encoder named by ``spec``: a file, or ``random:NAME[:key=value,...]`` (seed 1)."""
     if not spec.startswith("random:"):
         return load_encoder(spec, space)
     _, name, *rest = spec.split(":", 2)
-    kwargs = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in rest[0].split(","))} if rest else {}
+    pairs = rest[0].split(",") if rest else []
+    if any("=" not in pair for pair in pairs):
+        raise RLKitError(f"{spec!r}: encoder options are key=value pairs, e.g. random:dcgan:width=16,norm=none.")
+    kwargs = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in pairs)}
     torch.manual_seed(1)
     return make_encoder(name, space, **kwargs)
 
 
 def main(data: str, specs: list[str]) -> None:
+    """Print the spectrum summary of each encoder's features on ``data``'s val frames."""
     torch.set_num_threads(1)
     val = FrameDataset(data, "val")
     obs = torch.from_numpy(val.get_batch(np.arange(0, len(val), 2)[:2000]))
@@ -56,4 +63,8 @@ def main(data: str, specs: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit("usage: python scripts/vision_feature_rank.py DATA_DIR ENCODER [ENCODER ...]")
-    main(sys.argv[1], sys.argv[2:])
+    try:
+        main(sys.argv[1], sys.argv[2:])
+    except RLKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
