@@ -146,6 +146,14 @@ class RunningMeanStd:
         self.count = total
 
 
+def orthogonal_init_(weight: torch.Tensor, gain: float) -> None:
+    """``nn.init.orthogonal_`` that also works on channels-last convolution weights (which it cannot view)."""
+    fresh = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+    nn.init.orthogonal_(fresh, gain)
+    with torch.no_grad():
+        weight.copy_(fresh)
+
+
 class ActorCritic(nn.Module):
     """Policy and value heads over one shared encoder (images) or two separate ones (vectors)."""
 
@@ -170,13 +178,16 @@ class ActorCritic(nn.Module):
             self.log_std = nn.Parameter(torch.full((dim,), float(config.log_std_init)))
         self.value_head = nn.Linear(features, 1)
         self.squash = config.squash
-        # Orthogonal initialisation (as in the PPO implementations we compare against).
+        # Orthogonal initialisation of every linear and convolutional layer, as CleanRL's layer_init and SB3's
+        # ortho_init do. PyTorch's default conv init shrinks NatureCNN's features 13x (rms 0.044 vs 0.59 on
+        # random frames), which left a Pong run's policy updates at approx_kl ~1e-4 and no clipping for 2.8M steps.
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.orthogonal_(module.weight, math.sqrt(2))
-                nn.init.zeros_(module.bias)
-        nn.init.orthogonal_(self.policy_head.weight, 0.01)
-        nn.init.orthogonal_(self.value_head.weight, 1.0)
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                orthogonal_init_(module.weight, math.sqrt(2))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        orthogonal_init_(self.policy_head.weight, 0.01)
+        orthogonal_init_(self.value_head.weight, 1.0)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         encoder = self.critic_encoder if self.critic_encoder is not None else self.actor_encoder

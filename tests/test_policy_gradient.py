@@ -116,6 +116,24 @@ def test_rollout_sampling_matches_torch_distributions():
         torch.testing.assert_close(value, net.value(obs))
 
 
+def test_actor_critic_initialises_convolutions_orthogonally():
+    """Every conv and linear layer gets orthogonal weights with gain sqrt(2) and zero biases, as in CleanRL and
+    SB3 (policy head 0.01, value head 1); PyTorch's default conv init would leave the features 13x smaller."""
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    net = ActorCritic(PPOConfig(encoder="nature_cnn"), space, gym.spaces.Discrete(6))
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3
+    layers = [(m, 2.0) for m in net.actor_encoder.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers += [(net.policy_head, 0.01**2), (net.value_head, 1.0)]
+    for module, gain_squared in layers:
+        rows = module.weight.detach().reshape(module.weight.shape[0], -1)
+        small = rows @ rows.T if rows.shape[0] <= rows.shape[1] else rows.T @ rows
+        torch.testing.assert_close(small, gain_squared * torch.eye(small.shape[0]), atol=1e-4, rtol=1e-4)
+        assert not module.bias.any()
+    features = net.actor_encoder(torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8))
+    assert features.pow(2).mean().sqrt() > 0.2
+
+
 def test_squashed_actions_map_into_bounds():
     config = PPOConfig(env_id="Pendulum-v1", squash=True)
     agent = PPO(config, gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (1,), np.float32))
