@@ -486,6 +486,19 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def encoder_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> encoder kwargs (values parsed as in ``--set``); a malformed one is a one-line error."""
+    from rlkit.config import parse_value
+
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise RLKitError(f"bad --set {item!r}: write it as key=value, e.g. --set features=layer3.")
+        overrides[key.strip()] = parse_value(text)
+    return overrides
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from rlkit.vision.probe import run_probe
 
@@ -496,7 +509,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads if args.threads > 0 else (os.cpu_count() or 1))
-    run_probe(args.encoder, args.data, args.encoder_name, out=args.out, seed=args.seed,
+    overrides = encoder_overrides(args.set)
+    run_probe(args.encoder, args.data, args.encoder_name, out=args.out, seed=args.seed, overrides=overrides,
               baseline=not args.no_baseline, max_epochs=args.epochs, patience=args.patience)
     return 0
 
@@ -654,6 +668,8 @@ def make_parser() -> ArgumentParser:
     probe.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
     probe.add_argument("--no-baseline", action="store_true", help="skip the random-encoder column")
     probe.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="encoder option for both columns that keeps the weights (e.g. features=layer3 for dcgan)")
     probe.set_defaults(func=cmd_probe)
 
     sub.add_parser("envs", help="list environment ids by family").set_defaults(func=cmd_envs)

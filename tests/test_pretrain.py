@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 from pathlib import Path
 
@@ -180,6 +181,31 @@ def test_gan_spectral_discriminator_instance_noise_and_label_smoothing(tmp_path)
     loaded = load_encoder(tmp_path / "enc.safetensors", data.observation_space()).eval()
     x = torch.from_numpy(data.get_batch(np.arange(3)))
     torch.testing.assert_close(loaded(x), encoder(x))
+
+
+def test_dcgan_single_layer_features_are_that_layers_full_map():
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.gan import to_gan_range
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    torch.manual_seed(0)
+    last = make_encoder("dcgan", space, width=4, norm="none").eval()
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    x = to_gan_range(obs.float())
+    maps = []
+    for i in range(4):  # conv, LeakyReLU per layer with norm=none
+        x = last.trunk[2 * i + 1](last.trunk[2 * i](x))
+        maps.append(x.flatten(1))
+    for layer, (size, channels) in enumerate(((32, 4), (16, 8), (8, 16), (4, 32)), start=1):
+        encoder = make_encoder("dcgan", space, width=4, norm="none", features=f"layer{layer}").eval()
+        encoder.load_state_dict(last.state_dict())
+        out = encoder(obs)
+        assert encoder.features_dim == size * size * channels == out.shape[1]
+        torch.testing.assert_close(out, maps[layer - 1])
+    torch.testing.assert_close(maps[-1], last(obs))  # layer4 is "last"
+    with pytest.raises(RLKitError, match="layer1, layer2"):
+        make_encoder("dcgan", space, width=4, features="layer5")
 
 
 def test_dcgan_multi_layer_features_and_disc_lr(tmp_path):
@@ -424,6 +450,22 @@ def test_probe_cli_writes_table_and_json(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "bright" in out and "mean" in out and (tmp_path / "p" / "probe.json").is_file()
+
+
+def test_probe_cli_set_reads_the_encoder_another_way(tmp_path, capsys):
+    data_dir = make_dataset(tmp_path / "d", frames=60, episodes=6)
+    code = main(["probe", "--encoder", "random", "--encoder-name", "dcgan", "--data", str(data_dir), "--out",
+                 str(tmp_path / "p"), "--epochs", "2", "--threads", "1", "--set", "width=4", "--set",
+                 "features=layer3"])
+    assert code == 0
+    record = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert record["overrides"] == {"width": 4, "features": "layer3"}
+    assert record["card"]["encoder_kwargs"]["features"] == "layer3"
+    capsys.readouterr()
+    assert main(["probe", "--encoder", "random", "--encoder-name", "dcgan", "--data", str(data_dir),
+                 "--set", "features"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad --set 'features'") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,9 @@ def to_gan_range(obs: torch.Tensor) -> torch.Tensor:
     return x
 
 
+FEATURE_CHOICES = ("last", "multi", "layer1", "layer2", "layer3", "layer4")
+
+
 @ENCODERS.register("dcgan")
 class DCGANDiscriminator(Encoder):
     """DCGAN discriminator trunk as an encoder: (C, H, W) frames -> 4x4x8k features (resized to 64x64).
@@ -76,7 +79,10 @@ class DCGANDiscriminator(Encoder):
     ``batch`` is the paper's discriminator (BatchNorm after every convolution but the first); ``none`` has
     neither (convolutions with biases). ``features``: ``last`` (default) is the flattened 4x4x8k map; ``multi``
     is DCGAN's evaluation protocol (Radford et al. 2016, section 5.1): every layer's activations max-pooled to a
-    4x4 grid and concatenated (4x4x15k); the weights are the same, so either reads the same encoder file.
+    4x4 grid and concatenated (4x4x15k); ``layer1``-``layer4`` is one layer's whole activation map, flattened
+    without pooling (32x32xk, 16x16x2k, 8x8x4k, 4x4x8k; ``layer4`` equals ``last``), a per-layer linear probe
+    that keeps the finer positions of the earlier layers. The weights are the same for every choice, so each
+    reads the same encoder file.
     ``motion``: the first convolution also sees the C - 1 absolute differences of consecutive stacked frames
     (``|x[t] - x[t-1]| - 1`` on the [-1, 1] scale, so a static pixel reads -1): in Pong they are zero except
     at the ball and the paddles, so a generator drawing one still court cannot pass for a real clip."""
@@ -96,8 +102,8 @@ class DCGANDiscriminator(Encoder):
         self.motion = bool(motion)
         if norm not in ("spectral", "batch", "none"):
             raise RLKitError(f"dcgan norm={norm!r} is not valid; choose one of: spectral, batch, none.")
-        if features not in ("last", "multi"):
-            raise RLKitError(f"dcgan features={features!r} is not valid; choose one of: last, multi.")
+        if features not in FEATURE_CHOICES:
+            raise RLKitError(f"dcgan features={features!r} is not valid; choose one of: {', '.join(FEATURE_CHOICES)}.")
         self.features = features
         self.scale_uint8 = observation_space.dtype == np.uint8
         self.norm = norm
@@ -111,7 +117,11 @@ class DCGANDiscriminator(Encoder):
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2))
         self.trunk = nn.Sequential(*layers)
-        self.features_dim = (8 * k if features == "last" else 15 * k) * 4 * 4
+        if features == "multi":
+            self.features_dim = 15 * k * 4 * 4
+        else:  # layer i of 4: 2^(i-1) k channels on a (64 / 2^i)^2 grid; "last" is layer 4
+            layer = 4 if features == "last" else int(features[-1])
+            self.features_dim = k * 2 ** (layer - 1) * (SIZE // 2**layer) ** 2
         self.apply(_init)
         if norm == "spectral":  # after the init, so the power iteration starts from the final weights
             for module in self.trunk:
@@ -134,6 +144,14 @@ class DCGANDiscriminator(Encoder):
         if self.features == "last":
             return self.trunk_map(x).flatten(1)
         x = self.with_motion(x)
+        if self.features != "multi":  # one layer's full map: stop after its activation
+            wanted, seen = int(self.features[-1]), 0
+            for module in self.trunk:
+                x = module(x)
+                if isinstance(module, nn.LeakyReLU):
+                    seen += 1
+                    if seen == wanted:
+                        return x.flatten(1)
         pooled = []  # DCGAN's evaluation features: every layer's activations max-pooled to 4x4, concatenated
         for module in self.trunk:
             x = module(x)

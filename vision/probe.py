@@ -109,9 +109,11 @@ def probe_features(
 
 
 def load_probe_encoder(
-    target: str, encoder_name: str | None, observation_space: Any, seed: int = 0
+    target: str, encoder_name: str | None, observation_space: Any, seed: int = 0,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, dict]:
-    """(encoder, card) for a saved encoder file, or a random one of ``encoder_name`` when target is 'random'."""
+    """(encoder, card) for a saved encoder file, or a random one of ``encoder_name`` when target is 'random';
+    ``overrides`` are encoder kwargs that read the same weights differently (``features=layer3``)."""
     from rlkit.vision.encoders import make_encoder
     from rlkit.vision.io import load_encoder, read_card
 
@@ -119,12 +121,13 @@ def load_probe_encoder(
         if not encoder_name:
             raise RLKitError("--encoder random needs --encoder-name NAME (e.g. nature_cnn).")
         torch.manual_seed(seed)
-        encoder = make_encoder(encoder_name, observation_space)
+        encoder = make_encoder(encoder_name, observation_space, **(overrides or {}))
         return encoder, dict(encoder.spec)
     card = read_card(target)
     if encoder_name and encoder_name != card["encoder"]:
         raise RLKitError(f"{target} holds a {card['encoder']} encoder, not {encoder_name}; drop --encoder-name.")
-    return load_encoder(target, observation_space), card
+    encoder = load_encoder(target, observation_space, overrides)
+    return encoder, encoder.card
 
 
 def run_probe(
@@ -135,10 +138,12 @@ def run_probe(
     seed: int = 0,
     baseline: bool = True,
     print_fn: Any = print,
+    overrides: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Probe ``target`` (encoder file or 'random') and a random encoder of the same architecture; print the
-    table and write probe.json (next to the encoder file, or in ``out``)."""
+    table and write probe.json (next to the encoder file, or in ``out``). ``overrides`` (encoder kwargs that
+    leave the weights as they are, such as ``features``) apply to both columns."""
     from rlkit.vision.encoders import make_encoder
 
     datasets = {split: FrameDataset(data_dir, split) for split in ("train", "val", "test")}
@@ -149,7 +154,7 @@ def run_probe(
     if empty:
         raise RLKitError(f"{data_dir} has no frames in split(s) {', '.join(empty)}; collect more episodes.")
     space = datasets["train"].observation_space()
-    encoder, card = load_probe_encoder(target, encoder_name, space, seed)
+    encoder, card = load_probe_encoder(target, encoder_name, space, seed, overrides)
     labels = {s: d.get_batch(np.arange(len(d)), "labels") for s, d in datasets.items()}
     encoders = {"encoder": encoder}
     if baseline and target != "random":
@@ -178,7 +183,7 @@ def run_probe(
         print_fn(line)
     record = {
         "encoder": str(target), "encoder_name": card["encoder"], "data": str(Path(data_dir).resolve()),
-        "manifest_sha256": manifest_hash(data_dir), "labels": names, "seed": seed,
+        "manifest_sha256": manifest_hash(data_dir), "labels": names, "seed": seed, "overrides": overrides or {},
         "mean_f1": means, "scores": results, "card": {k: v for k, v in card.items() if k != "config"},
     }
     out_dir = Path(out) if out else (Path(target).parent if target != "random" else Path("."))
