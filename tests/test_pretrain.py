@@ -748,7 +748,7 @@ def test_gan_discriminator_reconstruction_and_its_ablation(tmp_path):
     assert all(torch.equal(v, ablation.generator.state_dict()[k]) for k, v in generator.items())
     assert torch.equal(head, ablation.disc_head.weight.detach())
     assert all(not torch.equal(a, b) for a, b in zip(trunk, ablation.disc.parameters()))
-    with pytest.raises(RLKitError, match="set recon_weight > 0 or uniformity_weight > 0"):
+    with pytest.raises(RLKitError, match="set recon_weight > 0, uniformity_weight > 0 or contrastive_weight > 0"):
         GANPretrainer(dataclasses.replace(config, adversarial=False, recon_weight=0.0), data, None,
                       torch.device("cpu"))
 
@@ -833,3 +833,34 @@ def test_gan_uniformity_regulariser_and_its_ablation(tmp_path):
     assert all(torch.equal(v, ablation.generator.state_dict()[k]) for k, v in generator.items())
     with pytest.raises(RLKitError, match="uniformity_weight must be >= 0"):
         GANPretrainer(dataclasses.replace(config, uniformity_weight=-1.0), data, None, torch.device("cpu"))
+
+
+def test_gan_contrastive_discriminator_loss_and_its_ablation(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, nt_xent_loss
+
+    torch.manual_seed(0)
+    a, b, t = torch.randn(3, 5), torch.randn(3, 5), 0.5
+    z = torch.nn.functional.normalize(torch.cat([a, b]), dim=1)
+    terms = []  # SimCLR's l(i, j) = -log exp(s_ij / t) / sum_{k != i} exp(s_ik / t), averaged over the 2N anchors
+    for i in range(6):
+        partner = (i + 3) % 6
+        others = torch.stack([z[i] @ z[k] / t for k in range(6) if k != i])
+        terms.append(-(z[i] @ z[partner] / t - torch.logsumexp(others, dim=0)))
+    torch.testing.assert_close(nt_xent_loss(a, b, t), torch.stack(terms).mean())
+    # identical, well separated views: near zero at a low temperature; swapping the views changes nothing
+    assert nt_xent_loss(torch.eye(4), torch.eye(4), 0.05).item() < 1e-6
+    torch.testing.assert_close(nt_xent_loss(a, b, t), nt_xent_loss(b, a, t))
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, contrastive_weight=1.0)
+    metrics = GANPretrainer(config, data, None, torch.device("cpu")).train_step(0)
+    assert np.isfinite(metrics["contrastive"]) and "d" in metrics
+    ablation = GANPretrainer(dataclasses.replace(config, adversarial=False), data, None, torch.device("cpu"))
+    generator = {k: v.clone() for k, v in ablation.generator.state_dict().items()}
+    trunk = [p.detach().clone() for p in ablation.disc.parameters()]
+    assert set(ablation.train_step(0)) == {"contrastive"}  # SimCLR alone on the trunk
+    assert all(torch.equal(v, ablation.generator.state_dict()[k]) for k, v in generator.items())
+    assert any(not torch.equal(a, b) for a, b in zip(trunk, ablation.disc.parameters()))
+    with pytest.raises(RLKitError, match="contrastive_temperature > 0"):
+        GANPretrainer(dataclasses.replace(config, contrastive_temperature=0.0), data, None, torch.device("cpu"))

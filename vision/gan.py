@@ -20,8 +20,9 @@ discriminator features still do not beat a random init on the Pong probe (docs/v
 Further options, off by default, each measured on Pong in docs/vision.md (round 6): ``condition=past``
 (adversarial next-frame prediction: a U-Net generator draws the newest frame from the older ones), ``recon_weight``
 (FastGAN's reconstructing discriminator; ``adversarial=false`` is its autoencoder ablation), ``info_codes``
-(InfoGAN), ``ortho_weight`` (orthogonal filters in the discriminator trunk) and ``uniformity_weight`` (Wang &
-Isola's uniformity loss on the trunk's real-frame features).
+(InfoGAN), ``ortho_weight`` (orthogonal filters in the discriminator trunk), ``uniformity_weight`` (Wang &
+Isola's uniformity loss on the trunk's real-frame features) and ``contrastive_weight`` (ContraD's SimCLR loss
+on the discriminator trunk, Jeong & Shin 2021).
 
 Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
 *randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
@@ -310,6 +311,18 @@ def uniformity_loss(features: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     return torch.logsumexp(-t * off_diagonal, dim=0) - math.log(n * (n - 1))
 
 
+def nt_xent_loss(view_a: torch.Tensor, view_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent loss (Chen et al. 2020) of two (N, D) embeddings of the same N frames: each of the 2N
+    L2-normalised vectors must pick its partner among the other 2N - 1 by cosine similarity / ``temperature``
+    (softmax cross-entropy, averaged over all 2N)."""
+    z = F.normalize(torch.cat([view_a, view_b]).flatten(1), dim=1)
+    n = len(view_a)
+    logits = (z @ z.T) / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, partner)
+
+
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, background: torch.Tensor | None,
                         foreground_weight: float, threshold: float = 0.04) -> torch.Tensor:
     """Mean squared error of ``recon`` against ``target`` ([-1, 1] frames), each pixel weighted 1, or
@@ -399,10 +412,21 @@ class GANConfig(PretrainConfig):
     """weight of the uniformity loss (Wang & Isola 2020) of the trunk's features of real frames: it spreads
     the frames of a batch apart on the unit sphere, so the trunk must keep what tells them apart (in Pong: the
     ball, paddles and scores), against the dimensional collapse of trained trunks; 0 turns it off"""
+    contrastive_weight: float = 0.0
+    """weight of a contrastive loss on the discriminator trunk, as in ContraD (Jeong & Shin 2021): SimCLR's
+    NT-Xent over two views of each real frame (each shifted by up to ``contrastive_shift`` pixels, black fill,
+    plus Gaussian noise of std ``contrastive_noise``) through a 2-layer projection head; frames of a batch
+    differ only where the ball, paddles and scores are, so telling them apart needs those; 0 turns it off"""
+    contrastive_temperature: float = 0.2
+    """NT-Xent temperature"""
+    contrastive_shift: int = 2
+    """largest shift in pixels (of 64) of a contrastive view, each axis"""
+    contrastive_noise: float = 0.1
+    """std of the Gaussian noise of a contrastive view ([-1, 1] scale)"""
     adversarial: bool = True
     """false: ablation, train the discriminator trunk on its regularisers alone (``recon_weight``,
-    ``uniformity_weight``; with reconstruction alone, an autoencoder); the generator and the real/fake head
-    are not trained"""
+    ``uniformity_weight``, ``contrastive_weight``; with reconstruction alone, an autoencoder; with the
+    contrastive loss alone, SimCLR); the generator and the real/fake head are not trained"""
     info_codes: int = 0
     """InfoGAN (Chen et al. 2016): number of continuous codes c ~ U(-1, 1) given to the generator besides z; a
     linear head on the discriminator trunk's features predicts them from generated frames, and generator and
@@ -456,9 +480,14 @@ class GANPretrainer(Pretrainer):
             raise RLKitError("recon_weight and recon_foreground_weight must be >= 0.")
         if cfg.uniformity_weight < 0:
             raise RLKitError(f"uniformity_weight must be >= 0, got {cfg.uniformity_weight}.")
-        if not cfg.adversarial and cfg.recon_weight == 0 and cfg.uniformity_weight == 0:
+        if cfg.contrastive_weight < 0 or cfg.contrastive_temperature <= 0 or cfg.contrastive_shift < 0 \
+                or cfg.contrastive_noise < 0:
+            raise RLKitError("contrastive_weight, contrastive_shift and contrastive_noise must be >= 0 and "
+                             "contrastive_temperature > 0.")
+        if not cfg.adversarial and cfg.recon_weight == 0 and cfg.uniformity_weight == 0 \
+                and cfg.contrastive_weight == 0:
             raise RLKitError("adversarial=false trains the discriminator on its regularisers alone; "
-                             "set recon_weight > 0 or uniformity_weight > 0 too.")
+                             "set recon_weight > 0, uniformity_weight > 0 or contrastive_weight > 0 too.")
         self.augmentations = [a.strip() for a in cfg.augment.split(",") if a.strip()]
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
         if unknown:
@@ -476,6 +505,10 @@ class GANPretrainer(Pretrainer):
         parts: dict[str, nn.Module] = {"trunk": self.disc, "head": self.disc_head}
         if cfg.info_codes > 0:  # InfoGAN's Q: a linear read-out of the trunk's flattened 4x4x8k map
             self.info_head = parts["info"] = nn.Linear(8 * width * 16, cfg.info_codes)
+        if cfg.contrastive_weight > 0:  # SimCLR's projection head on the trunk's flattened map
+            self.projection = parts["projection"] = nn.Sequential(
+                nn.Linear(8 * width * 16, 512), nn.ReLU(), nn.Linear(512, 128)
+            )
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
             self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width)
@@ -523,6 +556,13 @@ class GANPretrainer(Pretrainer):
             extras["shift"] = torch.randint(-(SIZE // 8), SIZE // 8 + 1, (batch_size, 2, 2), generator=gen)
         if "cutout" in self.augmentations:
             extras["cutout"] = torch.randint(0, SIZE, (batch_size, 2, 2), generator=gen)
+        cfg = self.config
+        if cfg.contrastive_weight > 0:  # two views per real frame: (B, 2, 2) shifts and (B, 2, C, 64, 64) noise
+            reach = cfg.contrastive_shift
+            extras["view_shift"] = torch.randint(-reach, reach + 1, (batch_size, 2, 2), generator=gen)
+            channels = self.observation_space.shape[0]
+            extras["view_noise"] = cfg.contrastive_noise * torch.randn(batch_size, 2, channels, SIZE, SIZE,
+                                                                       generator=gen)
         return extras
 
     def augment(self, x: torch.Tensor, extras: dict[str, Any], which: int) -> torch.Tensor:
@@ -551,6 +591,14 @@ class GANPretrainer(Pretrainer):
             return torch.cat([past, self.generator(past, z)], dim=1)
         return self.generator(z)
 
+    def contrastive_loss(self, real: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
+        """NT-Xent of the projected trunk features of two shifted, noisy views of the real [-1, 1] frames."""
+        views = []
+        for which in range(2):
+            view = translate(real, extras["view_shift"][:, which]) + extras["view_noise"][:, which].to(self.device)
+            views.append(self.projection(self.disc.trunk_map(view).flatten(1)))
+        return nt_xent_loss(views[0], views[1], self.config.contrastive_temperature)
+
     def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
         real = to_gan_range(obs)
         noise_real = noise_fake = 0.0
@@ -570,14 +618,17 @@ class GANPretrainer(Pretrainer):
             recon = self.recon_decoder(real_features)
             recon_loss = reconstruction_loss(recon, real_seen, self.background, cfg.recon_foreground_weight)
         uniform = uniformity_loss(real_features) if cfg.uniformity_weight > 0 else None
+        contrast = self.contrastive_loss(real, extras) if cfg.contrastive_weight > 0 else None
+        regularisers = ((cfg.recon_weight, recon_loss), (cfg.uniformity_weight, uniform),
+                        (cfg.contrastive_weight, contrast))
         if not cfg.adversarial:  # ablation: the trunk learns from its regularisers alone
-            loss = sum(w * term for w, term in ((cfg.recon_weight, recon_loss), (cfg.uniformity_weight, uniform))
-                       if term is not None)
+            loss = sum(w * term for w, term in regularisers if term is not None)
             opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.sync_gradients(self.discriminator)
             opt_d.step()
-            return {k: v.item() for k, v in (("recon", recon_loss), ("uniformity", uniform)) if v is not None}
+            named = (("recon", recon_loss), ("uniformity", uniform), ("contrastive", contrast))
+            return {k: v.item() for k, v in named if v is not None}
         latent = extras["z"].to(self.device)
         fake = self.generate(latent, real)
         fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
@@ -589,10 +640,9 @@ class GANPretrainer(Pretrainer):
         if cfg.r1_gamma > 0:
             r1 = r1_penalty(real_logits, real_in)
             loss_d = loss_d + 0.5 * cfg.r1_gamma * r1
-        if recon_loss is not None:
-            loss_d = loss_d + cfg.recon_weight * recon_loss
-        if uniform is not None:
-            loss_d = loss_d + cfg.uniformity_weight * uniform
+        for weight, term in regularisers:
+            if term is not None:
+                loss_d = loss_d + weight * term
         ortho = None
         if cfg.ortho_weight > 0:
             ortho = orthogonal_penalty(self.disc.trunk)
@@ -625,7 +675,8 @@ class GANPretrainer(Pretrainer):
         opt_g.step()
         metrics = {"d": loss_d.item(), "g": loss_g.item(), "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
                    "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
-        optional = {"r1": r1, "l1": l1, "recon": recon_loss, "info": info_d, "ortho": ortho, "uniformity": uniform}
+        optional = {"r1": r1, "l1": l1, "recon": recon_loss, "info": info_d, "ortho": ortho, "uniformity": uniform,
+                    "contrastive": contrast}
         metrics.update({name: value.item() for name, value in optional.items() if value is not None})
         return metrics
 
