@@ -415,7 +415,7 @@ class GANConfig(PretrainConfig):
     contrastive_weight: float = 0.0
     """weight of a contrastive loss on the discriminator trunk, as in ContraD (Jeong & Shin 2021): SimCLR's
     NT-Xent over two views of each real frame (each shifted by up to ``contrastive_shift`` pixels, black fill,
-    plus Gaussian noise of std ``contrastive_noise``) through a 2-layer projection head; frames of a batch
+    plus Gaussian noise of std ``contrastive_noise``) through a 2-layer projection head with BatchNorm (SimCLR's); frames of a batch
     differ only where the ball, paddles and scores are, so telling them apart needs those; 0 turns it off"""
     contrastive_temperature: float = 0.2
     """NT-Xent temperature"""
@@ -505,9 +505,11 @@ class GANPretrainer(Pretrainer):
         parts: dict[str, nn.Module] = {"trunk": self.disc, "head": self.disc_head}
         if cfg.info_codes > 0:  # InfoGAN's Q: a linear read-out of the trunk's flattened 4x4x8k map
             self.info_head = parts["info"] = nn.Linear(8 * width * 16, cfg.info_codes)
-        if cfg.contrastive_weight > 0:  # SimCLR's projection head on the trunk's flattened map
+        if cfg.contrastive_weight > 0:  # SimCLR's projection head on the trunk's flattened map. Its BatchNorm
+            # removes what every frame of the batch shares (in Pong the court, almost the whole feature vector);
+            # without it all frames project to nearly one direction and NT-Xent stays at chance, log(2N - 1).
             self.projection = parts["projection"] = nn.Sequential(
-                nn.Linear(8 * width * 16, 512), nn.ReLU(), nn.Linear(512, 128)
+                nn.Linear(8 * width * 16, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128)
             )
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
