@@ -415,8 +415,9 @@ class GANConfig(PretrainConfig):
     contrastive_weight: float = 0.0
     """weight of a contrastive loss on the discriminator trunk, as in ContraD (Jeong & Shin 2021): SimCLR's
     NT-Xent over two views of each real frame (each shifted by up to ``contrastive_shift`` pixels, black fill,
-    plus Gaussian noise of std ``contrastive_noise``) through a 2-layer projection head with BatchNorm (SimCLR's); frames of a batch
-    differ only where the ball, paddles and scores are, so telling them apart needs those; 0 turns it off"""
+    plus Gaussian noise of std ``contrastive_noise``) through a 2-layer projection head with BatchNorm
+    (SimCLR's); frames of a batch differ only where the ball, paddles and scores are, so telling them apart
+    needs those; 0 turns it off"""
     contrastive_temperature: float = 0.2
     """NT-Xent temperature"""
     contrastive_shift: int = 2
