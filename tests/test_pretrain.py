@@ -864,3 +864,44 @@ def test_gan_contrastive_discriminator_loss_and_its_ablation(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(trunk, ablation.disc.parameters()))
     with pytest.raises(RLKitError, match="contrastive_temperature > 0"):
         GANPretrainer(dataclasses.replace(config, contrastive_temperature=0.0), data, None, torch.device("cpu"))
+
+
+def test_gan_temporal_stdim_loss_partners_and_its_ablation(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, stdim_loss, temporal_partners
+
+    # two episodes, rows shuffled: each frame's partner is its episode's frame 2 steps later, else 2 earlier
+    episode = np.array([1, 0, 0, 1, 0, 1, 0, 1])
+    step = np.array([0, 2, 0, 1, 1, 2, 3, 3])
+    partner = temporal_partners(episode, step, 2)
+    expected = {(1, 0): (1, 2), (0, 2): (0, 0), (0, 0): (0, 2), (1, 1): (1, 3), (0, 1): (0, 3), (1, 2): (1, 0),
+                (0, 3): (0, 1), (1, 3): (1, 1)}
+    assert [(episode[p], step[p]) for p in partner] == [expected[(e, s)] for e, s in zip(episode, step)]
+    assert list(temporal_partners(np.array([0, 1]), np.array([0, 0]), 1)) == [0, 1]  # nothing: itself
+
+    torch.manual_seed(0)
+    n, d, g, h, w = 3, 4, 5, 2, 2
+    glob, now, later = torch.randn(n, g), torch.randn(n, d, h, w), torch.randn(n, d, h, w)
+    w_global, w_local = torch.nn.Linear(g, d), torch.nn.Linear(d, d)
+    global_terms, local_terms = [], []  # InfoNCE at each cell: row i must pick row i's later cell
+    for y in range(h):
+        for x in range(w):
+            for i in range(n):
+                scores = torch.stack([w_global(glob[i]) @ later[j, :, y, x] for j in range(n)])
+                global_terms.append(torch.logsumexp(scores, 0) - scores[i])
+                scores = torch.stack([w_local(now[i, :, y, x]) @ later[j, :, y, x] for j in range(n)])
+                local_terms.append(torch.logsumexp(scores, 0) - scores[i])
+    reference = torch.stack(global_terms).mean() + torch.stack(local_terms).mean()
+    torch.testing.assert_close(stdim_loss(glob, now, later, w_global, w_local), reference)
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, temporal_weight=1.0)
+    pretrainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    indices, extras = pretrainer.global_batch(0)
+    assert torch.equal(extras["later_obs"], data.batch(pretrainer.partner[indices])[0])
+    metrics = pretrainer.train_step(0)
+    assert np.isfinite(metrics["temporal"]) and "d" in metrics
+    ablation = GANPretrainer(dataclasses.replace(config, adversarial=False), data, None, torch.device("cpu"))
+    assert set(ablation.train_step(0)) == {"temporal"}  # ST-DIM alone on the trunk
+    with pytest.raises(RLKitError, match="temporal_offset >= 1"):
+        GANPretrainer(dataclasses.replace(config, temporal_offset=0), data, None, torch.device("cpu"))

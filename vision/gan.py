@@ -139,6 +139,17 @@ class DCGANDiscriminator(Encoder):
         """[-1, 1] 64x64 input -> (N, 8k, 4, 4)."""
         return self.trunk(self.with_motion(x))
 
+    def trunk_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[-1, 1] 64x64 input -> its (N, 4k, 8, 8) layer-3 map and (N, 8k, 4, 4) last map, in one pass."""
+        x, seen, layer3 = self.with_motion(x), 0, None
+        for module in self.trunk:
+            x = module(x)
+            if isinstance(module, nn.LeakyReLU):
+                seen += 1
+                if seen == 3:
+                    layer3 = x
+        return layer3, x
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at 64x64.
         x = to_gan_range(x * 255.0)
@@ -323,6 +334,35 @@ def nt_xent_loss(view_a: torch.Tensor, view_b: torch.Tensor, temperature: float)
     return F.cross_entropy(logits, partner)
 
 
+def temporal_partners(episode: np.ndarray, step: np.ndarray, offset: int) -> np.ndarray:
+    """For each dataset position, the position of the frame ``offset`` steps later in its episode; where the
+    episode ends sooner, the frame ``offset`` steps earlier; where neither exists, the position itself."""
+    key = episode.astype(np.int64) * (1 << 32) + step.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    partner = np.arange(len(key))
+    for target in (key - offset, key + offset):  # later last, so it wins where both exist
+        where = np.clip(np.searchsorted(sorted_key, target), 0, len(key) - 1)
+        found = sorted_key[where] == target
+        partner[found] = order[where[found]]
+    return partner
+
+
+def stdim_loss(global_now: torch.Tensor, local_now: torch.Tensor, local_later: torch.Tensor,
+               global_to_local: nn.Module, local_to_local: nn.Module) -> torch.Tensor:
+    """ST-DIM (Anand et al. 2019): InfoNCE at every cell (h, w) of the later (N, D, H, W) map: row i's global
+    feature (N, G), and separately its own cell (h, w) of ``local_now``, must score the later map's cell of row
+    i above those of the other rows, with bilinear scores ``global_to_local(g) . l`` and
+    ``local_to_local(l) . l'``; the sum of the two cross-entropies, each averaged over rows and cells."""
+    n = len(global_now)
+    later = local_later.flatten(2).permute(2, 1, 0)  # (HW, D, N)
+    now = local_now.flatten(2).permute(2, 0, 1)  # (HW, N, D)
+    target = torch.arange(n, device=global_now.device).repeat(later.shape[0])
+    global_scores = global_to_local(global_now).unsqueeze(0) @ later  # (HW, N, N): row i, column j
+    local_scores = local_to_local(now) @ later
+    return F.cross_entropy(global_scores.reshape(-1, n), target) + F.cross_entropy(local_scores.reshape(-1, n), target)
+
+
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, background: torch.Tensor | None,
                         foreground_weight: float, threshold: float = 0.04) -> torch.Tensor:
     """Mean squared error of ``recon`` against ``target`` ([-1, 1] frames), each pixel weighted 1, or
@@ -424,6 +464,13 @@ class GANConfig(PretrainConfig):
     """largest shift in pixels (of 64) of a contrastive view, each axis"""
     contrastive_noise: float = 0.1
     """std of the Gaussian noise of a contrastive view ([-1, 1] scale)"""
+    temporal_weight: float = 0.0
+    """weight of ST-DIM's temporal InfoNCE losses on the discriminator trunk (Anand et al. 2019, the AtariARI
+    paper): each real stack's positive is the stack ``temporal_offset`` steps later in its episode, the other
+    stacks of the batch are its negatives; global-local (the flattened 4x4 map against each cell of the later
+    stack's 8x8 layer-3 map) plus local-local (cell against the same cell); 0 turns it off"""
+    temporal_offset: int = 1
+    """steps between a stack and its ST-DIM positive (1: ST-DIM's consecutive frames)"""
     adversarial: bool = True
     """false: ablation, train the discriminator trunk on its regularisers alone (``recon_weight``,
     ``uniformity_weight``, ``contrastive_weight``; with reconstruction alone, an autoencoder; with the
@@ -485,10 +532,12 @@ class GANPretrainer(Pretrainer):
                 or cfg.contrastive_noise < 0:
             raise RLKitError("contrastive_weight, contrastive_shift and contrastive_noise must be >= 0 and "
                              "contrastive_temperature > 0.")
+        if cfg.temporal_weight < 0 or cfg.temporal_offset < 1:
+            raise RLKitError("temporal_weight must be >= 0 and temporal_offset >= 1.")
         if not cfg.adversarial and cfg.recon_weight == 0 and cfg.uniformity_weight == 0 \
-                and cfg.contrastive_weight == 0:
-            raise RLKitError("adversarial=false trains the discriminator on its regularisers alone; "
-                             "set recon_weight > 0, uniformity_weight > 0 or contrastive_weight > 0 too.")
+                and cfg.contrastive_weight == 0 and cfg.temporal_weight == 0:
+            raise RLKitError("adversarial=false trains the discriminator on its regularisers alone; set "
+                             "recon_weight, uniformity_weight, contrastive_weight or temporal_weight > 0 too.")
         self.augmentations = [a.strip() for a in cfg.augment.split(",") if a.strip()]
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
         if unknown:
@@ -512,6 +561,12 @@ class GANPretrainer(Pretrainer):
             self.projection = parts["projection"] = nn.Sequential(
                 nn.Linear(8 * width * 16, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128)
             )
+        if cfg.temporal_weight > 0:  # ST-DIM's bilinear scores: global (8k*16) -> local (4k), local -> local
+            self.stdim_global = parts["stdim_global"] = nn.Linear(8 * width * 16, 4 * width)
+            self.stdim_local = parts["stdim_local"] = nn.Linear(4 * width, 4 * width)
+            self.partner = temporal_partners(self.data.get_batch(np.arange(len(self.data)), "episode"),
+                                             self.data.get_batch(np.arange(len(self.data)), "step"),
+                                             cfg.temporal_offset)
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
             self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width)
@@ -568,6 +623,18 @@ class GANPretrainer(Pretrainer):
                                                                        generator=gen)
         return extras
 
+    def global_batch(self, step: int) -> tuple[np.ndarray, dict[str, Any]]:
+        indices, extras = super().global_batch(step)
+        if self.config.temporal_weight > 0:  # each frame's ST-DIM positive, (B, C, 84, 84) uint8
+            extras["later_obs"] = self.data.batch(self.partner[indices])[0]
+        return indices, extras
+
+    def temporal_loss(self, real: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        """ST-DIM's global-local plus local-local InfoNCE of real [-1, 1] stacks against their later stacks."""
+        local_now, global_now = self.disc.trunk_maps(real)
+        local_later, _ = self.disc.trunk_maps(later)
+        return stdim_loss(global_now.flatten(1), local_now, local_later, self.stdim_global, self.stdim_local)
+
     def augment(self, x: torch.Tensor, extras: dict[str, Any], which: int) -> torch.Tensor:
         """DiffAugment of a discriminator input batch; ``which`` 0 = the real frames' draws, 1 = the generated."""
         if "shift" in extras:
@@ -622,15 +689,19 @@ class GANPretrainer(Pretrainer):
             recon_loss = reconstruction_loss(recon, real_seen, self.background, cfg.recon_foreground_weight)
         uniform = uniformity_loss(real_features) if cfg.uniformity_weight > 0 else None
         contrast = self.contrastive_loss(real, extras) if cfg.contrastive_weight > 0 else None
+        temporal = None
+        if cfg.temporal_weight > 0:
+            temporal = self.temporal_loss(real, to_gan_range(extras["later_obs"].to(self.device)))
         regularisers = ((cfg.recon_weight, recon_loss), (cfg.uniformity_weight, uniform),
-                        (cfg.contrastive_weight, contrast))
+                        (cfg.contrastive_weight, contrast), (cfg.temporal_weight, temporal))
         if not cfg.adversarial:  # ablation: the trunk learns from its regularisers alone
             loss = sum(w * term for w, term in regularisers if term is not None)
             opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.sync_gradients(self.discriminator)
             opt_d.step()
-            named = (("recon", recon_loss), ("uniformity", uniform), ("contrastive", contrast))
+            named = (("recon", recon_loss), ("uniformity", uniform), ("contrastive", contrast),
+                     ("temporal", temporal))
             return {k: v.item() for k, v in named if v is not None}
         latent = extras["z"].to(self.device)
         fake = self.generate(latent, real)
@@ -679,7 +750,7 @@ class GANPretrainer(Pretrainer):
         metrics = {"d": loss_d.item(), "g": loss_g.item(), "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
                    "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
         optional = {"r1": r1, "l1": l1, "recon": recon_loss, "info": info_d, "ortho": ortho, "uniformity": uniform,
-                    "contrastive": contrast}
+                    "contrastive": contrast, "temporal": temporal}
         metrics.update({name: value.item() for name, value in optional.items() if value is not None})
         return metrics
 
