@@ -748,9 +748,23 @@ def test_gan_discriminator_reconstruction_and_its_ablation(tmp_path):
     assert all(torch.equal(v, ablation.generator.state_dict()[k]) for k, v in generator.items())
     assert torch.equal(head, ablation.disc_head.weight.detach())
     assert all(not torch.equal(a, b) for a, b in zip(trunk, ablation.disc.parameters()))
-    with pytest.raises(RLKitError, match="set recon_weight > 0, uniformity_weight > 0 or contrastive_weight > 0"):
+    with pytest.raises(RLKitError, match="set recon_weight, uniformity_weight, contrastive_weight or temporal_weight"):
         GANPretrainer(dataclasses.replace(config, adversarial=False, recon_weight=0.0), data, None,
                       torch.device("cpu"))
+
+    # the linear decoder: cell (i, j) of the 4x4 map alone draws the 16x16 patch (i, j), linearly before tanh
+    linear = GANPretrainer(dataclasses.replace(config, recon_decoder="linear"), data, None, torch.device("cpu"))
+    decoder = linear.recon_decoder
+    features = torch.randn(1, 32, 4, 4)
+    cell = torch.zeros_like(features)
+    cell[:, :, 1, 2] = features[:, :, 1, 2]
+    drawn = torch.atanh(decoder(cell).clamp(-0.999999, 0.999999)) - decoder.net[0].bias.view(1, -1, 1, 1)
+    outside = torch.ones(64, 64, dtype=torch.bool)
+    outside[16:32, 32:48] = False
+    assert drawn[..., outside].abs().max() < 1e-4 and drawn[..., ~outside].abs().max() > 1e-3
+    assert decoder(features).shape == (1, 4, 64, 64) and np.isfinite(linear.train_step(0)["recon"])
+    with pytest.raises(RLKitError, match="recon_decoder='wide' is not valid; choose one of: deep, linear"):
+        GANPretrainer(dataclasses.replace(config, recon_decoder="wide"), data, None, torch.device("cpu"))
 
 
 def test_gan_infogan_codes(tmp_path):

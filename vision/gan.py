@@ -290,9 +290,12 @@ class ReconDecoder(nn.Module):
     C x 64 x 64 frames, the generator's transposed convs 4k, 2k, k, C (BatchNorm, ReLU, tanh). It trains with
     the discriminator and is not part of the saved encoder."""
 
-    def __init__(self, channels: int, width: int = 64) -> None:
+    def __init__(self, channels: int, width: int = 64, kind: str = "deep") -> None:
         super().__init__()
-        self.net = nn.Sequential(*upsampling_layers(channels, width))
+        if kind == "linear":  # each 4x4 cell's 8k features -> its own 16x16 patch, one linear map, then tanh
+            self.net = nn.Sequential(nn.ConvTranspose2d(8 * width, channels, SIZE // 4, SIZE // 4), nn.Tanh())
+        else:
+            self.net = nn.Sequential(*upsampling_layers(channels, width))
         self.apply(_init)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -445,6 +448,10 @@ class GANConfig(PretrainConfig):
     """weight of the discriminator's self-supervised reconstruction loss (FastGAN, Liu et al. 2021): a small
     decoder rebuilds each real input frame from the trunk's 4x4x8k map, so the trunk must keep what the frame
     shows, not only what tells it from a fake; 0 turns it off"""
+    recon_decoder: str = "deep"
+    """``deep`` (FastGAN's: the generator's transposed convs) or ``linear`` (each cell of the 4x4 map rebuilds
+    its own 16x16 patch through one linear map and tanh, so what the frame shows must be linearly readable
+    from the trunk's features, as a linear probe reads them)"""
     recon_foreground_weight: float = 20.0
     """extra weight in that loss of pixels differing from the median train frame (the static court), as the
     MAE's ``foreground_weight``"""
@@ -526,6 +533,8 @@ class GANPretrainer(Pretrainer):
             raise RLKitError("info_codes and info_weight must be >= 0.")
         if cfg.recon_weight < 0 or cfg.recon_foreground_weight < 0:
             raise RLKitError("recon_weight and recon_foreground_weight must be >= 0.")
+        if cfg.recon_decoder not in ("deep", "linear"):
+            raise RLKitError(f"recon_decoder={cfg.recon_decoder!r} is not valid; choose one of: deep, linear.")
         if cfg.uniformity_weight < 0:
             raise RLKitError(f"uniformity_weight must be >= 0, got {cfg.uniformity_weight}.")
         if cfg.contrastive_weight < 0 or cfg.contrastive_temperature <= 0 or cfg.contrastive_shift < 0 \
@@ -569,7 +578,7 @@ class GANPretrainer(Pretrainer):
                                              cfg.temporal_offset)
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
-            self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width)
+            self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width, cfg.recon_decoder)
             if cfg.recon_foreground_weight > 0:  # per-pixel median of evenly spaced train frames, [-1, 1] at 64x64
                 n = min(2048, len(self.data))
                 frames = to_gan_range(torch.from_numpy(self.data.get_batch(np.linspace(0, len(self.data) - 1, n)
