@@ -110,7 +110,8 @@ def make_vec_env(
     """Build ``num_envs`` copies of ``env_id`` as one VectorEnv (next-step autoreset, episode statistics).
 
     ``mode="eval"`` gives full, unclipped episodes. ``ale_threads``: C++ threads of an ALE vector env (default:
-    one per env, at most one per core). The resolved env settings are in ``env.settings_dict`` (for
+    one per env, at most one per core; unused where the games play in this process, see
+    ``AtariSettings.backend``). The resolved env settings are in ``env.settings_dict`` (for
     envs with an ``unwrapped.settings`` dict, such as rlkit's sims, every kwarg including defaults).
     The action space is seeded from ``seed``; pass the same seed to the first ``reset``.
     """

@@ -37,6 +37,11 @@ class AtariSettings:
     pipeline: Literal["nature", "pong_pixels"] = "nature"
     """nature: 84x84 grayscale stacks (Mnih et al. 2015); pong_pixels: Karpathy's 80x80 difference frames
     with the two actions UP / DOWN (Pong only)."""
+    backend: Literal["auto", "in_process", "ale_vector"] = "auto"
+    """Who plays the games: in_process = rlkit's ``ALEPool`` in the calling process (no per-step hand-off to a
+    thread; one core); ale_vector = ale-py's C++ ``AtariVectorEnv`` threads (one per core); auto = in_process
+    for a single env, ale_vector for more (the faster of the two in each case, docs/benchmarks.md). The game
+    logic is the same; only the noop-reset draws differ. pong_pixels always uses ale_vector."""
 
 
 TRAIN_DEFAULTS = {"episodic_life": True, "clip_rewards": True}
@@ -97,6 +102,30 @@ def ale_vector_env(
     return AtariVectorEnv(rom_name(env_id), num_envs, **kwargs)
 
 
+def ale_pool(env_id: str, num_envs: int, settings: AtariSettings) -> Any:
+    """rlkit's in-process ``ALEPool`` configured from ``settings`` (rewards unclipped, next-step autoreset)."""
+    from ale_py import roms
+
+    from rlkit.envs.ale_pool import ALEPool, GameSettings
+
+    if not settings.grayscale:
+        raise RLKitError("backend=in_process plays grayscale frames only; set grayscale=true or backend=ale_vector.")
+    game = GameSettings(
+        rom_path=str(roms.get_rom_path(rom_name(env_id))),
+        frame_skip=settings.frame_skip,
+        frame_stack=settings.frame_stack,
+        screen_size=settings.screen_size,
+        max_pool=settings.max_pool,
+        noop_max=settings.noop_max,
+        fire_reset=settings.fire_reset,
+        life_loss_info=settings.episodic_life,
+        repeat_action_probability=settings.repeat_action_probability,
+        full_action_space=settings.full_action_space,
+        max_episode_frames=settings.max_episode_frames,
+    )
+    return ALEPool(game, num_envs)
+
+
 class AtariVecEnv(VectorEnv):
     """ale-py ``AtariVectorEnv`` plus Python-side reward clipping and full-game episode statistics.
 
@@ -112,9 +141,20 @@ class AtariVecEnv(VectorEnv):
     def __init__(
         self, env_id: str, num_envs: int, settings: AtariSettings, num_threads: int = 0, **ale_overrides: Any
     ) -> None:
+        """``num_threads``: C++ threads of ale-py's vector env (0: its default); ``ale_overrides`` replace its
+        keyword arguments and imply the ale_vector backend."""
         self.env_id = env_id
         self.settings = settings
-        self.ale_env = ale_vector_env(env_id, num_envs, settings, num_threads=num_threads, **ale_overrides)
+        backend = settings.backend
+        if backend == "auto":
+            backend = "in_process" if num_envs == 1 else "ale_vector"
+        self.backend = "ale_vector" if ale_overrides else backend
+        if self.backend == "in_process":
+            self.ale_env = ale_pool(env_id, num_envs, settings)
+            action_set = list(self.ale_env.action_set)
+        else:
+            self.ale_env = ale_vector_env(env_id, num_envs, settings, num_threads=num_threads, **ale_overrides)
+            action_set = list(self.ale_env.ale.get_action_set())
         self.num_envs = num_envs
         self.single_observation_space = self.ale_env.single_observation_space
         self.single_action_space = self.ale_env.single_action_space
@@ -127,7 +167,6 @@ class AtariVecEnv(VectorEnv):
         self._life_reset = np.zeros(num_envs, dtype=bool)
         from ale_py import Action
 
-        action_set = list(self.ale_env.ale.get_action_set())
         fire = settings.fire_reset and Action.FIRE in action_set
         self._life_reset_action = action_set.index(Action.FIRE) if fire else 0
         # Frames are stacked along the first observation axis, newest last (for frame-deduplicating replay).
@@ -148,6 +187,8 @@ class AtariVecEnv(VectorEnv):
     def send(self, actions: np.ndarray) -> None:
         """Start a step: the C++ threads play ``actions`` while the caller goes on; ``recv`` waits for it."""
         actions = np.array(actions, dtype=np.int64)
+        if actions.shape != (self.num_envs,):
+            raise RLKitError(f"expected {self.num_envs} actions, got shape {actions.shape}.")
         actions[self._life_reset] = self._life_reset_action
         self.ale_env.send(actions)
 

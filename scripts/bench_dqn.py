@@ -39,8 +39,9 @@ What is measured (everything printed is measured in this run; nothing is hard-co
    frames, no resize / stacking; and the same raw loop doing by hand the preprocessing every DQN Atari pipeline
    needs (max-pool of the two screens, ``cv2.resize(INTER_AREA)`` to 84x84 as SB3's ``WarpFrame``, a 4-frame
    stack shifted in place), so that rlkit's cost is shown against both. Like for like on the same cores: rlkit
-   with 1 env (1 ALE thread) versus one raw ALE process; rlkit with 8 envs (``make_vec_env`` uses
-   ``min(num_envs, cores)`` ALE threads) versus that many raw ALE processes stepping in parallel (aggregate steps/s).
+   with 1 env (played in the calling process, ``backend=auto``) versus one raw ALE process; rlkit with 8 envs
+   (``make_vec_env`` uses ``min(num_envs, cores)`` ALE threads) versus that many raw ALE processes stepping in
+   parallel (aggregate steps/s).
 
 Run (from the repository root)::
 
@@ -402,8 +403,9 @@ def rlkit_env_sps(num_envs: int, env_steps: int, warmup: int, seed: int) -> dict
         envs.step(row)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu
+    backend = getattr(envs, "backend", "?")
     envs.close()
-    return {"sps": vector_steps * num_envs / wall, "cpu_cores_busy": cpu / wall}
+    return {"sps": vector_steps * num_envs / wall, "cpu_cores_busy": cpu / wall, "backend": backend}
 
 
 def ale_vector_sps(num_envs: int, threads: int, env_steps: int, warmup: int, seed: int, preprocess: bool) -> float:
@@ -576,8 +578,10 @@ def report_env_only(machine: dict[str, Any]) -> None:
     name_k = f"{machine['rlkit_k_envs']} envs"
     print(f"  {'':60s}{'steps/s':>10s}{'cores busy':>12s}{'rlkit / it':>12s}")
     verdicts = []
-    for key, cores, label in (("1", 1, "1 env (1 ALE thread)"), ("k", k, f"{name_k} ({k} ALE threads)")):
+    for key, cores, label in (("1", 1, "1 env"), ("k", k, name_k)):
         rl = machine[f"rlkit_{key}"]
+        played = "in this process" if rl.get("backend") == "in_process" else f"{cores} ALE thread(s)"
+        label = f"{label} ({played})"
         bare, pre = machine[f"raw_{key}"], machine[f"raw_pre_{key}"]
         same, none = machine[f"ale_vec_{key}"], machine[f"ale_vec_{key}_bare"]
         where = "1 process" if cores == 1 else f"{cores} processes in parallel"
@@ -595,7 +599,8 @@ def report_env_only(machine: dict[str, Any]) -> None:
     print("  raw ALE = ale_py.ALEInterface, Pong ROM, sticky 0.25, 4 act() per step + getScreenGrayscale on the "
           "last 2 frames; 'same preprocessing by hand' adds np.maximum of the two, cv2.resize INTER_AREA to 84x84 "
           "and a 4-frame stack shift.")
-    print("  rlkit also does noop/fire reset, reward clipping, life-loss handling and episode statistics.")
+    print("  rlkit also does noop/fire reset, reward clipping, life-loss handling and episode statistics; its "
+          "default backend plays 1 env in this process (rlkit.envs.ale_pool) and more on ale-py's C++ threads.")
     for cores, vs_bare, vs_pre in verdicts:
         print(f"  Target >= 90% on {cores} core(s): vs raw stepping without preprocessing {vs_bare:.1%} "
               f"({'met' if vs_bare >= 0.9 else 'not met'}); vs raw stepping with the same preprocessing {vs_pre:.1%} "

@@ -1,0 +1,219 @@
+"""Atari games played in the calling process: ``ALEInterface`` + the Nature preprocessing in numpy / OpenCV.
+
+The same game logic as ale-py's C++ ``AtariVectorEnv`` (frame skip with sticky actions inside ALE, max-pool of
+the last two grayscale screens, ``INTER_AREA`` resize, frame stack, noop and FIRE reset, life-loss signal,
+truncation after ``max_episode_frames`` frames, next-step autoreset), without its per-step hand-off to a worker
+thread, which on a small CPU costs more than the preprocessing (docs/benchmarks.md): the fastest way to play
+one game. With ``noop_max=0`` its observations, rewards and flags equal ale-py's step for step
+(tests/test_ale_pool.py); the noop counts are drawn from numpy's generator rather than C++'s mt19937.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+
+from rlkit.errors import RLKitError
+
+RAW_HEIGHT, RAW_WIDTH = 210, 160
+
+
+@dataclasses.dataclass(frozen=True)
+class GameSettings:
+    """What the games need from ``AtariSettings``, ``life_loss_info`` being its ``episodic_life``."""
+
+    rom_path: str
+    frame_skip: int
+    frame_stack: int
+    screen_size: int
+    max_pool: bool
+    noop_max: int
+    fire_reset: bool
+    life_loss_info: bool
+    repeat_action_probability: float
+    full_action_space: bool
+    max_episode_frames: int
+
+
+class Games:
+    """Games ``first .. first + count - 1`` of a pool; they write their slice of ``arrays`` (observations,
+    rewards, flags, lives, frame counters) and read their actions from ``arrays["action"]``."""
+
+    def __init__(self, settings: GameSettings, first: int, count: int, arrays: dict[str, np.ndarray]) -> None:
+        import cv2
+        from ale_py import Action, ALEInterface, LoggerMode
+
+        ALEInterface.setLoggerMode(LoggerMode.Error)
+        self.cv2 = cv2
+        self.settings = settings
+        self.first, self.count = first, count
+        self.view = {name: array[first : first + count] for name, array in arrays.items()}
+        self.ales = []
+        for _ in range(count):
+            ale = ALEInterface()
+            ale.setFloat("repeat_action_probability", settings.repeat_action_probability)
+            ale.loadROM(settings.rom_path)
+            self.ales.append(ale)
+        ale = self.ales[0]
+        self.action_set = list(ale.getLegalActionSet() if settings.full_action_space else ale.getMinimalActionSet())
+        self.fire = settings.fire_reset and Action.FIRE in self.action_set
+        self.noop, self.fire_action = Action.NOOP, Action.FIRE
+        self.raw = np.zeros((count, 2, RAW_HEIGHT, RAW_WIDTH), dtype=np.uint8)
+        self.rngs = [np.random.default_rng() for _ in range(count)]
+        self.elapsed = np.zeros(count, dtype=np.int64)
+        self.game_over = np.zeros(count, dtype=bool)
+        self.previous_lives = np.zeros(count, dtype=np.int64)
+        self.needs_reset = np.ones(count, dtype=bool)
+
+    def reset(self, seed: int | None) -> None:
+        """Reset every game; game k of the pool gets ``seed + k`` for ALE (sticky actions) and its noop draws."""
+        for i in range(self.count):
+            self._reset_game(i, None if seed is None else seed + self.first + i)
+
+    def step(self) -> None:
+        """One agent step of every game with the actions in ``arrays["action"]``; a game whose episode ended on
+        the previous step is reset instead (reward 0, not terminated)."""
+        view, settings = self.view, self.settings
+        for i, ale in enumerate(self.ales):
+            if self.needs_reset[i]:
+                self._reset_game(i, None)
+                continue
+            action = self.action_set[int(view["action"][i])]
+            raw, lives = self.raw[i], self.previous_lives[i]
+            reward = 0
+            life_lost = False
+            for skip in range(settings.frame_skip, 0, -1):
+                reward += ale.act(action)
+                game_over = ale.game_over()
+                self.elapsed[i] += 1
+                now = ale.lives()
+                life_lost = 0 < now < lives
+                if game_over or self.elapsed[i] >= settings.max_episode_frames:
+                    break
+                if skip <= 2:
+                    ale.getScreenGrayscale(raw[skip - 1])
+            self.game_over[i] = game_over
+            self._push_frame(i)
+            self.previous_lives[i] = ale.lives()
+            terminated = game_over or (settings.life_loss_info and life_lost)
+            view["reward"][i] = reward
+            view["terminated"][i] = terminated
+            view["truncated"][i] = self.elapsed[i] >= settings.max_episode_frames and not terminated
+            self._write_counters(i)
+            self.needs_reset[i] = game_over or self.elapsed[i] >= settings.max_episode_frames
+
+    def _reset_game(self, i: int, seed: int | None) -> None:
+        ale, settings = self.ales[i], self.settings
+        if seed is not None:
+            ale.setInt("random_seed", seed)
+            ale.loadROM(settings.rom_path)
+            self.rngs[i] = np.random.default_rng(seed)
+        ale.reset_game()
+        if self.fire:
+            ale.act(self.fire_action)
+        noops = (int(self.rngs[i].integers(settings.noop_max)) if settings.noop_max > 0 else 0) - int(self.fire)
+        for _ in range(noops):
+            ale.act(self.noop)
+            if ale.game_over():
+                ale.reset_game()
+        self.view["obs"][i] = 0
+        ale.getScreenGrayscale(self.raw[i, 0])
+        self.raw[i, 1] = 0
+        self._push_frame(i)
+        self.elapsed[i] = 0
+        self.game_over[i] = False
+        self.previous_lives[i] = ale.lives()
+        self.needs_reset[i] = False
+        view = self.view
+        view["reward"][i] = 0
+        view["terminated"][i] = False
+        view["truncated"][i] = False
+        self._write_counters(i)
+
+    def _push_frame(self, i: int) -> None:
+        """Max-pool the last two screens, resize to ``screen_size`` and append to game i's stack (newest last)."""
+        raw, stack = self.raw[i], self.view["obs"][i]
+        if self.settings.max_pool:
+            np.maximum(raw[0], raw[1], out=raw[0])
+        stack[:-1] = stack[1:]
+        size = self.settings.screen_size
+        if (size, size) == (RAW_HEIGHT, RAW_WIDTH):
+            stack[-1] = raw[0]
+        else:
+            self.cv2.resize(raw[0], (size, size), dst=stack[-1], interpolation=self.cv2.INTER_AREA)
+
+    def _write_counters(self, i: int) -> None:
+        ale = self.ales[i]
+        self.view["lives"][i] = ale.lives()
+        self.view["frame_number"][i] = ale.getFrameNumber()
+        self.view["episode_frame_number"][i] = ale.getEpisodeFrameNumber()
+
+
+class ALEPool:
+    """``num_envs`` Atari games with the Nature preprocessing, played in the calling process: the part of ale-py's
+    ``AtariVectorEnv`` interface that ``rlkit.envs.atari.AtariVecEnv`` uses (``reset``, ``send``, ``recv``,
+    ``step``, ``close``, the spaces, ``action_set``). ``send`` plays the step at once."""
+
+    def __init__(self, settings: GameSettings, num_envs: int) -> None:
+        self.num_envs = num_envs
+        self.settings = settings
+        size = settings.screen_size
+        self._arrays = {
+            "obs": np.zeros((num_envs, settings.frame_stack, size, size), np.uint8),
+            "reward": np.zeros(num_envs, np.float32),
+            "terminated": np.zeros(num_envs, bool),
+            "truncated": np.zeros(num_envs, bool),
+            "lives": np.zeros(num_envs, np.int32),
+            "frame_number": np.zeros(num_envs, np.int32),
+            "episode_frame_number": np.zeros(num_envs, np.int32),
+            "action": np.zeros(num_envs, np.int64),
+        }
+        self._games = Games(settings, 0, num_envs, self._arrays)
+        self.action_set = self._games.action_set
+        self.single_observation_space = gym.spaces.Box(0, 255, (settings.frame_stack, size, size), np.uint8)
+        self.single_action_space = gym.spaces.Discrete(len(self.action_set))
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+
+    def _result(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        arrays = self._arrays
+        info = {
+            "env_id": np.arange(self.num_envs, dtype=np.int32),
+            "lives": arrays["lives"].copy(),
+            "frame_number": arrays["frame_number"].copy(),
+            "episode_frame_number": arrays["episode_frame_number"].copy(),
+        }
+        return arrays["obs"].copy(), info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        """Reset every game (game i seeded with ``seed + i``); returns observations and info."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        self._games.reset(seed)
+        return self._result()
+
+    def send(self, actions: np.ndarray) -> None:
+        """Play one step of every game with ``actions`` (indices into ``action_set``)."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise RLKitError(f"expected {self.num_envs} actions, got shape {actions.shape}.")
+        bad = (actions < 0) | (actions >= len(self.action_set))
+        if bad.any():
+            raise RLKitError(f"action {int(actions[bad][0])} out of range for {len(self.action_set)} actions.")
+        self._arrays["action"][:] = actions
+        self._games.step()
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """The step played by ``send``: (observations, rewards, terminated, truncated, info)."""
+        obs, info = self._result()
+        arrays = self._arrays
+        return obs, arrays["reward"].copy(), arrays["terminated"].copy(), arrays["truncated"].copy(), info
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        self.send(actions)
+        return self.recv()
+
+    def close(self) -> None:
+        """Nothing to release: the games live in this process."""

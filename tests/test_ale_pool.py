@@ -1,0 +1,86 @@
+"""rlkit's in-process Atari games (``backend=in_process``) against ale-py's C++ ``AtariVectorEnv``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlkit.envs import make_vec_env
+from rlkit.envs.atari import AtariSettings, AtariVecEnv
+from rlkit.errors import RLKitError
+
+
+def play(backend: str, env_id: str, num_envs: int, steps: int, seed: int, **settings: object) -> list[tuple]:
+    """Every (obs, reward, terminated, truncated, lives) of a seeded random-action run, the reset first."""
+    env = AtariVecEnv(env_id, num_envs, AtariSettings(backend=backend, **settings), num_threads=1)
+    assert env.backend == backend
+    actions = np.random.default_rng(seed).integers(0, env.single_action_space.n, (steps, num_envs))
+    obs, info = env.reset(seed=seed)
+    record = [(obs, np.zeros(num_envs), np.zeros(num_envs, bool), np.zeros(num_envs, bool), info["lives"])]
+    for row in actions:
+        obs, reward, terminated, truncated, info = env.step(row)
+        record.append((obs, reward, terminated, truncated, info["lives"]))
+    env.close()
+    return record
+
+
+@pytest.mark.parametrize(
+    ("env_id", "settings"),
+    [
+        ("ALE/Pong-v5", {}),
+        # lives, life-loss terminations (episodic_life), truncation after 600 frames and next-step autoreset
+        ("ALE/Breakout-v5", {"episodic_life": True, "max_episode_frames": 600}),
+    ],
+)
+def test_in_process_games_equal_ale_vector_env_step_for_step(env_id: str, settings: dict) -> None:
+    # noop_max=0: the only randomness left is ALE's sticky actions, seeded the same way by both backends
+    reference = play("ale_vector", env_id, 3, 400, seed=7, noop_max=0, **settings)
+    ours = play("in_process", env_id, 3, 400, seed=7, noop_max=0, **settings)
+    for step, (theirs, mine) in enumerate(zip(reference, ours)):
+        for name, a, b in zip(("obs", "reward", "terminated", "truncated", "lives"), theirs, mine):
+            assert np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)), (step, name)
+    assert ours[-1][0].shape == (3, 4, 84, 84) and ours[-1][0].dtype == np.uint8
+    assert sum(float(np.abs(r).sum()) for _, r, *_ in ours) > 0  # points were scored: rewards are compared
+    if env_id == "ALE/Breakout-v5":
+        terminated = np.array([t for _, _, t, _, _ in ours])
+        truncated = np.array([t for _, _, _, t, _ in ours])
+        lives = np.array([lv for *_, lv in ours])
+        assert terminated.any() and truncated.any()  # both flags and the autoreset after them were exercised
+        assert (np.diff(lives, axis=0) < 0).any()
+
+
+def test_noop_reset_is_seeded_and_bounded() -> None:
+    def reset_frames(seed: int) -> np.ndarray:
+        env = AtariVecEnv("ALE/Pong-v5", 4, AtariSettings(backend="in_process", noop_max=30))
+        _, info = env.reset(seed=seed)
+        env.close()
+        return info["episode_frame_number"]
+
+    first, again, other = reset_frames(3), reset_frames(3), reset_frames(4)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # FIRE (1 frame) then U{0..29} - 1 noops, as ale-py: between 1 and 29 frames played before the first obs
+    assert ((first >= 1) & (first <= 29)).all() and ((other >= 1) & (other <= 29)).all()
+
+
+def test_auto_backend_plays_one_env_in_process_and_many_on_ale_threads() -> None:
+    one = make_vec_env("ALE/Pong-v5", num_envs=1, seed=0)
+    many = make_vec_env("ALE/Pong-v5", num_envs=2, seed=0)
+    assert (one.backend, many.backend) == ("in_process", "ale_vector")
+    assert one.settings_dict["backend"] == "auto"
+    obs, _ = one.reset(seed=0)
+    assert obs.shape == (1, 4, 84, 84)
+    assert one.single_action_space.n == many.single_action_space.n == 6
+    one.close()
+    many.close()
+
+
+def test_in_process_games_reject_bad_actions_and_colour() -> None:
+    env = AtariVecEnv("ALE/Pong-v5", 2, AtariSettings(backend="in_process"))
+    env.reset(seed=0)
+    with pytest.raises(RLKitError, match="out of range"):
+        env.step(np.array([0, 6]))
+    with pytest.raises(RLKitError, match="expected 2 actions"):
+        env.step(np.array([0, 1, 2]))
+    with pytest.raises(RLKitError, match="grayscale"):
+        AtariVecEnv("ALE/Pong-v5", 1, AtariSettings(backend="in_process", grayscale=False))
