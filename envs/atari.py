@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -56,6 +57,19 @@ def atari_settings(mode: str, env_kwargs: dict[str, Any]) -> AtariSettings:
         raise RLKitError(
             f"unknown Atari env setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}."
         )
+    hints = typing.get_type_hints(AtariSettings)
+    for key, value in env_kwargs.items():
+        expected = hints[key]
+        if typing.get_origin(expected) is Literal:
+            choices = typing.get_args(expected)
+            if value not in choices:
+                raise RLKitError(f"Atari env setting {key}={value!r} is not one of {', '.join(choices)}.")
+        elif expected is bool and not isinstance(value, bool):
+            raise RLKitError(f"Atari env setting {key} must be true or false, not {value!r}.")
+        elif expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise RLKitError(f"Atari env setting {key} must be an integer, not {value!r}.")
+        elif expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RLKitError(f"Atari env setting {key} must be a number, not {value!r}.")
     values = dict(TRAIN_DEFAULTS) if mode == "train" else {}
     values.update(env_kwargs)
     if mode == "eval":

@@ -174,6 +174,7 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
         device="cpu",
         torch_threads=args.threads,
     )
+    values["env_kwargs"] = {**(values.get("env_kwargs") or {}), "backend": args.atari_backend}
     config = build_config(DQNConfig, values, source="benchmark config")
     probe = make_vec_env(ENV_ID, 1, mode="train", env_kwargs=config.env_kwargs)
     observation_space, action_space = probe.single_observation_space, probe.single_action_space
@@ -472,7 +473,8 @@ def run_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--only", which, "--steps", str(args.steps),
                "--learning-starts", str(args.learning_starts), "--warmup", str(args.warmup),
                "--threads", str(args.threads), "--env-steps", str(args.env_steps),
-               "--matmul-reps", str(args.matmul_reps), "--seed", str(args.seed)]
+               "--matmul-reps", str(args.matmul_reps), "--seed", str(args.seed),
+               "--atari-backend", args.atari_backend]
     print(f"[{which}] running ...", flush=True)
     started = time.time()
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -531,7 +533,7 @@ def report(args: argparse.Namespace, rl: dict[str, Any], sb: dict[str, Any], mac
           f"({end - start} env steps, {rl['updates']} / {sb['updates']} gradient steps rlkit / SB3)")
     print(f"SB3 {sb['version']}: make_atari_env + VecFrameStack(4), optimize_memory_usage="
           f"{sb['optimize_memory_usage']}; rlkit preset dqn-atari, encoder {rl['settings']['encoder']}, "
-          f"double_dqn={rl['settings']['double_dqn']}")
+          f"double_dqn={rl['settings']['double_dqn']}, Atari backend {rl['env_settings'].get('backend', '?')}")
     print()
     print("1) Training throughput (env steps/s with learning) and memory")
     header = f"  {'':24s}{'rlkit':>14s}{'SB3':>14s}"
@@ -619,6 +621,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="agent steps per env-only measurement and process (default 10000)")
     parser.add_argument("--matmul-reps", type=int, default=10, help="timed 2048x2048 matmuls (default 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--atari-backend", choices=("auto", "in_process", "ale_vector"), default="auto",
+                        help="who plays rlkit's training env (AtariSettings.backend; default auto: in this process)")
     parser.add_argument("--quick", action="store_true", help="smoke check: a few hundred steps each")
     parser.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show the children's output")

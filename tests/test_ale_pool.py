@@ -84,3 +84,18 @@ def test_in_process_games_reject_bad_actions_and_colour() -> None:
         env.step(np.array([0, 1, 2]))
     with pytest.raises(RLKitError, match="grayscale"):
         AtariVecEnv("ALE/Pong-v5", 1, AtariSettings(backend="in_process", grayscale=False))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"backend": "threads"}, "backend='threads' is not one of auto, in_process, ale_vector"),
+        ({"pipeline": "bogus"}, "pipeline='bogus' is not one of nature, pong_pixels"),
+        ({"frame_skip": 2.5}, "frame_skip must be an integer"),
+        ({"clip_rewards": 1}, "clip_rewards must be true or false"),
+        ({"repeat_action_probability": "high"}, "repeat_action_probability must be a number"),
+    ],
+)
+def test_atari_settings_are_type_checked(setting: dict, message: str) -> None:
+    with pytest.raises(RLKitError, match=message):
+        make_vec_env("ALE/Pong-v5", 1, env_kwargs=setting)
