@@ -38,18 +38,18 @@ class GameSettings:
 
 
 class Games:
-    """Games ``first .. first + count - 1`` of a pool; they write their slice of ``arrays`` (observations,
-    rewards, flags, lives, frame counters) and read their actions from ``arrays["action"]``."""
+    """One ALE game per row of ``arrays``: they write observations, rewards, flags, lives and frame counters
+    there and read their actions from ``arrays["action"]``."""
 
-    def __init__(self, settings: GameSettings, first: int, count: int, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, settings: GameSettings, arrays: dict[str, np.ndarray]) -> None:
         import cv2
         from ale_py import Action, ALEInterface, LoggerMode
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
         self.cv2 = cv2
         self.settings = settings
-        self.first, self.count = first, count
-        self.view = {name: array[first : first + count] for name, array in arrays.items()}
+        self.count = count = len(arrays["action"])
+        self.view = arrays
         self.ales = []
         for _ in range(count):
             ale = ALEInterface()
@@ -68,9 +68,9 @@ class Games:
         self.needs_reset = np.ones(count, dtype=bool)
 
     def reset(self, seed: int | None) -> None:
-        """Reset every game; game k of the pool gets ``seed + k`` for ALE (sticky actions) and its noop draws."""
+        """Reset every game; game i gets ``seed + i`` for ALE (sticky actions) and its noop draws."""
         for i in range(self.count):
-            self._reset_game(i, None if seed is None else seed + self.first + i)
+            self._reset_game(i, None if seed is None else seed + i)
 
     def step(self) -> None:
         """One agent step of every game with the actions in ``arrays["action"]``; a game whose episode ended on
@@ -170,7 +170,7 @@ class ALEPool:
             "episode_frame_number": np.zeros(num_envs, np.int32),
             "action": np.zeros(num_envs, np.int64),
         }
-        self._games = Games(settings, 0, num_envs, self._arrays)
+        self._games = Games(settings, self._arrays)
         self.action_set = self._games.action_set
         self.single_observation_space = gym.spaces.Box(0, 255, (settings.frame_stack, size, size), np.uint8)
         self.single_action_space = gym.spaces.Discrete(len(self.action_set))
