@@ -62,10 +62,9 @@ class Games:
         self.noop, self.fire_action = Action.NOOP, Action.FIRE
         self.raw = np.zeros((count, 2, RAW_HEIGHT, RAW_WIDTH), dtype=np.uint8)
         self.rngs = [np.random.default_rng() for _ in range(count)]
-        self.elapsed = np.zeros(count, dtype=np.int64)
-        self.game_over = np.zeros(count, dtype=bool)
-        self.previous_lives = np.zeros(count, dtype=np.int64)
-        self.needs_reset = np.ones(count, dtype=bool)
+        self.elapsed = [0] * count  # frames played in the current episode
+        self.previous_lives = [0] * count
+        self.needs_reset = [True] * count
 
     def reset(self, seed: int | None) -> None:
         """Reset every game; game i gets ``seed + i`` for ALE (sticky actions) and its noop draws."""
@@ -82,27 +81,25 @@ class Games:
                 continue
             action = self.action_set[int(view["action"][i])]
             raw, lives = self.raw[i], self.previous_lives[i]
-            reward = 0
-            life_lost = False
+            reward, elapsed, now = 0, self.elapsed[i], lives
             for skip in range(settings.frame_skip, 0, -1):
                 reward += ale.act(action)
                 game_over = ale.game_over()
-                self.elapsed[i] += 1
+                elapsed += 1
                 now = ale.lives()
-                life_lost = 0 < now < lives
-                if game_over or self.elapsed[i] >= settings.max_episode_frames:
+                if game_over or elapsed >= settings.max_episode_frames:
                     break
                 if skip <= 2:
                     ale.getScreenGrayscale(raw[skip - 1])
-            self.game_over[i] = game_over
             self._push_frame(i)
-            self.previous_lives[i] = ale.lives()
-            terminated = game_over or (settings.life_loss_info and life_lost)
+            self.elapsed[i], self.previous_lives[i] = elapsed, now
+            terminated = game_over or (settings.life_loss_info and 0 < now < lives)
+            timed_out = elapsed >= settings.max_episode_frames
             view["reward"][i] = reward
             view["terminated"][i] = terminated
-            view["truncated"][i] = self.elapsed[i] >= settings.max_episode_frames and not terminated
+            view["truncated"][i] = timed_out and not terminated
             self._write_counters(i)
-            self.needs_reset[i] = game_over or self.elapsed[i] >= settings.max_episode_frames
+            self.needs_reset[i] = game_over or timed_out
 
     def _reset_game(self, i: int, seed: int | None) -> None:
         ale, settings = self.ales[i], self.settings
@@ -123,7 +120,6 @@ class Games:
         self.raw[i, 1] = 0
         self._push_frame(i)
         self.elapsed[i] = 0
-        self.game_over[i] = False
         self.previous_lives[i] = ale.lives()
         self.needs_reset[i] = False
         view = self.view
@@ -139,10 +135,7 @@ class Games:
             np.maximum(raw[0], raw[1], out=raw[0])
         stack[:-1] = stack[1:]
         size = self.settings.screen_size
-        if (size, size) == (RAW_HEIGHT, RAW_WIDTH):
-            stack[-1] = raw[0]
-        else:
-            self.cv2.resize(raw[0], (size, size), dst=stack[-1], interpolation=self.cv2.INTER_AREA)
+        self.cv2.resize(raw[0], (size, size), dst=stack[-1], interpolation=self.cv2.INTER_AREA)
 
     def _write_counters(self, i: int) -> None:
         ale = self.ales[i]
