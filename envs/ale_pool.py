@@ -37,21 +37,29 @@ class GameSettings:
     max_episode_frames: int
 
 
-class Games:
-    """One ALE game per row of ``arrays``: they write observations, rewards, flags, lives and frame counters
-    there and read their actions from ``arrays["action"]``."""
+class ALEPool:
+    """``num_envs`` Atari games with the Nature preprocessing, played in the calling process: the part of ale-py's
+    ``AtariVectorEnv`` interface that ``rlkit.envs.atari.AtariVecEnv`` uses (``reset``, ``send``, ``recv``,
+    ``step``, ``close``, the spaces, ``action_set``). ``send`` plays the step at once."""
 
-    def __init__(self, settings: GameSettings, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, settings: GameSettings, num_envs: int) -> None:
         import cv2
         from ale_py import Action, ALEInterface, LoggerMode
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
         self.cv2 = cv2
+        self.num_envs = num_envs
         self.settings = settings
-        self.count = count = len(arrays["action"])
-        self.view = arrays
+        size = settings.screen_size
+        self.obs = np.zeros((num_envs, settings.frame_stack, size, size), np.uint8)
+        self.rewards = np.zeros(num_envs, np.float32)
+        self.terminated = np.zeros(num_envs, bool)
+        self.truncated = np.zeros(num_envs, bool)
+        self.lives = np.zeros(num_envs, np.int32)
+        self.frame_number = np.zeros(num_envs, np.int32)
+        self.episode_frame_number = np.zeros(num_envs, np.int32)
         self.ales = []
-        for _ in range(count):
+        for _ in range(num_envs):
             ale = ALEInterface()
             ale.setFloat("repeat_action_probability", settings.repeat_action_probability)
             ale.loadROM(settings.rom_path)
@@ -60,26 +68,39 @@ class Games:
         self.action_set = list(ale.getLegalActionSet() if settings.full_action_space else ale.getMinimalActionSet())
         self.fire = settings.fire_reset and Action.FIRE in self.action_set
         self.noop, self.fire_action = Action.NOOP, Action.FIRE
-        self.raw = np.zeros((count, 2, RAW_HEIGHT, RAW_WIDTH), dtype=np.uint8)
-        self.rngs = [np.random.default_rng() for _ in range(count)]
-        self.elapsed = [0] * count  # frames played in the current episode
-        self.previous_lives = [0] * count
-        self.needs_reset = [True] * count
+        self.raw = np.zeros((num_envs, 2, RAW_HEIGHT, RAW_WIDTH), dtype=np.uint8)
+        self.rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self.elapsed = [0] * num_envs  # frames played in the current episode
+        self.previous_lives = [0] * num_envs
+        self.needs_reset = [True] * num_envs
+        self.single_observation_space = gym.spaces.Box(0, 255, (settings.frame_stack, size, size), np.uint8)
+        self.single_action_space = gym.spaces.Discrete(len(self.action_set))
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
 
-    def reset(self, seed: int | None) -> None:
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         """Reset every game; game i gets ``seed + i`` for ALE (sticky actions) and its noop draws."""
-        for i in range(self.count):
-            self._reset_game(i, None if seed is None else seed + i)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        for i in range(self.num_envs):
+            self._reset_game(i, seed + i)
+        return self.obs.copy(), self._info()
 
-    def step(self) -> None:
-        """One agent step of every game with the actions in ``arrays["action"]``; a game whose episode ended on
-        the previous step is reset instead (reward 0, not terminated)."""
-        view, settings = self.view, self.settings
+    def send(self, actions: np.ndarray) -> None:
+        """Play one agent step of every game with ``actions`` (indices into ``action_set``); a game whose
+        episode ended on the previous step is reset instead (reward 0, not terminated)."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise RLKitError(f"expected {self.num_envs} actions, got shape {actions.shape}.")
+        bad = (actions < 0) | (actions >= len(self.action_set))
+        if bad.any():
+            raise RLKitError(f"action {int(actions[bad][0])} out of range for {len(self.action_set)} actions.")
+        settings = self.settings
         for i, ale in enumerate(self.ales):
             if self.needs_reset[i]:
                 self._reset_game(i, None)
                 continue
-            action = self.action_set[int(view["action"][i])]
+            action = self.action_set[int(actions[i])]
             raw, lives = self.raw[i], self.previous_lives[i]
             reward, elapsed, now = 0, self.elapsed[i], lives
             for skip in range(settings.frame_skip, 0, -1):
@@ -95,11 +116,30 @@ class Games:
             self.elapsed[i], self.previous_lives[i] = elapsed, now
             terminated = game_over or (settings.life_loss_info and 0 < now < lives)
             timed_out = elapsed >= settings.max_episode_frames
-            view["reward"][i] = reward
-            view["terminated"][i] = terminated
-            view["truncated"][i] = timed_out and not terminated
+            self.rewards[i] = reward
+            self.terminated[i] = terminated
+            self.truncated[i] = timed_out and not terminated
             self._write_counters(i)
             self.needs_reset[i] = game_over or timed_out
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """The step played by ``send``: (observations, rewards, terminated, truncated, info)."""
+        return self.obs.copy(), self.rewards.copy(), self.terminated.copy(), self.truncated.copy(), self._info()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        self.send(actions)
+        return self.recv()
+
+    def close(self) -> None:
+        """Nothing to release: the games live in this process."""
+
+    def _info(self) -> dict[str, np.ndarray]:
+        return {
+            "env_id": np.arange(self.num_envs, dtype=np.int32),
+            "lives": self.lives.copy(),
+            "frame_number": self.frame_number.copy(),
+            "episode_frame_number": self.episode_frame_number.copy(),
+        }
 
     def _reset_game(self, i: int, seed: int | None) -> None:
         ale, settings = self.ales[i], self.settings
@@ -115,22 +155,21 @@ class Games:
             ale.act(self.noop)
             if ale.game_over():
                 ale.reset_game()
-        self.view["obs"][i] = 0
+        self.obs[i] = 0
         ale.getScreenGrayscale(self.raw[i, 0])
         self.raw[i, 1] = 0
         self._push_frame(i)
         self.elapsed[i] = 0
         self.previous_lives[i] = ale.lives()
         self.needs_reset[i] = False
-        view = self.view
-        view["reward"][i] = 0
-        view["terminated"][i] = False
-        view["truncated"][i] = False
+        self.rewards[i] = 0
+        self.terminated[i] = False
+        self.truncated[i] = False
         self._write_counters(i)
 
     def _push_frame(self, i: int) -> None:
         """Max-pool the last two screens, resize to ``screen_size`` and append to game i's stack (newest last)."""
-        raw, stack = self.raw[i], self.view["obs"][i]
+        raw, stack = self.raw[i], self.obs[i]
         if self.settings.max_pool:
             np.maximum(raw[0], raw[1], out=raw[0])
         stack[:-1] = stack[1:]
@@ -139,74 +178,6 @@ class Games:
 
     def _write_counters(self, i: int) -> None:
         ale = self.ales[i]
-        self.view["lives"][i] = ale.lives()
-        self.view["frame_number"][i] = ale.getFrameNumber()
-        self.view["episode_frame_number"][i] = ale.getEpisodeFrameNumber()
-
-
-class ALEPool:
-    """``num_envs`` Atari games with the Nature preprocessing, played in the calling process: the part of ale-py's
-    ``AtariVectorEnv`` interface that ``rlkit.envs.atari.AtariVecEnv`` uses (``reset``, ``send``, ``recv``,
-    ``step``, ``close``, the spaces, ``action_set``). ``send`` plays the step at once."""
-
-    def __init__(self, settings: GameSettings, num_envs: int) -> None:
-        self.num_envs = num_envs
-        self.settings = settings
-        size = settings.screen_size
-        self._arrays = {
-            "obs": np.zeros((num_envs, settings.frame_stack, size, size), np.uint8),
-            "reward": np.zeros(num_envs, np.float32),
-            "terminated": np.zeros(num_envs, bool),
-            "truncated": np.zeros(num_envs, bool),
-            "lives": np.zeros(num_envs, np.int32),
-            "frame_number": np.zeros(num_envs, np.int32),
-            "episode_frame_number": np.zeros(num_envs, np.int32),
-            "action": np.zeros(num_envs, np.int64),
-        }
-        self._games = Games(settings, self._arrays)
-        self.action_set = self._games.action_set
-        self.single_observation_space = gym.spaces.Box(0, 255, (settings.frame_stack, size, size), np.uint8)
-        self.single_action_space = gym.spaces.Discrete(len(self.action_set))
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
-
-    def _result(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        arrays = self._arrays
-        info = {
-            "env_id": np.arange(self.num_envs, dtype=np.int32),
-            "lives": arrays["lives"].copy(),
-            "frame_number": arrays["frame_number"].copy(),
-            "episode_frame_number": arrays["episode_frame_number"].copy(),
-        }
-        return arrays["obs"].copy(), info
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        """Reset every game (game i seeded with ``seed + i``); returns observations and info."""
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-        self._games.reset(seed)
-        return self._result()
-
-    def send(self, actions: np.ndarray) -> None:
-        """Play one step of every game with ``actions`` (indices into ``action_set``)."""
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            raise RLKitError(f"expected {self.num_envs} actions, got shape {actions.shape}.")
-        bad = (actions < 0) | (actions >= len(self.action_set))
-        if bad.any():
-            raise RLKitError(f"action {int(actions[bad][0])} out of range for {len(self.action_set)} actions.")
-        self._arrays["action"][:] = actions
-        self._games.step()
-
-    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """The step played by ``send``: (observations, rewards, terminated, truncated, info)."""
-        obs, info = self._result()
-        arrays = self._arrays
-        return obs, arrays["reward"].copy(), arrays["terminated"].copy(), arrays["truncated"].copy(), info
-
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        self.send(actions)
-        return self.recv()
-
-    def close(self) -> None:
-        """Nothing to release: the games live in this process."""
+        self.lives[i] = ale.lives()
+        self.frame_number[i] = ale.getFrameNumber()
+        self.episode_frame_number[i] = ale.getEpisodeFrameNumber()
