@@ -1,7 +1,7 @@
 """Atari games played in the calling process: ``ALEInterface`` + the Nature preprocessing in numpy / OpenCV.
 
 The same game logic as ale-py's C++ ``AtariVectorEnv`` (frame skip with sticky actions inside ALE, max-pool of
-the last two grayscale screens, ``INTER_AREA`` resize, frame stack, noop and FIRE reset, life-loss signal,
+the last two screens (grayscale or RGB), ``INTER_AREA`` resize, frame stack, noop and FIRE reset, life-loss signal,
 truncation after ``max_episode_frames`` frames, next-step autoreset), without its per-step hand-off to a worker
 thread, which on a small CPU costs more than the preprocessing (docs/benchmarks.md): the fastest way to play
 one game. With ``noop_max=0`` its observations, rewards and flags equal ale-py's step for step
@@ -35,6 +35,7 @@ class GameSettings:
     repeat_action_probability: float
     full_action_space: bool
     max_episode_frames: int
+    grayscale: bool = True
 
 
 class ALEPool:
@@ -51,7 +52,8 @@ class ALEPool:
         self.num_envs = num_envs
         self.settings = settings
         size = settings.screen_size
-        self.obs = np.zeros((num_envs, settings.frame_stack, size, size), np.uint8)
+        frame_shape = (size, size) if settings.grayscale else (size, size, 3)
+        self.obs = np.zeros((num_envs, settings.frame_stack, *frame_shape), np.uint8)
         self.rewards = np.zeros(num_envs, np.float32)
         self.terminated = np.zeros(num_envs, bool)
         self.truncated = np.zeros(num_envs, bool)
@@ -68,12 +70,14 @@ class ALEPool:
         self.action_set = list(ale.getLegalActionSet() if settings.full_action_space else ale.getMinimalActionSet())
         self.fire = settings.fire_reset and Action.FIRE in self.action_set
         self.noop, self.fire_action = Action.NOOP, Action.FIRE
-        self.raw = np.zeros((num_envs, 2, RAW_HEIGHT, RAW_WIDTH), dtype=np.uint8)
+        raw_shape = (RAW_HEIGHT, RAW_WIDTH) if settings.grayscale else (RAW_HEIGHT, RAW_WIDTH, 3)
+        self.raw = np.zeros((num_envs, 2, *raw_shape), dtype=np.uint8)
+        self.read_screen = ALEInterface.getScreenGrayscale if settings.grayscale else ALEInterface.getScreenRGB
         self.rngs = [np.random.default_rng() for _ in range(num_envs)]
         self.elapsed = [0] * num_envs  # frames played in the current episode
         self.previous_lives = [0] * num_envs
         self.needs_reset = [True] * num_envs
-        self.single_observation_space = gym.spaces.Box(0, 255, (settings.frame_stack, size, size), np.uint8)
+        self.single_observation_space = gym.spaces.Box(0, 255, self.obs.shape[1:], np.uint8)
         self.single_action_space = gym.spaces.Discrete(len(self.action_set))
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
@@ -95,7 +99,7 @@ class ALEPool:
         bad = (actions < 0) | (actions >= len(self.action_set))
         if bad.any():
             raise RLKitError(f"action {int(actions[bad][0])} out of range for {len(self.action_set)} actions.")
-        settings = self.settings
+        settings, read_screen = self.settings, self.read_screen
         for i, ale in enumerate(self.ales):
             if self.needs_reset[i]:
                 self._reset_game(i, None)
@@ -111,7 +115,7 @@ class ALEPool:
                 if game_over or elapsed >= settings.max_episode_frames:
                     break
                 if skip <= 2:
-                    ale.getScreenGrayscale(raw[skip - 1])
+                    read_screen(ale, raw[skip - 1])
             self._push_frame(i)
             self.elapsed[i], self.previous_lives[i] = elapsed, now
             terminated = game_over or (settings.life_loss_info and 0 < now < lives)
@@ -156,7 +160,7 @@ class ALEPool:
             if ale.game_over():
                 ale.reset_game()
         self.obs[i] = 0
-        ale.getScreenGrayscale(self.raw[i, 0])
+        self.read_screen(ale, self.raw[i, 0])
         self.raw[i, 1] = 0
         self._push_frame(i)
         self.elapsed[i] = 0
@@ -168,7 +172,8 @@ class ALEPool:
         self._write_counters(i)
 
     def _push_frame(self, i: int) -> None:
-        """Max-pool the last two screens, resize to ``screen_size`` and append to game i's stack (newest last)."""
+        """Max-pool the last two screens, resize to ``screen_size`` (per channel) and append to game i's stack
+        (newest last)."""
         raw, stack = self.raw[i], self.obs[i]
         if self.settings.max_pool:
             np.maximum(raw[0], raw[1], out=raw[0])

@@ -122,8 +122,6 @@ def ale_pool(env_id: str, num_envs: int, settings: AtariSettings) -> Any:
 
     from rlkit.envs.ale_pool import ALEPool, GameSettings
 
-    if not settings.grayscale:
-        raise RLKitError("backend=in_process plays grayscale frames only; set grayscale=true or backend=ale_vector.")
     game = GameSettings(
         rom_path=str(roms.get_rom_path(rom_name(env_id))),
         frame_skip=settings.frame_skip,
@@ -136,6 +134,7 @@ def ale_pool(env_id: str, num_envs: int, settings: AtariSettings) -> Any:
         repeat_action_probability=settings.repeat_action_probability,
         full_action_space=settings.full_action_space,
         max_episode_frames=settings.max_episode_frames,
+        grayscale=settings.grayscale,
     )
     return ALEPool(game, num_envs)
 
