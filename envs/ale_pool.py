@@ -35,7 +35,7 @@ class GameSettings:
     repeat_action_probability: float
     full_action_space: bool
     max_episode_frames: int
-    grayscale: bool = True
+    grayscale: bool
 
 
 class ALEPool:
