@@ -15,6 +15,8 @@ from rlkit.errors import RLKitError
 
 RESET_SEED_LIMIT = 2**31 - 2**20
 """Resume reset seeds stay below this: ALE's vector env takes 32-bit seeds, one per env from the first."""
+SPACE_KEYS = ("observation_shape", "action_space", "n_actions", "n_states")
+"""Checkpoint metadata that describes the env's spaces (each agent records the ones it has)."""
 
 
 @dataclasses.dataclass
@@ -81,6 +83,10 @@ class Agent:
     """True for agents whose non-deterministic ``act`` samples with torch's global generator (not ``rng``)."""
     precision: str = "fp32"
     """The encoders' arithmetic after resolving ``precision=auto`` (``apply_precision``)."""
+    weight_roots: frozenset[str] = frozenset({"net", "obs_rms", "return_rms"})
+    """First components of the checkpoint tensor names that ``warm_start`` copies (the learned state)."""
+    weight_meta_keys: tuple[str, ...] = ("normalizer_counts",)
+    """Metadata that belongs with those tensors."""
 
     def make_train_envs(self) -> Any:
         """The run's training envs (train mode, seeded from the config)."""
@@ -232,6 +238,39 @@ class Agent:
         torch.set_rng_state(tensors["rng.torch"])
         self.load_counters(meta["counters"])
         self.rng.bit_generator.state = meta["rng"]["numpy"]
+
+    def warm_start(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> None:
+        """Start a new run from a trained agent's weights (``rlkit train --init-from``).
+
+        The networks (and observation/return normalisers) come from the checkpoint; the optimizer, the step
+        counters, the schedules and the random generators stay those of this fresh agent, so the new run
+        follows its own config and seed. Architectures and spaces must match: a one-line error otherwise."""
+        self.check_algorithm(meta)
+        fresh_tensors, fresh_meta = self.state_dict()
+        for key in SPACE_KEYS:
+            if fresh_meta.get(key) != meta.get(key):
+                raise RLKitError(
+                    f"{source} was trained with {key} {meta.get(key)}, this env has {fresh_meta.get(key)}; "
+                    f"start from a checkpoint of an env with the same spaces."
+                )
+        ours = {k for k in fresh_tensors if k.split(".")[0] in self.weight_roots}
+        theirs = {k for k in tensors if k.split(".")[0] in self.weight_roots}
+        if ours != theirs:
+            missing, extra = sorted(ours - theirs), sorted(theirs - ours)
+            detail = f"lacks {missing[0]}" if missing else f"has {extra[0]}, which this agent does not"
+            raise RLKitError(
+                f"{source} holds a different network ({detail}); train with its architecture (the same encoder, "
+                f"encoder_kwargs and heads as its config)."
+            )
+        for key in sorted(ours):
+            if tuple(tensors[key].shape) != tuple(fresh_tensors[key].shape):
+                raise RLKitError(
+                    f"{source} holds {key} of shape {tuple(tensors[key].shape)}, this agent's is "
+                    f"{tuple(fresh_tensors[key].shape)}; train with the checkpoint's encoder and encoder_kwargs."
+                )
+        merged = {**fresh_tensors, **{k: tensors[k] for k in ours}}
+        merged_meta = {**fresh_meta, **{k: meta[k] for k in self.weight_meta_keys if k in meta}}
+        self.load_state_dict(merged, merged_meta)
 
     def state_dict(self) -> tuple[dict, dict]:  # pragma: no cover - every agent defines it
         raise NotImplementedError

@@ -175,6 +175,7 @@ class DQN(Agent):
 
     Config = DQNConfig
     name = "dqn"
+    weight_roots = frozenset({"q_net", "target_net"})
 
     def __init__(
         self,

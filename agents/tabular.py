@@ -82,6 +82,7 @@ class TabularAgent(Agent):
     Config = TabularConfig
     method: str = "q_learning"
     name = "q_learning"
+    weight_roots = frozenset({"q"})
 
     def __init__(self, config: TabularConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
         if not isinstance(observation_space, gym.spaces.Discrete) or not isinstance(action_space, gym.spaces.Discrete):

@@ -60,6 +60,23 @@ def requested_device_type(overrides: list[str]) -> str:
 
 
 ENCODER_FLAGS = {"encoder_path": "encoder", "freeze_encoder": "freeze", "encoder_lr_scale": "encoder-lr-scale"}
+ARCHITECTURE_FIELDS = ("encoder", "encoder_kwargs", "dueling", "lstm_hidden", "lstm_layers", "squash",
+                       "normalize_observations", "normalize_rewards")
+"""Config fields that shape an agent's networks: ``--init-from`` takes them from the checkpoint's config."""
+
+
+def init_source(algo: str, target: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``--init-from`` names (a run directory: its last checkpoint) and its metadata."""
+    from rlkit.checkpoint import read_metadata
+
+    path = resolve_checkpoint(target, "last")
+    meta = read_metadata(path)
+    source_algo = meta.get("algo")
+    if source_algo != algo:
+        raise RLKitError(
+            f"{path} holds a {source_algo} agent, not {algo}; use `rlkit train {source_algo} --init-from {target}`."
+        )
+    return path, meta
 
 
 def build_train_config(algo: str, args: argparse.Namespace) -> Any:
@@ -93,12 +110,20 @@ def build_train_config(algo: str, args: argparse.Namespace) -> Any:
         if key not in {f.name for f in dataclasses.fields(agent_cls.Config)}:
             raise RLKitError(f"--{ENCODER_FLAGS[key]} does not apply to {algo}; it has no pretrained-encoder support.")
         values[key] = value
+    chosen = apply_overrides({}, args.set or [], agent_cls.Config)
     if values.get("encoder_path"):
         # The file's card names the architecture: a preset's encoder gives way, the user's own --set does not.
-        chosen = apply_overrides({}, args.set or [], agent_cls.Config)
         for key in ("encoder", "encoder_kwargs"):
             if key not in chosen:
                 values.pop(key, None)
+    if args.init_from:
+        if values.get("encoder_path"):
+            raise RLKitError("--init-from starts from a whole trained agent; drop --encoder (encoder_path).")
+        _, meta = init_source(algo, args.init_from)
+        fields = {f.name for f in dataclasses.fields(agent_cls.Config)}
+        for key in ARCHITECTURE_FIELDS:
+            if key in fields and key in meta.get("config", {}) and key not in chosen:
+                values[key] = meta["config"][key]
     config = build_config(agent_cls.Config, values, source=f"{algo} config")
     return config, preset
 
@@ -111,10 +136,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rlkit.registry import AGENTS
     from rlkit.run import Run, read_run_config, run_name
 
+    lineage = None
     if args.resume:
         if args.encoder or args.freeze or args.encoder_lr_scale is not None:
             raise RLKitError("--encoder, --freeze, --encoder-lr-scale are for new runs; a resume keeps its encoder.")
+        if args.init_from:
+            raise RLKitError("--init-from starts a new run; a resume continues from its own checkpoint. Drop one.")
         saved = read_run_config(args.resume)
+        lineage = saved.get("init_from")
         algo = saved["algo"]
         if args.algo and args.algo != algo:
             raise RLKitError(f"{args.resume} is a {algo} run, not {args.algo}; drop ALGO or use `rlkit train {algo}`.")
@@ -139,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         agent_cls = AGENTS.get(args.algo)
         if args.help:
             print(f"usage: rlkit train {args.algo} --env ID [--preset NAME] [--set key=value ...] [--seed N]")
-            print("       [--total-steps N] [--run-dir DIR] [--resume RUN_DIR]")
+            print("       [--total-steps N] [--run-dir DIR] [--resume RUN_DIR] [--init-from RUN_DIR|CHECKPOINT]")
             print(f"       [--encoder PATH [--freeze | --encoder-lr-scale X]]\n\n{args.algo} config fields:")
             print(config_help(agent_cls.Config))
             return 0
@@ -164,7 +193,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         tensors, meta = load_checkpoint(checkpoint)
         agent.load_state_dict(tensors, meta)
         agent.restore_buffer(checkpoint.parent)
+    elif args.init_from:
+        source, _ = init_source(algo, args.init_from)
+        tensors, meta = load_checkpoint(source)
+        agent.warm_start(tensors, meta, str(source))
+        lineage = {
+            "checkpoint": str(source.resolve()),
+            "env_id": meta["config"].get("env_id"),
+            "global_step": meta["counters"]["global_step"],
+        }
     record = {"algo": algo, "preset": preset, "config": dataclasses.asdict(config), "env_settings": env_settings}
+    if lineage:
+        record["init_from"] = lineage
     with Run(run_dir, record) as run:
         if checkpoint is None:
             run.print(f"run directory: {run.dir}")
@@ -176,6 +216,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             if pretrained:
                 how = "frozen" if config.freeze_encoder else f"fine-tuned at lr x {config.encoder_lr_scale:g}"
                 run.print(f"encoder {config.encoder} {config.encoder_kwargs} from {config.encoder_path}, {how}")
+            if lineage:
+                run.print(
+                    f"weights from {lineage['checkpoint']} ({lineage['env_id']}, step {lineage['global_step']}); "
+                    f"optimizer, schedules and counters start afresh"
+                )
         else:
             run.print(f"resuming {run.dir} at step {agent.global_step}")
         agent.learn(run)
@@ -223,6 +268,8 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
         base += ["--total-steps", str(args.total_steps)]
     if args.encoder:
         base += ["--encoder", str(Path(args.encoder).resolve())]
+    if args.init_from:
+        base += ["--init-from", str(Path(args.init_from).resolve())]
     if args.freeze:
         base += ["--freeze"]
     if args.encoder_lr_scale is not None:
@@ -599,6 +646,8 @@ def make_parser() -> ArgumentParser:
     train.add_argument("--total-steps", type=int)
     train.add_argument("--run-dir", help="run directory (default runs/<env>__<algo>__<seed>__<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--init-from", metavar="RUN_DIR|CHECKPOINT",
+                       help="start a new run from a trained agent's weights (a run: its last checkpoint)")
     train.add_argument("--seeds", help="train one run per seed into a group directory, e.g. 0,1,2 or 0-4")
     train.add_argument("--workers", type=int, default=1, help="seeds trained in parallel processes (with --seeds)")
     train.add_argument("--encoder", metavar="PATH", help="start from a pretrained encoder file (encoder_path)")
