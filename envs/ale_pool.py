@@ -96,26 +96,27 @@ class ALEPool:
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,):
             raise RLKitError(f"expected {self.num_envs} actions, got shape {actions.shape}.")
-        bad = (actions < 0) | (actions >= len(self.action_set))
-        if bad.any():
-            raise RLKitError(f"action {int(actions[bad][0])} out of range for {len(self.action_set)} actions.")
+        indices = actions.astype(np.int64, copy=False).tolist()  # Python ints: cheaper than numpy scalars
+        for index in indices:
+            if not 0 <= index < len(self.action_set):
+                raise RLKitError(f"action {index} out of range for {len(self.action_set)} actions.")
         settings, read_screen = self.settings, self.read_screen
         for i, ale in enumerate(self.ales):
             if self.needs_reset[i]:
                 self._reset_game(i, None)
                 continue
-            action = self.action_set[int(actions[i])]
+            action = self.action_set[indices[i]]
             raw, lives = self.raw[i], self.previous_lives[i]
-            reward, elapsed, now = 0, self.elapsed[i], lives
+            reward, elapsed = 0, self.elapsed[i]
             for skip in range(settings.frame_skip, 0, -1):
                 reward += ale.act(action)
                 game_over = ale.game_over()
                 elapsed += 1
-                now = ale.lives()
                 if game_over or elapsed >= settings.max_episode_frames:
                     break
                 if skip <= 2:
                     read_screen(ale, raw[skip - 1])
+            now = ale.lives()
             self._push_frame(i)
             self.elapsed[i], self.previous_lives[i] = elapsed, now
             terminated = game_over or (settings.life_loss_info and 0 < now < lives)

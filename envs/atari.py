@@ -178,6 +178,7 @@ class AtariVecEnv(VectorEnv):
         self._game_length = np.zeros(num_envs, dtype=np.int64)
         self._resetting = np.zeros(num_envs, dtype=bool)
         self._life_reset = np.zeros(num_envs, dtype=bool)
+        self._any_pending = False  # some env resets this step or must FIRE after a lost life (the slow path)
         from ale_py import Action
 
         fire = settings.fire_reset and Action.FIRE in action_set
@@ -191,6 +192,7 @@ class AtariVecEnv(VectorEnv):
         self._game_length[:] = 0
         self._resetting[:] = False
         self._life_reset[:] = False
+        self._any_pending = False
         return obs, dict(info)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -202,13 +204,20 @@ class AtariVecEnv(VectorEnv):
         actions = np.array(actions, dtype=np.int64)
         if actions.shape != (self.num_envs,):
             raise RLKitError(f"expected {self.num_envs} actions, got shape {actions.shape}.")
-        actions[self._life_reset] = self._life_reset_action
+        if self._any_pending:
+            actions[self._life_reset] = self._life_reset_action
         self.ale_env.send(actions)
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Finish the step started by ``send``: what ``step`` returns."""
         obs, reward, terminated, truncated, info = self.ale_env.recv()
         reward = reward.astype(np.float32)
+        info = dict(info)
+        if not self._any_pending and not np.count_nonzero(terminated) and not np.count_nonzero(truncated):
+            # The usual step: no env ends, resets or lost a life (the full path below gives the same result).
+            self._game_return += reward
+            self._game_length += 1
+            return obs, np.sign(reward) if self.settings.clip_rewards else reward, terminated, truncated, info
         # An env that ended last step is being reset now (next-step autoreset); its step is not counted.
         counted = ~self._resetting
         self._game_return += np.where(counted, reward, 0.0)
@@ -217,7 +226,6 @@ class AtariVecEnv(VectorEnv):
         # ALE resets a game that is over (or truncated) on the next step; after a lost life play goes on.
         ended = truncated | (terminated & ~life_only)
         game_over = ended & counted
-        info = dict(info)
         if game_over.any():
             info["episode"] = {"r": self._game_return.copy(), "l": self._game_length.copy()}
             info["_episode"] = game_over
@@ -226,6 +234,7 @@ class AtariVecEnv(VectorEnv):
         self._resetting = ended
         reward[self._life_reset] = 0.0  # a life-reset step is a reset step for the learner
         self._life_reset = terminated & life_only & ~ended
+        self._any_pending = bool(np.count_nonzero(self._resetting) or np.count_nonzero(self._life_reset))
         if self.settings.clip_rewards:
             reward = np.sign(reward)
         return obs, reward, terminated, truncated, info
