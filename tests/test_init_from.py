@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import one_line_error, run_cli
 
 from rlkit.agents.dqn import DQN, DQNConfig
 from rlkit.agents.policy_gradient import PPO, PPOConfig
@@ -18,20 +19,6 @@ from rlkit.checkpoint import load_checkpoint
 from rlkit.cli import main
 
 CARTPOLE_OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def user_error(capsys, *argv: str) -> str:
-    code, _, err = run_cli(capsys, *argv)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -127,22 +114,22 @@ def test_cli_adopts_the_source_architecture_and_records_the_lineage(capsys, ppo_
 
 def test_cli_init_from_errors(capsys, ppo_source, tmp_path):
     src = str(ppo_source)
-    line = user_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--init-from", src)
+    line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--init-from", src)
     assert "holds a ppo agent, not dqn" in line and f"rlkit train ppo --init-from {src}" in line
-    line = user_error(capsys, "train", "ppo", "--env", "Acrobot-v1", "--init-from", src,
+    line = one_line_error(capsys, "train", "ppo", "--env", "Acrobot-v1", "--init-from", src,
                       "--run-dir", str(tmp_path / "a"))
     assert "observation_shape [4]" in line and "[6]" in line
-    line = user_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", src,
+    line = one_line_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", src,
                       "--set", "encoder_kwargs.hidden=[64,64]", "--run-dir", str(tmp_path / "b"))
     assert "shape" in line and "encoder_kwargs" in line
-    line = user_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", src,
+    line = one_line_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", src,
                       "--set", "normalize_observations=false", "--run-dir", str(tmp_path / "c"))
     assert "different network" in line and "obs_rms" in line
-    line = user_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", str(tmp_path / "missing"))
+    line = one_line_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", str(tmp_path / "missing"))
     assert "does not exist" in line
-    line = user_error(capsys, "train", "--resume", src, "--init-from", src)
+    line = one_line_error(capsys, "train", "--resume", src, "--init-from", src)
     assert "--init-from starts a new run" in line
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a checkpoint")
-    line = user_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", str(garbage))
+    line = one_line_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--init-from", str(garbage))
     assert "corrupt" in line

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from cli_helpers import one_line_error, run_cli
 from safetensors.torch import save_file
 
 from rlkit.agents.dqn import DQN, DQNConfig
 from rlkit.agents.policy_gradient import PPO, PPOConfig
 from rlkit.checkpoint import load_checkpoint
-from rlkit.cli import main
 from rlkit.errors import RLKitError
 from rlkit.vision.augment import random_shift
 from rlkit.vision.encoders import make_encoder
@@ -40,20 +40,6 @@ def file_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(capsys, *argv: str) -> str:
-    code, _, err = run_cli(capsys, *argv)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 def dqn_args(run_dir: Path, *extra: str) -> list[str]:
