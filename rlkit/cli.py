@@ -397,6 +397,34 @@ def load_agent(target: str, which: str = "best", env_id: str | None = None) -> t
     return agent, config, checkpoint, info
 
 
+def eval_env_override(config: Any, items: list[str], agent: Any) -> Any:
+    """A copy of ``config`` whose ``env_kwargs`` carry the ``--env-kwarg KEY=VALUE`` items (e.g.
+    ``repeat_action_probability=0``); the env must still give the observations and actions the agent was built for."""
+    import copy
+
+    from rlkit.config import parse_value
+
+    env_kwargs = dict(config.env_kwargs or {})
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise RLKitError(
+                f"bad --env-kwarg {item!r}: write it as KEY=VALUE, e.g. --env-kwarg repeat_action_probability=0."
+            )
+        env_kwargs[key.strip()] = parse_value(text)
+    observation_space, action_space, _ = _probe_env(config.env_id, env_kwargs, mode="eval")
+    expected = getattr(agent, "observation_space", None), getattr(agent, "action_space", None)
+    if None not in expected and (observation_space, action_space) != expected:
+        raise RLKitError(
+            f"with {' '.join(items)} {config.env_id} gives observations {observation_space} and actions "
+            f"{action_space}, the agent was trained on {expected[0]} and {expected[1]}; change settings that keep "
+            "the spaces."
+        )
+    config = copy.copy(config)
+    config.env_kwargs = env_kwargs
+    return config
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlkit.evaluation import AgentActor, evaluate
     from rlkit.stats import human_normalized
@@ -406,6 +434,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video_episodes < 1:
         raise RLKitError(f"--video-episodes must be at least 1, got {args.video_episodes}.")
     agent, config, checkpoint, info = _load_for_eval(args)
+    if args.env_kwarg:
+        config = eval_env_override(config, args.env_kwarg, agent)
     seed = args.seed if args.seed is not None else config.seed + 2_000_003
     if args.epsilon is not None:
         epsilon = args.epsilon
@@ -445,6 +475,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "seed": seed,
         "epsilon": epsilon,
         "deterministic": deterministic,
+        "env_kwargs": dict(config.env_kwargs or {}),
         **summary,
         "returns": result.returns,
         "lengths": result.lengths,
@@ -669,6 +700,8 @@ def make_parser() -> ArgumentParser:
                            f"{STOCHASTIC_EPSILON} (value-based agents)")
     ev.add_argument("--epsilon", type=float, help="exploration during evaluation (default: the config's eval_epsilon)")
     ev.add_argument("--checkpoint", default="best", help="best | last | STEP (a periodic checkpoint's env step)")
+    ev.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
+                    help="evaluate with a changed env setting, e.g. repeat_action_probability=0 (repeatable)")
     ev.add_argument("--video", action="store_true", help="write an mp4 of each of the first K episodes")
     ev.add_argument("--video-episodes", type=int, default=1, metavar="K", help="episodes recorded with --video")
     ev.add_argument("--gif", action="store_true", help="write GIF instead of mp4")

@@ -231,3 +231,32 @@ def test_encoders(capsys):
     # hand count: Nature CNN on (4, 84, 84): convs 8,224 + 32,832 + 36,928, fc 3136*512 + 512 = 1,606,144
     assert "params  1,684,128" in rows["nature_cnn"]
     assert "features  512" in rows["nature_cnn"]
+
+
+@pytest.fixture(scope="module")
+def pong_ppo_checkpoint(tmp_path_factory) -> Path:
+    """An untrained PPO agent for ALE/Pong-v5 (small CNN), saved as a checkpoint."""
+    from rlkit.agents.policy_gradient import PPO, PPOConfig
+
+    config = PPOConfig(env_id="ALE/Pong-v5", encoder="nature_cnn_small", device="cpu", torch_threads=1)
+    agent = PPO(config, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
+    path = tmp_path_factory.mktemp("pong") / "ppo.safetensors"
+    agent.save(path)
+    return path
+
+
+def test_eval_with_a_changed_env_setting(capsys, pong_ppo_checkpoint, tmp_path):
+    code, out, err = run_cli(capsys, "eval", str(pong_ppo_checkpoint), "--episodes", "1", "--seed", "5",
+                             "--env-kwarg", "repeat_action_probability=0", "--out", str(tmp_path))
+    assert code == 0, err
+    record = yaml.safe_load((tmp_path / "eval.json").read_text())
+    assert record["env_kwargs"] == {"repeat_action_probability": 0.0}
+    assert record["episodes"] == 1 and -21 <= record["mean"] <= 21
+
+
+def test_eval_env_kwarg_errors(capsys, pong_ppo_checkpoint):
+    target = str(pong_ppo_checkpoint)
+    assert_user_error(capsys, ["eval", target, "--env-kwarg", "nokey"], "write it as KEY=VALUE")
+    assert_user_error(capsys, ["eval", target, "--env-kwarg", "frame_stack=2"],
+                      "(2, 84, 84)", "trained on Box(0, 255, (4, 84, 84)", "keep the spaces")
+    assert_user_error(capsys, ["eval", target, "--env-kwarg", "sticky=0"], "unknown Atari env setting(s) sticky")
