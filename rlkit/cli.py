@@ -79,7 +79,8 @@ def init_source(algo: str, target: str) -> tuple[Path, dict[str, Any]]:
     return path, meta
 
 
-def build_train_config(algo: str, args: argparse.Namespace) -> Any:
+def build_train_config(algo: str, args: argparse.Namespace) -> tuple[Any, str | None, Path | None]:
+    """(config, preset, the ``--init-from`` checkpoint or None) of a new run from the command line."""
     import dataclasses
 
     from rlkit.config import apply_overrides, build_config, default_preset, load_preset
@@ -116,16 +117,17 @@ def build_train_config(algo: str, args: argparse.Namespace) -> Any:
         for key in ("encoder", "encoder_kwargs"):
             if key not in chosen:
                 values.pop(key, None)
+    init_path = None
     if args.init_from:
         if values.get("encoder_path"):
             raise RLKitError("--init-from starts from a whole trained agent; drop --encoder (encoder_path).")
-        _, meta = init_source(algo, args.init_from)
+        init_path, meta = init_source(algo, args.init_from)
         fields = {f.name for f in dataclasses.fields(agent_cls.Config)}
         for key in ARCHITECTURE_FIELDS:
             if key in fields and key in meta.get("config", {}) and key not in chosen:
                 values[key] = meta["config"][key]
     config = build_config(agent_cls.Config, values, source=f"{algo} config")
-    return config, preset
+    return config, preset, init_path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -136,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rlkit.registry import AGENTS
     from rlkit.run import Run, read_run_config, run_name
 
-    lineage = None
+    lineage, init_path = None, None
     if args.resume:
         if args.encoder or args.freeze or args.encoder_lr_scale is not None:
             raise RLKitError("--encoder, --freeze, --encoder-lr-scale are for new runs; a resume keeps its encoder.")
@@ -173,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(config_help(agent_cls.Config))
             return 0
         algo = args.algo
-        config, preset = build_train_config(algo, args)
+        config, preset, init_path = build_train_config(algo, args)
         if args.seeds:
             return train_group(algo, config, args)
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name(config.env_id, algo, config.seed)
@@ -193,12 +195,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         tensors, meta = load_checkpoint(checkpoint)
         agent.load_state_dict(tensors, meta)
         agent.restore_buffer(checkpoint.parent)
-    elif args.init_from:
-        source, _ = init_source(algo, args.init_from)
-        tensors, meta = load_checkpoint(source)
-        agent.warm_start(tensors, meta, str(source))
+    elif init_path is not None:
+        tensors, meta = load_checkpoint(init_path)
+        agent.warm_start(tensors, meta, str(init_path))
         lineage = {
-            "checkpoint": str(source.resolve()),
+            "checkpoint": str(init_path.resolve()),
             "env_id": meta["config"].get("env_id"),
             "global_step": meta["counters"]["global_step"],
         }

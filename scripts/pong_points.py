@@ -35,7 +35,7 @@ def play(args: argparse.Namespace) -> tuple[list[float], list[dict]]:
     from rlkit.cli import load_agent
     from rlkit.envs import make_vec_env
 
-    agent, config, path, _ = load_agent(args.target, args.checkpoint, env_id="ALE/Pong-v5")
+    agent, _, path, _ = load_agent(args.target, args.checkpoint, env_id="ALE/Pong-v5")
     print(f"checkpoint {path}")
     envs = make_vec_env("ALE/Pong-v5", num_envs=1, seed=args.seed, mode="eval", env_kwargs={"backend": "in_process"})
     ale = envs.unwrapped.ale_env.ales[0]
@@ -53,7 +53,7 @@ def play(args: argparse.Namespace) -> tuple[list[float], list[dict]]:
         trail.append(position)
         if reward[0] < 0:
             near = [p for p in trail if p[0] >= 190 and p[1] > 0] or trail
-            ball_x, ball_y, paddle_y = near[-1]
+            _, ball_y, paddle_y = near[-1]
             conceded.append({"game": len(returns), "agent_returns": returns_since_point, "steps": len(trail),
                              "ball_y": ball_y, "paddle_y": paddle_y, "paddle_at_top": paddle_y <= TOP_WALL_Y})
         if reward[0] != 0:
@@ -65,8 +65,14 @@ def play(args: argparse.Namespace) -> tuple[list[float], list[dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlkit.errors import RLKitError
+
     args = parse_args(argv)
-    returns, conceded = play(args)
+    try:
+        returns, conceded = play(args)
+    except RLKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"returns {returns}: mean {np.mean(returns):.1f}, conceded {len(conceded)} points in {len(returns)} games")
     for point in conceded:
         print("  " + " ".join(f"{k}={v}" for k, v in point.items()))

@@ -9,29 +9,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
+from cli_helpers import one_line_error, run_cli
 from safetensors.numpy import save_file
 
 from rlkit.agents.dqn import DQN, DQNConfig
 from rlkit.checkpoint import load_checkpoint, save_checkpoint
-from rlkit.cli import main
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_user_error(capsys, argv: list[str], *needles: str) -> str:
-    code, _, err = run_cli(capsys, *argv)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
+    line = one_line_error(capsys, *argv)
     for needle in needles:
-        assert needle in lines[0]
-    return lines[0]
+        assert needle in line
+    return line
 
 
 @pytest.fixture
