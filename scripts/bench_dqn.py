@@ -47,9 +47,16 @@ Run (from the repository root)::
 
     python scripts/bench_dqn.py                 # full benchmark: --steps 3000 after 1000 + 200 steps
     python scripts/bench_dqn.py --quick         # smoke check: a few hundred steps each
+    python scripts/bench_dqn.py --repeats 3     # rlkit, SB3, rlkit, SB3, ...: median of each and every ratio
     python scripts/bench_dqn.py --threads 8 --steps 5000 --json bench.json
 
-Other load on the machine distorts every figure; the load average at the start is printed.
+rlkit's child tunes glibc's malloc as the rlkit CLI does for every command (``rlkit/allocator.py``); SB3's
+child runs with the defaults. ``--sb3-allocator`` adds a third child, SB3 with the same malloc settings, to
+show how much of the ratio they explain.
+
+Other load on the machine distorts every figure; the load average at the start is printed. ``--repeats N``
+runs the training children alternately N times each and reports the run with the median steps/s of each
+library in full, plus every pair's ratio and the median ratio.
 SB3's ``AtariWrapper`` needs OpenCV (``pip install opencv-python-headless``).
 """
 
@@ -60,6 +67,7 @@ import dataclasses
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,6 +165,9 @@ def count_flops(step: Callable[[], Any]) -> int:
 def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from rlkit.allocator import tune_allocator
+
+    tune_allocator()  # as the rlkit CLI does for every command
     torch.set_num_threads(args.threads)
     from rlkit.agents.dqn import DQN, DQNConfig
     from rlkit.agents.replay import FrameReplayBuffer
@@ -250,6 +261,10 @@ def bench_rlkit(args: argparse.Namespace) -> dict[str, Any]:
 def bench_sb3(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    if args.only == "sb3-allocator":  # SB3 with rlkit's malloc settings: how much of the gap they explain
+        from rlkit.allocator import tune_allocator
+
+        tune_allocator()
     torch.set_num_threads(args.threads)
     import ale_py
     import gymnasium as gym
@@ -569,8 +584,6 @@ def report(args: argparse.Namespace, rl: dict[str, Any], sb: dict[str, Any], mac
     print(f"  FLOPs counted by FlopCounterMode on one real train step (analytic NatureCNN count: "
           f"{analytic / 1e9:.3f} GFLOP = target fwd + online fwd + backward at 2x fwd (1x for conv1), "
           f"batch {rl['settings']['batch_size']})")
-    print()
-    report_env_only(machine)
 
 
 def report_env_only(machine: dict[str, Any]) -> None:
@@ -628,17 +641,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="show the children's output")
     parser.add_argument("--env-only", action="store_true",
                         help="only the env-only throughput and matmul peak (section 3; no training)")
-    parser.add_argument("--only", choices=("rlkit", "sb3", "machine"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="alternate the rlkit and SB3 training children N times (default 1)")
+    parser.add_argument("--sb3-allocator", action="store_true",
+                        help="also run SB3 with rlkit's malloc settings (rlkit/allocator.py) and print that ratio")
+    parser.add_argument("--only", choices=("rlkit", "sb3", "sb3-allocator", "machine"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick and args.only is None:
         args.steps, args.learning_starts, args.warmup = 300, 200, 40
         args.env_steps, args.matmul_reps = 500, 3
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give 1 or more")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    children = {"rlkit": bench_rlkit, "sb3": bench_sb3, "machine": bench_machine}
+    children = {"rlkit": bench_rlkit, "sb3": bench_sb3, "sb3-allocator": bench_sb3, "machine": bench_machine}
     if args.only is not None:
         result = children[args.only](args)
         print(MARKER + json.dumps(result), flush=True)
@@ -650,9 +669,27 @@ def main(argv: list[str] | None = None) -> int:
         report_env_only(machine)
         write_json(args, {"machine": machine})
         return 0
-    results = {name: run_child(name, args) for name in children}
-    report(args, results["rlkit"], results["sb3"], results["machine"], load)
-    write_json(args, results)
+    trainers = ["rlkit", "sb3"] + (["sb3-allocator"] if args.sb3_allocator else [])
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trainers}
+    for _ in range(args.repeats):
+        for name in trainers:
+            runs[name].append(run_child(name, args))
+    machine = run_child("machine", args)
+    median = {name: sorted(results, key=lambda r: r["sps"])[len(results) // 2] for name, results in runs.items()}
+    report(args, median["rlkit"], median["sb3"], machine, load)
+    if args.sb3_allocator:
+        tuned = median["sb3-allocator"]
+        print(f"  SB3 with rlkit's malloc settings: {tuned['sps']:.1f} env steps/s (grad step "
+              f"{1e3 * tuned['grad_step_s']:.2f} ms); rlkit / it: {median['rlkit']['sps'] / tuned['sps']:.2f}x")
+    if args.repeats > 1:
+        ratios = [a["sps"] / b["sps"] for a, b in zip(runs["rlkit"], runs["sb3"])]
+        pairs = [f"{a['sps']:.1f}/{b['sps']:.1f} = {r:.2f}x" for a, b, r in zip(runs["rlkit"], runs["sb3"], ratios)]
+        print(f"  sections 1-2 show the median-speed run of each library out of {args.repeats}; every pair "
+              f"(rlkit/SB3 env steps/s, run one after the other): {'; '.join(pairs)}; median ratio "
+              f"{statistics.median(ratios):.2f}x")
+    print()
+    report_env_only(machine)
+    write_json(args, {**runs, "machine": machine})
     return 0
 
 
