@@ -97,8 +97,8 @@ class QNetwork(nn.Module):
         self.head = nn.Linear(features, n_actions)
         self.value = nn.Linear(features, 1) if dueling else None
 
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(observations)
+    def forward(self, observations: torch.Tensor, preprocessed: bool = False) -> torch.Tensor:
+        features = self.encoder(observations, preprocessed=preprocessed)
         advantages = self.head(features)
         if self.value is None:
             return advantages
@@ -304,8 +304,14 @@ class DQN(Agent):
         cfg = self.config
         observations, next_observations = self.augment(observations), self.augment(next_observations)
         with torch.no_grad():
-            next_q_target = self.target_net(next_observations)
-            next_q_online = self.q_net(next_observations) if cfg.double_dqn else None
+            if cfg.double_dqn:
+                # Both networks read s' through the same input pipeline (cast, layout, scaling): run it once.
+                encoder = self.q_net.encoder
+                shared = encoder.preprocess(next_observations, encoder.input_dtype)
+                next_q_target = self.target_net(shared, preprocessed=True)
+                next_q_online = self.q_net(shared, preprocessed=True)
+            else:
+                next_q_target, next_q_online = self.target_net(next_observations), None
             targets = td_targets(returns, discounts, next_q_target, next_q_online)
         q = self.q_net(observations).gather(1, actions.long().unsqueeze(1)).squeeze(1)
         td_error = q - targets

@@ -278,3 +278,28 @@ def test_td_loss_choice(loss):
     assert stats["td_loss"] == pytest.approx(expected, rel=1e-5)
     assert stats["q_values"] == pytest.approx(q, rel=1e-5)
     assert agent.updates == 1
+
+
+@pytest.mark.parametrize("double_dqn", [True, False])
+def test_loss_terms_match_separate_forward_passes(double_dqn):
+    """Double DQN preprocesses s' once for both networks: the targets, Q values and loss must equal those of
+    plain forward passes of each network on the raw uint8 frames."""
+    obs_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    config = DQNConfig(encoder="nature_cnn_small", dueling=True, double_dqn=double_dqn, device="cpu", seed=3)
+    agent = DQN(config, obs_space, gym.spaces.Discrete(6))
+    with torch.no_grad():  # make the target network differ from the online one
+        for p in agent.target_net.parameters():
+            p.mul_(0.9)
+    gen = torch.Generator().manual_seed(0)
+    obs, next_obs = (torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8, generator=gen) for _ in range(2))
+    actions = torch.tensor([0, 5, 2, 3, 1])
+    returns, discounts, weights = torch.randn(5, generator=gen), torch.full((5,), 0.97), torch.rand(5, generator=gen)
+    with torch.no_grad():
+        loss, q, td_error = agent.loss_terms(obs, actions, returns, next_obs, discounts, weights)
+        next_q_target = agent.target_net(next_obs)
+        expected_targets = td_targets(returns, discounts, next_q_target, agent.q_net(next_obs) if double_dqn else None)
+        expected_q = agent.q_net(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+    assert torch.equal(q, expected_q)
+    assert torch.equal(td_error, q - expected_targets)
+    per_sample = torch.nn.functional.smooth_l1_loss(expected_q, expected_targets, reduction="none")
+    assert torch.equal(loss, (weights * per_sample).mean())

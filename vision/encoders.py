@@ -58,10 +58,18 @@ class Encoder(nn.Module):
             x = x.mul_(1.0 / 255.0) if x.data_ptr() != observations.data_ptr() else x / 255.0
         return x
 
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype ``preprocess`` produces for ``forward``: bfloat16 straight away (one pass, half the bytes)
+        when the encoder computes in it, else float32."""
+        return self.compute_dtype or torch.float32
+
+    def forward(self, observations: torch.Tensor, preprocessed: bool = False) -> torch.Tensor:
+        """Features of ``observations``; ``preprocessed``: they already went through ``preprocess(obs,
+        input_dtype)`` (lets several networks with the same input pipeline share that pass)."""
+        x = observations if preprocessed else self.preprocess(observations, self.input_dtype)
         if self.compute_dtype is None:
-            return self.encode(self.preprocess(observations))
-        x = self.preprocess(observations, self.compute_dtype)  # straight to bfloat16: one pass, half the bytes
+            return self.encode(x)
         with torch.autocast(x.device.type, dtype=self.compute_dtype, cache_enabled=False):
             return self.encode(x).float()
 
