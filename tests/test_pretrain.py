@@ -372,19 +372,17 @@ NORM_X, NORM_Y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), 
 def _ddp_worker(rank: int, world: int, port: int, data_dir: str, run_dir: str, overrides: list[str]) -> None:
     import torch.distributed as dist
 
-    from rlkit.vision.pretrain import run_pretrain
+    from rlkit.vision.pretrain import leave_process_group, run_pretrain
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        run_pretrain("supervised", data_dir, overrides, run_dir, rank=rank, world=world)
-        grads = _norm_head_gradients(NORM_X[rank * 4 : (rank + 1) * 4], NORM_Y[rank * 4 : (rank + 1) * 4])
-        dist.all_reduce(grads)
-        if rank == 0:
-            torch.save(grads / world, Path(run_dir) / "norm_grads.pt")
-        dist.barrier()  # no rank tears gloo down while another still talks to it (it aborted one rank once)
-    finally:
-        dist.destroy_process_group()
+    run_pretrain("supervised", data_dir, overrides, run_dir, rank=rank, world=world)
+    grads = _norm_head_gradients(NORM_X[rank * 4 : (rank + 1) * 4], NORM_Y[rank * 4 : (rank + 1) * 4])
+    dist.all_reduce(grads)
+    if rank == 0:
+        torch.save(grads / world, Path(run_dir) / "norm_grads.pt")
+    dist.barrier()
+    leave_process_group(0)  # as `torchrun -m rlkit.vision.pretrain` ends: gloo's teardown once aborted a rank here
 
 
 def test_data_parallel_matches_single_process(tmp_path):

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -367,18 +367,31 @@ def distributed_main(argv: list[str] | None = None) -> int:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend)
+    code = 2
     try:
         run_pretrain(args.method, args.data, overrides, args.run_dir, args.resume, rank, world, local_rank)
         if world > 1:
-            dist.barrier()  # every rank is done with gloo before any tears it down
+            dist.barrier()  # every rank has finished and the encoder is written
+        code = 0
     except RLKitError as exc:
         if rank == 0:
             print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-    return 0
+    if world > 1:
+        leave_process_group(code)
+    return code
+
+
+def leave_process_group(code: int) -> NoReturn:
+    """End a data-parallel process at once, without tearing the process group down.
+
+    Tearing gloo down (``destroy_process_group``, or the C++ destructors at interpreter exit) has aborted one
+    rank with "terminate called without an active exception" after every rank had passed the final barrier
+    and the encoder was written (CI, torch 2.13). Nothing is left to release but sockets and memory, which
+    the operating system reclaims, so the process flushes its output and exits with ``code``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def pretrain_overrides(args: argparse.Namespace) -> list[str]:
