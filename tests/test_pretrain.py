@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -413,6 +415,13 @@ def test_data_parallel_matches_single_process(tmp_path):
                                rtol=1e-5, atol=1e-6)
     ddp_metrics = (tmp_path / "ddp" / "metrics.json").read_text()
     assert '"eval/loss"' in ddp_metrics and single["step"] == 3
+
+
+def test_leave_process_group_flushes_output_and_keeps_the_exit_code():
+    code = ("import sys; from rlkit.vision.pretrain import leave_process_group; "
+            "print('rank done', end=''); print('warned', end='', file=sys.stderr); leave_process_group(3)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "rank done", "warned")
 
 
 def test_supervised_resume_continues_exactly_and_encoder_file_loads(tmp_path):
