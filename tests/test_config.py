@@ -145,7 +145,7 @@ def test_default_preset_prefers_the_device_specific_one():
     assert default_preset("dqn", "atari", "cuda") == "atari-gpu"
     assert default_preset("ppo", "atari", "cuda") == "atari"  # no CUDA-specific PPO preset: the general one
     assert default_preset("ppo", "atari", "cpu") == "atari-cpu"
-    assert load_preset("ppo", "atari-cpu")["encoder"] == "nature_cnn_small"
+    assert load_preset("ppo", "atari-cpu")["encoder"] == "nature_cnn"
     assert "default_device" not in load_preset("dqn", "atari-gpu")
 
 
