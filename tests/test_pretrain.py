@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -352,12 +351,6 @@ def test_probe_linear_label_scores_one_and_random_label_chance():
     assert scores["random"]["f1_weighted"] < 0.25  # chance is 0.1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _norm_head_gradients(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradients of a tiny Linear-ReLU-GlobalBatchNorm-Linear net's cross-entropy on (x, y)."""
     from rlkit.vision.supervised import GlobalBatchNorm1d
@@ -371,13 +364,13 @@ def _norm_head_gradients(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 NORM_X, NORM_Y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
 
 
-def _ddp_worker(rank: int, world: int, port: int, data_dir: str, run_dir: str, overrides: list[str]) -> None:
+def _ddp_worker(rank: int, world: int, rendezvous: str, data_dir: str, run_dir: str, overrides: list[str]) -> None:
     import torch.distributed as dist
 
     from rlkit.vision.pretrain import leave_process_group, run_pretrain
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     run_pretrain("supervised", data_dir, overrides, run_dir, rank=rank, world=world)
     grads = _norm_head_gradients(NORM_X[rank * 4 : (rank + 1) * 4], NORM_Y[rank * 4 : (rank + 1) * 4])
     dist.all_reduce(grads)
@@ -399,7 +392,8 @@ def test_data_parallel_matches_single_process(tmp_path):
     overrides = ["encoder=nature_cnn_small", "steps=3", "batch_size=8", "torch_threads=1", "lr=3e-3",
                  "eval_frames=8", "head_norm=false", "shift=2"]
     single = run_pretrain("supervised", data_dir, overrides, tmp_path / "single")
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), data_dir, str(tmp_path / "ddp"), overrides),
+    rendezvous = str(tmp_path / "rendezvous")  # a file, not a TCP port that another process could take first
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, rendezvous, data_dir, str(tmp_path / "ddp"), overrides),
                                 nprocs=2, join=True)
     a = load_file(str(tmp_path / "single" / "encoder.safetensors"))
     b = load_file(str(tmp_path / "ddp" / "encoder.safetensors"))
