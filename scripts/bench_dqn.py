@@ -67,8 +67,6 @@ import dataclasses
 import json
 import os
 import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,11 +74,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench_children
 import numpy as np
 
 ENV_ID = "ALE/Pong-v5"
 ROM = "pong"
-MARKER = "BENCH_RESULT "
 ZOO_TOTAL_STEPS = 10_000_000
 TRAIN_FREQ = 4
 FRAME_SKIP = 4
@@ -485,22 +483,14 @@ def bench_machine(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---- parent: orchestration and report ------------------------------------------------------------------
 def run_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--only", which, "--steps", str(args.steps),
-               "--learning-starts", str(args.learning_starts), "--warmup", str(args.warmup),
-               "--threads", str(args.threads), "--env-steps", str(args.env_steps),
-               "--matmul-reps", str(args.matmul_reps), "--seed", str(args.seed),
-               "--atari-backend", args.atari_backend]
-    print(f"[{which}] running ...", flush=True)
-    started = time.time()
-    proc = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
-    if args.verbose or proc.returncode != 0 or not lines:
-        sys.stdout.write(proc.stdout)
-        sys.stdout.write(proc.stderr)
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"benchmark child --only {which} failed (exit {proc.returncode})")
-    print(f"[{which}] done in {time.time() - started:.0f}s", flush=True)
-    return json.loads(lines[-1][len(MARKER):])
+    """One child of this script (``--only which``) with the parent's settings."""
+    return bench_children.run_child(
+        str(Path(__file__).resolve()), which,
+        ["--steps", str(args.steps), "--learning-starts", str(args.learning_starts), "--warmup", str(args.warmup),
+         "--threads", str(args.threads), "--env-steps", str(args.env_steps), "--matmul-reps", str(args.matmul_reps),
+         "--seed", str(args.seed), "--atari-backend", args.atari_backend],
+        verbose=args.verbose,
+    )
 
 
 def nature_cnn_train_flops(obs_shape: list[int], n_actions: int, batch: int) -> int:
@@ -659,8 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     children = {"rlkit": bench_rlkit, "sb3": bench_sb3, "sb3-allocator": bench_sb3, "machine": bench_machine}
     if args.only is not None:
-        result = children[args.only](args)
-        print(MARKER + json.dumps(result), flush=True)
+        bench_children.print_result(children[args.only](args))
         return 0
     load = os.getloadavg()
     if args.env_only:
@@ -670,23 +659,18 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args, {"machine": machine})
         return 0
     trainers = ["rlkit", "sb3"] + (["sb3-allocator"] if args.sb3_allocator else [])
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trainers}
-    for _ in range(args.repeats):
-        for name in trainers:
-            runs[name].append(run_child(name, args))
+    runs = bench_children.alternate(trainers, args.repeats, lambda name: run_child(name, args))
     machine = run_child("machine", args)
-    median = {name: sorted(results, key=lambda r: r["sps"])[len(results) // 2] for name, results in runs.items()}
+    median = bench_children.median_runs(runs)
     report(args, median["rlkit"], median["sb3"], machine, load)
     if args.sb3_allocator:
         tuned = median["sb3-allocator"]
         print(f"  SB3 with rlkit's malloc settings: {tuned['sps']:.1f} env steps/s (grad step "
               f"{1e3 * tuned['grad_step_s']:.2f} ms); rlkit / it: {median['rlkit']['sps'] / tuned['sps']:.2f}x")
     if args.repeats > 1:
-        ratios = [a["sps"] / b["sps"] for a, b in zip(runs["rlkit"], runs["sb3"])]
-        pairs = [f"{a['sps']:.1f}/{b['sps']:.1f} = {r:.2f}x" for a, b, r in zip(runs["rlkit"], runs["sb3"], ratios)]
+        pairs, median_ratio = bench_children.pair_ratios(runs["rlkit"], runs["sb3"])
         print(f"  sections 1-2 show the median-speed run of each library out of {args.repeats}; every pair "
-              f"(rlkit/SB3 env steps/s, run one after the other): {'; '.join(pairs)}; median ratio "
-              f"{statistics.median(ratios):.2f}x")
+              f"(rlkit/SB3 env steps/s, run one after the other): {pairs}; median ratio {median_ratio:.2f}x")
     print()
     report_env_only(machine)
     write_json(args, {**runs, "machine": machine})

@@ -43,7 +43,6 @@ import dataclasses
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +50,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench_children
+
 ENV_ID = "ALE/Pong-v5"
-MARKER = "BENCH_RESULT "
 TOTAL_STEPS = 10_000_000
 NUM_ENVS, ROLLOUT, EPOCHS, MINIBATCHES = 8, 128, 4, 4
 PHASES = ("env", "act", "update")
@@ -216,19 +216,13 @@ def bench_sb3(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---- parent --------------------------------------------------------------------------------------------
 def run_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--only", which, "--rollouts", str(args.rollouts),
-               "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed),
-               "--precision", args.precision, "--env-groups", str(args.env_groups)]
-    print(f"[{which}] running ...", flush=True)
-    started = time.time()
-    proc = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
-    if args.verbose or proc.returncode != 0 or not lines:
-        sys.stdout.write(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"benchmark child --only {which} failed (exit {proc.returncode})")
-    print(f"[{which}] done in {time.time() - started:.0f}s", flush=True)
-    return json.loads(lines[-1][len(MARKER):])
+    """One child of this script (``--only which``) with the parent's settings."""
+    return bench_children.run_child(
+        str(Path(__file__).resolve()), which,
+        ["--rollouts", str(args.rollouts), "--warmup", str(args.warmup), "--threads", str(args.threads),
+         "--seed", str(args.seed), "--precision", args.precision, "--env-groups", str(args.env_groups)],
+        verbose=args.verbose,
+    )
 
 
 def cpu_model() -> str:
@@ -300,14 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.sb3_allocator or args.only == "sb3-allocator":
         children["sb3-allocator"] = bench_sb3
     if args.only is not None:
-        print(MARKER + json.dumps(children[args.only](args)), flush=True)
+        bench_children.print_result(children[args.only](args))
         return 0
     load = os.getloadavg()
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in children}
-    for _ in range(args.repeats):
-        for name in children:
-            runs[name].append(run_child(name, args))
-    median = {name: sorted(results, key=lambda r: r["sps"])[len(results) // 2] for name, results in runs.items()}
+    runs = bench_children.alternate(list(children), args.repeats, lambda name: run_child(name, args))
+    median = bench_children.median_runs(runs)
     report(args, median["rlkit"], median["sb3"], load)
     if "sb3-allocator" in median:
         tuned = median["sb3-allocator"]
@@ -315,10 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  SB3 with rlkit's malloc settings: {tuned['sps']:.1f} env steps/s (update {update:.2f} s); "
               f"rlkit / it: {median['rlkit']['sps'] / tuned['sps']:.2f}x")
     if args.repeats > 1:
-        pairs = [f"{a['sps']:.1f}/{b['sps']:.1f} = {a['sps'] / b['sps']:.2f}x"
-                 for a, b in zip(runs["rlkit"], runs["sb3"])]
+        pairs, median_ratio = bench_children.pair_ratios(runs["rlkit"], runs["sb3"])
         print(f"  table: the median-speed run of each of {args.repeats}; every pair (rlkit/SB3 steps/s, run one after "
-              f"the other): {'; '.join(pairs)}")
+              f"the other): {pairs}; median ratio {median_ratio:.2f}x")
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **runs}, indent=2))
     return 0
