@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import rlkit.vision.gan as gan
-from rlkit.vision.mae import background_frame
+from rlkit.errors import RLKitError
 
 MODES = ("free", "forced", "info")
 CODES_PER_SPRITE = 4  # info mode: x, y, vx, vy
@@ -40,8 +39,8 @@ class SpriteGenerator(nn.Module):
     def __init__(self, mode: str, channels: int, z_dim: int, background: torch.Tensor, sprites: int,
                  sprite_size: int) -> None:
         super().__init__()
-        self.mode, self.channels, self.z_dim, self.sprites, self.sprite_size = mode, channels, z_dim, sprites, \
-            sprite_size
+        self.mode, self.channels, self.z_dim = mode, channels, z_dim
+        self.sprites, self.sprite_size = sprites, sprite_size
         self.background = nn.Parameter(background.clone().view(1, 1, gan.SIZE, gan.SIZE))
         self.alpha_logits = nn.Parameter(0.5 * torch.randn(sprites, 1, sprite_size, sprite_size))
         scale = 1.0 if mode == "info" else 0.5
@@ -97,12 +96,10 @@ def patch(mode: str, sprites: int, sprite_size: int) -> None:
 
     def build(self: gan.GANPretrainer) -> None:
         if mode == "info" and self.config.info_codes != CODES_PER_SPRITE * sprites:
-            raise SystemExit(f"mode info needs --set info_codes={CODES_PER_SPRITE * sprites}")
+            raise RLKitError(f"mode info with {sprites} sprites needs --set info_codes={CODES_PER_SPRITE * sprites} "
+                             f"(x, y, vx, vy per sprite), got {self.config.info_codes}.")
         original_build(self)
-        n = min(2048, len(self.data))
-        indices = np.linspace(0, len(self.data) - 1, n).astype(np.int64)
-        frames = gan.to_gan_range(torch.from_numpy(self.data.get_batch(indices)))
-        court = torch.from_numpy(background_frame(frames.numpy()))[-1]
+        court = self.median_frame()[-1]  # the newest frame's median court
         z_dim = self.config.z_dim + (0 if mode == "info" else self.config.info_codes)
         self.generator = SpriteGenerator(mode, self.observation_space.shape[0], z_dim, court, sprites, sprite_size)
         self.modules["generator"] = self.generator
@@ -120,6 +117,8 @@ def main() -> int:
     parser.add_argument("--sprites", type=int, default=3)
     parser.add_argument("--sprite-size", type=int, default=8)
     args = parser.parse_args(argv[:split])
+    if args.sprites < 1 or not 1 <= args.sprite_size <= gan.SIZE:
+        parser.error(f"--sprites must be >= 1 and --sprite-size in 1..{gan.SIZE}")
     patch(args.mode, args.sprites, args.sprite_size)
     from rlkit.cli import main as cli_main
 

@@ -579,11 +579,8 @@ class GANPretrainer(Pretrainer):
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
             self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width, cfg.recon_decoder)
-            if cfg.recon_foreground_weight > 0:  # per-pixel median of evenly spaced train frames, [-1, 1] at 64x64
-                n = min(2048, len(self.data))
-                frames = to_gan_range(torch.from_numpy(self.data.get_batch(np.linspace(0, len(self.data) - 1, n)
-                                                                           .astype(np.int64))))
-                self.background = torch.from_numpy(background_frame(frames.numpy()))[None].to(self.device)
+            if cfg.recon_foreground_weight > 0:
+                self.background = self.median_frame()[None].to(self.device)
         self.discriminator = nn.ModuleDict(parts)
         if cfg.condition == "past":
             self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim + cfg.info_codes)
@@ -595,6 +592,11 @@ class GANPretrainer(Pretrainer):
             "generator": torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas),
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr or cfg.lr, betas=betas),
         }
+
+    def median_frame(self, frames: int = 2048) -> torch.Tensor:
+        """Per-pixel median (C, 64, 64) in [-1, 1] of ``frames`` evenly spaced train stacks: the static court."""
+        indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
+        return torch.from_numpy(background_frame(to_gan_range(torch.from_numpy(self.data.get_batch(indices))).numpy()))
 
     def latent(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """The generator's input: z ~ N(0, I) (z_dim), followed by ``info_codes`` InfoGAN codes ~ U(-1, 1)."""
