@@ -17,6 +17,8 @@ Modes:
   templates cut out of real frames; an MLP maps z to each frame's paddle heights, ball position and ball
   presence. The composite goes through the same 84 -> 64 resize as real frames, so a fake differs from a real
   stack only in where the objects are and how they move (``--sprites`` and ``--sprite-size`` are unused).
+- ``pasted-visible``: the same, with every object kept whole inside the court and the ball always present, so
+  the generator cannot hide the objects (in ``pasted`` it learned to push them under the walls).
 
 Usage: python scripts/vision_gan_sprites.py MODE [--sprites K] [--sprite-size S] -- PRETRAIN_ARGS...
 e.g. ``python scripts/vision_gan_sprites.py info --sprites 3 -- --data D --steps 2000 --set info_codes=12``.
@@ -36,7 +38,7 @@ from torch import nn
 import rlkit.vision.gan as gan
 from rlkit.errors import RLKitError
 
-MODES = ("free", "forced", "info", "pasted")
+MODES = ("free", "forced", "info", "pasted", "pasted-visible")
 CODES_PER_SPRITE = 4  # info mode: x, y, vx, vy
 
 
@@ -144,9 +146,10 @@ class PastedSpriteGenerator(nn.Module):
     places the objects twice per frame and a moving object smears as it does in real frames.
     """
 
-    def __init__(self, channels: int, z_dim: int, frames: np.ndarray, samples: int = 2048) -> None:
+    def __init__(self, channels: int, z_dim: int, frames: np.ndarray, samples: int = 2048,
+                 visible: bool = False) -> None:
         super().__init__()
-        self.channels, self.z_dim = channels, z_dim
+        self.channels, self.z_dim, self.visible = channels, z_dim, visible
         court = np.median(frames[:samples, -1].astype(np.float32), axis=0)
         templates, paddle_columns, (self.top, self.bottom) = cut_templates(frames[:samples, -1], court)
         self.size = court.shape[-1]
@@ -159,6 +162,9 @@ class PastedSpriteGenerator(nn.Module):
             y0, x0 = (side - t.shape[0]) // 2, (side - t.shape[1]) // 2
             padded[i, 0, y0 : y0 + t.shape[0], x0 : x0 + t.shape[1]] = t
         self.side = side
+        # (K, 2) half extents (x, y) of each object's pixels, to keep whole objects inside the court
+        extents = [[(np.ptp(np.flatnonzero(t.any(axis=axis))) + 1) / 2 for axis in (0, 1)] for t in templates]
+        self.register_buffer("half_extents", torch.tensor(extents, dtype=torch.float32), persistent=False)
         self.register_buffer("templates", torch.from_numpy(padded), persistent=False)
         # the square's centre sits half a pixel right of an even-width template's centre when side - width is odd
         columns = [col + (side - t.shape[1]) % 2 / 2 for col, t in zip(paddle_columns, templates[:2])]
@@ -174,11 +180,13 @@ class PastedSpriteGenerator(nn.Module):
         two emulator frames per stack frame."""
         n, c = len(latent), 2 * self.channels
         params = self.net(latent.view(n, -1)[:, : self.z_dim]).view(n, c, 5)
-        low, high = float(self.top), float(self.bottom)
+        inset = self.half_extents if self.visible else torch.zeros_like(self.half_extents)
+        low, high = self.top + inset[:, 1], self.bottom - inset[:, 1]  # (3,): centre heights that stay in range
         y = low + (torch.tanh(params[..., :3]) + 1) * (high - low) / 2  # enemy, player, ball heights
-        ball_x = (torch.tanh(params[..., 3]) + 1) * (self.size - 1) / 2
+        ball_x = inset[2, 0] + (torch.tanh(params[..., 3]) + 1) * (self.size - 1 - 2 * inset[2, 0]) / 2
         x = torch.stack([self.paddle_columns[0].expand(n, c), self.paddle_columns[1].expand(n, c), ball_x], dim=-1)
-        return torch.stack([x, y], dim=-1), torch.sigmoid(params[..., 4] + 2.0)
+        presence = torch.ones(n, c) if self.visible else torch.sigmoid(params[..., 4] + 2.0)
+        return torch.stack([x, y], dim=-1), presence
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         n, c, size, side = len(latent), 2 * self.channels, self.size, self.side
@@ -212,9 +220,10 @@ def patch(mode: str, sprites: int, sprite_size: int) -> None:
         original_build(self)
         z_dim = self.config.z_dim + (0 if mode == "info" else self.config.info_codes)
         channels = self.observation_space.shape[0]
-        if mode == "pasted":
+        if mode.startswith("pasted"):
             indices = np.linspace(0, len(self.data) - 1, min(2048, len(self.data))).astype(np.int64)
-            self.generator = PastedSpriteGenerator(channels, z_dim, self.data.get_batch(indices))
+            self.generator = PastedSpriteGenerator(channels, z_dim, self.data.get_batch(indices),
+                                                   visible=mode == "pasted-visible")
         else:
             court = self.median_frame()[-1]  # the newest frame's median court
             self.generator = SpriteGenerator(mode, channels, z_dim, court, sprites, sprite_size)
