@@ -146,15 +146,14 @@ class PastedSpriteGenerator(nn.Module):
     places the objects twice per frame and a moving object smears as it does in real frames.
     """
 
-    def __init__(self, channels: int, z_dim: int, frames: np.ndarray, samples: int = 2048,
-                 visible: bool = False) -> None:
+    def __init__(self, channels: int, z_dim: int, frames: np.ndarray, visible: bool = False) -> None:
         super().__init__()
         self.channels, self.z_dim, self.visible = channels, z_dim, visible
-        court = np.median(frames[:samples, -1].astype(np.float32), axis=0)
-        templates, paddle_columns, (self.top, self.bottom) = cut_templates(frames[:samples, -1], court)
+        court = np.median(frames[:, -1].astype(np.float32), axis=0)
+        templates, paddle_columns, (self.top, self.bottom) = cut_templates(frames[:, -1], court)
         self.size = court.shape[-1]
         self.register_buffer("court", torch.from_numpy(court), persistent=False)
-        bands = torch.from_numpy(frames[:samples, :, :SCORE_ROWS].astype(np.float32))
+        bands = torch.from_numpy(frames[:, :, :SCORE_ROWS].astype(np.float32))
         self.register_buffer("score_bands", bands, persistent=False)
         side = max(max(t.shape) for t in templates)
         padded = np.zeros((len(templates), 1, side, side), dtype=np.float32)
