@@ -146,9 +146,10 @@ class PastedSpriteGenerator(nn.Module):
     places the objects twice per frame and a moving object smears as it does in real frames.
     """
 
-    def __init__(self, channels: int, z_dim: int, frames: np.ndarray, visible: bool = False) -> None:
+    def __init__(self, channels: int, z_dim: int, frames: np.ndarray, visible: bool = False,
+                 output_size: int = gan.SIZE) -> None:
         super().__init__()
-        self.channels, self.z_dim, self.visible = channels, z_dim, visible
+        self.channels, self.z_dim, self.visible, self.output_size = channels, z_dim, visible, output_size
         court = np.median(frames[:, -1].astype(np.float32), axis=0)
         templates, paddle_columns, (self.top, self.bottom) = cut_templates(frames[:, -1], court)
         self.size = court.shape[-1]
@@ -205,7 +206,7 @@ class PastedSpriteGenerator(nn.Module):
         frames = self.court.expand(n, self.channels, size, size) + objects
         bands = self.score_bands[torch.randint(0, len(self.score_bands), (n,))]
         frames = torch.cat([bands, frames[:, :, SCORE_ROWS:]], dim=2).clamp(0.0, 255.0)
-        return gan.to_gan_range(frames)
+        return gan.to_gan_range(frames, self.output_size)
 
 
 def patch(mode: str, sprites: int, sprite_size: int) -> None:
@@ -222,8 +223,11 @@ def patch(mode: str, sprites: int, sprite_size: int) -> None:
         if mode.startswith("pasted"):
             indices = np.linspace(0, len(self.data) - 1, min(2048, len(self.data))).astype(np.int64)
             self.generator = PastedSpriteGenerator(channels, z_dim, self.data.get_batch(indices),
-                                                   visible=mode == "pasted-visible")
+                                                   visible=mode == "pasted-visible", output_size=self.size)
         else:
+            if self.size != gan.SIZE:
+                raise RLKitError(f"mode {mode} draws {gan.SIZE}x{gan.SIZE} frames; drop encoder_kwargs.size "
+                                 "(only the pasted modes render at another size).")
             court = self.median_frame()[-1]  # the newest frame's median court
             self.generator = SpriteGenerator(mode, channels, z_dim, court, sprites, sprite_size)
         self.modules["generator"] = self.generator

@@ -100,6 +100,41 @@ def test_gan_shapes_and_one_step(tmp_path):
     assert all(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_gan_at_84_keeps_the_frames_unresized(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.encoders import make_encoder
+    from rlkit.vision.gan import GANConfig, GANPretrainer, NextFrameGenerator, ReconDecoder, to_gan_range
+
+    data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4)
+    config = GANConfig(encoder_kwargs={"width": 4, "size": 84}, batch_size=4, fd_samples=8, info_codes=2,
+                       recon_weight=1.0, augment="translation,cutout")
+    trainer = GANPretrainer(config, FrameDataset(data_dir, "train"), None, torch.device("cpu"))
+    assert trainer.generator(torch.randn(3, 102)).shape == (3, 4, 84, 84)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    assert torch.equal(to_gan_range(obs, 84), obs.float() * (2 / 255) - 1)  # no resize at 84
+    maps = []  # the trunk's grids 84 -> 42 -> 21 -> 11 -> 5
+    x = to_gan_range(obs, 84)
+    for module in trainer.disc.trunk:
+        x = module(x)
+        if isinstance(module, torch.nn.LeakyReLU):
+            maps.append(tuple(x.shape[1:]))
+    assert maps == [(4, 42, 42), (8, 21, 21), (16, 11, 11), (32, 5, 5)]
+    encoder = trainer.encoder()
+    assert encoder(obs).shape == (3, encoder.features_dim) == (3, 32 * 5 * 5)
+    losses = trainer.train_step(0)
+    assert {"d", "g", "recon", "info"} <= set(losses) and all(np.isfinite(v) for v in losses.values())
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    for layer, size in enumerate((42, 21, 11, 5), start=1):
+        assert make_encoder("dcgan", space, width=4, size=84, features=f"layer{layer}").features_dim == \
+            4 * 2 ** (layer - 1) * size * size
+    past = torch.zeros(2, 3, 84, 84)
+    assert NextFrameGenerator(4, 4, 10, size=84)(past, torch.randn(2, 10)).shape == (2, 1, 84, 84)
+    with pytest.raises(RLKitError, match="size=72 is not supported; choose one of: 64, 84"):
+        make_encoder("dcgan", space, size=72)
+    with pytest.raises(RLKitError, match="recon_decoder=deep"):
+        ReconDecoder(4, 4, "linear", size=84)
+
+
 def test_gan_encoder_batchnorm_statistics_are_of_real_frames(tmp_path):
     from rlkit.vision.gan import GANConfig, GANPretrainer, to_gan_range
 

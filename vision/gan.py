@@ -1,6 +1,7 @@
 """DCGAN pretraining (Radford et al. 2016) on frame stacks; the discriminator trunk becomes an encoder.
 
-Frames are resized 84x84 -> 64x64 (bilinear, antialiased), the natural DCGAN size, and scaled to [-1, 1];
+Frames are resized 84x84 -> 64x64 (bilinear, antialiased), the natural DCGAN size, and scaled to [-1, 1]
+(``encoder_kwargs.size=84`` keeps them at 84x84 with a geometry 84 -> 42 -> 21 -> 11 -> 5, see ``GEOMETRIES``);
 all C stacked frames are generated together (a short clip). Generator: z (100) -> 4x4x8k -> stride-2
 transposed convs 4k, 2k, k -> C x 64 x 64, BatchNorm + ReLU, tanh. Discriminator (the ``dcgan`` encoder)
 mirrors it: stride-2 convs k, 2k, 4k, 8k with LeakyReLU 0.2; its features are the flattened 4x4x8k map.
@@ -50,6 +51,22 @@ from rlkit.vision.metrics import frechet_distance
 from rlkit.vision.pretrain import PretrainConfig, Pretrainer
 
 SIZE = 64
+"""the default side of the GAN's frames (DCGAN's natural size)"""
+
+# Per side: the discriminator's four (kernel, stride, padding) convolutions and the side of each layer's output.
+# The generator runs them in reverse as transposed convolutions from a z projection of the last grid's side.
+# 84 = the agent's frames unresized: 84 -> 42 -> 21 -> 11 -> 5 and back (kernel 3 where 4 would not divide).
+GEOMETRIES: dict[int, tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]] = {
+    64: (((4, 2, 1), (4, 2, 1), (4, 2, 1), (4, 2, 1)), (32, 16, 8, 4)),
+    84: (((4, 2, 1), (4, 2, 1), (3, 2, 1), (3, 2, 0)), (42, 21, 11, 5)),
+}
+
+
+def geometry(size: int) -> tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]:
+    """The convolution specs and layer grids of a DCGAN at ``size`` x ``size`` (see ``GEOMETRIES``)."""
+    if size not in GEOMETRIES:
+        raise RLKitError(f"dcgan size={size} is not supported; choose one of: {', '.join(map(str, GEOMETRIES))}.")
+    return GEOMETRIES[size]
 
 
 def _init(module: nn.Module) -> None:
@@ -61,11 +78,11 @@ def _init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def to_gan_range(obs: torch.Tensor) -> torch.Tensor:
-    """uint8 / [0, 255] frames (N, C, H, W) -> [-1, 1] at 64x64."""
+def to_gan_range(obs: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """uint8 / [0, 255] frames (N, C, H, W) -> [-1, 1] at ``size`` x ``size`` (resized if needed)."""
     x = obs.float() * (2.0 / 255.0) - 1.0
-    if x.shape[-2:] != (SIZE, SIZE):
-        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x
 
 
@@ -75,6 +92,9 @@ FEATURE_CHOICES = ("last", "multi", "layer1", "layer2", "layer3", "layer4")
 @ENCODERS.register("dcgan")
 class DCGANDiscriminator(Encoder):
     """DCGAN discriminator trunk as an encoder: (C, H, W) frames -> 4x4x8k features (resized to 64x64).
+
+    ``size``: the side the frames are resized to, 64 (default, DCGAN's) or 84 (the agent's frames as they
+    are, no resize: convolutions 84 -> 42 -> 21 -> 11 -> 5, so the last map is 5x5x8k; see ``GEOMETRIES``).
 
     ``norm``: ``spectral`` (default) wraps every convolution in spectral normalisation and uses no BatchNorm;
     ``batch`` is the paper's discriminator (BatchNorm after every convolution but the first); ``none`` has
@@ -95,8 +115,11 @@ class DCGANDiscriminator(Encoder):
         norm: str = "spectral",
         features: str = "last",
         motion: bool = False,
+        size: int = SIZE,
     ) -> None:
         super().__init__()
+        specs, self.grids = geometry(int(size))
+        self.size = int(size)
         channels, _, _ = _require_image(type(self).__name__, observation_space)
         if motion and channels < 2:
             raise RLKitError(f"dcgan motion=true needs a stack of frames; this observation has {channels} channel.")
@@ -111,8 +134,9 @@ class DCGANDiscriminator(Encoder):
         k = width
         layers: list[nn.Module] = []
         c_first = 2 * channels - 1 if self.motion else channels
-        for i, (c_in, c_out) in enumerate(((c_first, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))):
-            conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")
+        channel_pairs = ((c_first, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))
+        for i, ((c_in, c_out), (kernel, stride, padding)) in enumerate(zip(channel_pairs, specs)):
+            conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=norm != "batch")
             layers.append(conv)
             if norm == "batch" and i > 0:
                 layers.append(nn.BatchNorm2d(c_out))
@@ -120,9 +144,9 @@ class DCGANDiscriminator(Encoder):
         self.trunk = nn.Sequential(*layers)
         if features == "multi":
             self.features_dim = 15 * k * 4 * 4
-        else:  # layer i of 4: 2^(i-1) k channels on a (64 / 2^i)^2 grid; "last" is layer 4
+        else:  # layer i of 4: 2^(i-1) k channels on its grid (64: 32, 16, 8, 4); "last" is layer 4
             layer = 4 if features == "last" else int(features[-1])
-            self.features_dim = k * 2 ** (layer - 1) * (SIZE // 2**layer) ** 2
+            self.features_dim = k * 2 ** (layer - 1) * self.grids[layer - 1] ** 2
         self.apply(_init)
         if norm == "spectral":  # after the init, so the power iteration starts from the final weights
             for module in self.trunk:
@@ -136,11 +160,11 @@ class DCGANDiscriminator(Encoder):
         return torch.cat([x, (x[:, 1:] - x[:, :-1]).abs() - 1.0], dim=1)
 
     def trunk_map(self, x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] 64x64 input -> (N, 8k, 4, 4)."""
+        """[-1, 1] input at ``size`` -> the last map (N, 8k, g, g), g the last grid (4 at 64)."""
         return self.trunk(self.with_motion(x))
 
     def trunk_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[-1, 1] 64x64 input -> its (N, 4k, 8, 8) layer-3 map and (N, 8k, 4, 4) last map, in one pass."""
+        """[-1, 1] input at ``size`` -> its layer-3 map (N, 4k, 8, 8 at 64) and last map, in one pass."""
         x, seen, layer3 = self.with_motion(x), 0, None
         for module in self.trunk:
             x = module(x)
@@ -151,8 +175,8 @@ class DCGANDiscriminator(Encoder):
         return layer3, x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at 64x64.
-        x = to_gan_range(x * 255.0)
+        # x is in [0, 1] (uint8 scaled by Encoder.forward); the GAN saw [-1, 1] at size x size.
+        x = to_gan_range(x * 255.0, self.size)
         if self.features == "last":
             return self.trunk_map(x).flatten(1)
         x = self.with_motion(x)
@@ -218,23 +242,30 @@ def minibatch_std(features: torch.Tensor) -> torch.Tensor:
     return std.expand(features.shape[0], 1, *features.shape[2:])
 
 
-def upsampling_layers(channels: int, width: int) -> list[nn.Module]:
-    """DCGAN's generator body: 4x4x8k -> stride-2 transposed convs 4k, 2k, k (BatchNorm, ReLU) -> C x 64 x 64 (tanh)."""
+def upsampling_layers(channels: int, width: int, size: int = SIZE) -> list[nn.Module]:
+    """DCGAN's generator body: 4x4x8k -> stride-2 transposed convs 4k, 2k, k (BatchNorm, ReLU) -> C x 64 x 64
+    (tanh); at ``size`` 84: 5x5x8k -> 11, 21, 42 -> 84, the discriminator's convolutions in reverse."""
     k = width
+    specs = geometry(size)[0][::-1]
     layers: list[nn.Module] = []
-    for c_in, c_out in ((8 * k, 4 * k), (4 * k, 2 * k), (2 * k, k)):
-        layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-    return layers + [nn.ConvTranspose2d(k, channels, 4, 2, 1, bias=False), nn.Tanh()]
+    for (c_in, c_out), spec in zip(((8 * k, 4 * k), (4 * k, 2 * k), (2 * k, k)), specs):
+        layers += [nn.ConvTranspose2d(c_in, c_out, *spec, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return layers + [nn.ConvTranspose2d(k, channels, *specs[-1], bias=False), nn.Tanh()]
+
+
+def z_projection(z_dim: int, width: int, size: int = SIZE) -> list[nn.Module]:
+    """DCGAN's first generator layer: (N, z_dim, 1, 1) -> the last discriminator grid (4x4 at 64) x 8k."""
+    grid = geometry(size)[1][-1]
+    return [nn.ConvTranspose2d(z_dim, 8 * width, grid, 1, 0, bias=False), nn.BatchNorm2d(8 * width), nn.ReLU()]
 
 
 class Generator(nn.Module):
-    """z -> 4x4x8k -> 8x8x4k -> 16x16x2k -> 32x32xk -> C x 64 x 64 (tanh)."""
+    """z -> 4x4x8k -> 8x8x4k -> 16x16x2k -> 32x32xk -> C x 64 x 64 (tanh); at ``size`` 84 the grids are
+    5, 11, 21, 42, 84."""
 
-    def __init__(self, channels: int, width: int = 64, z_dim: int = 100) -> None:
+    def __init__(self, channels: int, width: int = 64, z_dim: int = 100, size: int = SIZE) -> None:
         super().__init__()
-        k = width
-        self.net = nn.Sequential(nn.ConvTranspose2d(z_dim, 8 * k, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * k),
-                                 nn.ReLU(), *upsampling_layers(channels, width))
+        self.net = nn.Sequential(*z_projection(z_dim, width, size), *upsampling_layers(channels, width, size))
         self.z_dim = z_dim
         self.apply(_init)
 
@@ -250,30 +281,31 @@ class NextFrameGenerator(nn.Module):
     there as DCGAN's 4x4x8k projection; stride-2 transposed convs 4k, 2k, k, 1 (BatchNorm, ReLU) come back
     up, each also fed the encoder map of its size. The output is a change to the newest past frame in
     pre-tanh space, ``tanh(atanh(last) + delta)``: with delta = 0 it copies the last frame exactly, so the
-    net starts from "nothing moved" and learns the motion."""
+    net starts from "nothing moved" and learns the motion. At ``size`` 84 the grids are those of the
+    84x84 discriminator (42, 21, 11, 5)."""
 
-    def __init__(self, channels: int, width: int = 64, z_dim: int = 100) -> None:
+    def __init__(self, channels: int, width: int = 64, z_dim: int = 100, size: int = SIZE) -> None:
         super().__init__()
         k = width
+        specs = geometry(size)[0]
         sizes = ((channels - 1, k), (k, 2 * k), (2 * k, 4 * k), (4 * k, 8 * k))
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=i == 0),
+            nn.Sequential(nn.Conv2d(c_in, c_out, *spec, bias=i == 0),
                           *([nn.BatchNorm2d(c_out)] if i > 0 else []), nn.LeakyReLU(0.2))
-            for i, (c_in, c_out) in enumerate(sizes)
+            for i, ((c_in, c_out), spec) in enumerate(zip(sizes, specs))
         )
-        self.project = nn.Sequential(nn.ConvTranspose2d(z_dim, 8 * k, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * k),
-                                     nn.ReLU())
+        self.project = nn.Sequential(*z_projection(z_dim, width, size))
         self.up = nn.ModuleList(
-            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
-            for c_in, c_out in ((16 * k, 4 * k), (8 * k, 2 * k), (4 * k, k))
+            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, *spec, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+            for (c_in, c_out), spec in zip(((16 * k, 4 * k), (8 * k, 2 * k), (4 * k, k)), specs[::-1])
         )
-        self.out = nn.ConvTranspose2d(2 * k, 1, 4, 2, 1)
+        self.out = nn.ConvTranspose2d(2 * k, 1, *specs[0])
         self.z_dim = z_dim
         self.apply(_init)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, past: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """(N, C-1, 64, 64) past frames in [-1, 1] and (N, z_dim) noise -> the newest frame (N, 1, 64, 64)."""
+        """(N, C-1, S, S) past frames in [-1, 1] and (N, z_dim) noise -> the newest frame (N, 1, S, S)."""
         skips, x = [], past
         for block in self.down:
             x = block(x)
@@ -288,14 +320,17 @@ class NextFrameGenerator(nn.Module):
 class ReconDecoder(nn.Module):
     """The discriminator's self-supervision decoder (FastGAN, Liu et al. 2021): the trunk's 4x4x8k map ->
     C x 64 x 64 frames, the generator's transposed convs 4k, 2k, k, C (BatchNorm, ReLU, tanh). It trains with
-    the discriminator and is not part of the saved encoder."""
+    the discriminator and is not part of the saved encoder. ``linear`` exists at size 64 only."""
 
-    def __init__(self, channels: int, width: int = 64, kind: str = "deep") -> None:
+    def __init__(self, channels: int, width: int = 64, kind: str = "deep", size: int = SIZE) -> None:
         super().__init__()
         if kind == "linear":  # each 4x4 cell's 8k features -> its own 16x16 patch, one linear map, then tanh
+            if size != SIZE:
+                raise RLKitError(f"recon_decoder=linear needs size {SIZE} (its 4x4 cells tile the frame); "
+                                 f"use recon_decoder=deep at size {size}.")
             self.net = nn.Sequential(nn.ConvTranspose2d(8 * width, channels, SIZE // 4, SIZE // 4), nn.Tanh())
         else:
-            self.net = nn.Sequential(*upsampling_layers(channels, width))
+            self.net = nn.Sequential(*upsampling_layers(channels, width, size))
         self.apply(_init)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -556,36 +591,39 @@ class GANPretrainer(Pretrainer):
             )
         self.disc = make_encoder("dcgan", self.observation_space, **cfg.encoder_kwargs)
         width = cfg.encoder_kwargs.get("width", 64)
+        self.size = size = self.disc.size
+        grid = self.disc.grids[-1]  # side of the trunk's last map: 4 at 64, 5 at 84
         extra = 1 if cfg.minibatch_std else 0  # one channel: the batch's feature standard deviation
-        self.disc_head = nn.Conv2d(8 * width + extra, 1, 4, 1, 0, bias=False)
+        self.disc_head = nn.Conv2d(8 * width + extra, 1, grid, 1, 0, bias=False)
         _init(self.disc_head)
         if self.disc.norm == "spectral":
             nn.utils.parametrizations.spectral_norm(self.disc_head)
         parts: dict[str, nn.Module] = {"trunk": self.disc, "head": self.disc_head}
+        last_dim = 8 * width * grid**2  # the trunk's flattened last map
         if cfg.info_codes > 0:  # InfoGAN's Q: a linear read-out of the trunk's flattened 4x4x8k map
-            self.info_head = parts["info"] = nn.Linear(8 * width * 16, cfg.info_codes)
+            self.info_head = parts["info"] = nn.Linear(last_dim, cfg.info_codes)
         if cfg.contrastive_weight > 0:  # SimCLR's projection head on the trunk's flattened map. Its BatchNorm
             # removes what every frame of the batch shares (in Pong the court, almost the whole feature vector);
             # without it all frames project to nearly one direction and NT-Xent stays at chance, log(2N - 1).
             self.projection = parts["projection"] = nn.Sequential(
-                nn.Linear(8 * width * 16, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128)
+                nn.Linear(last_dim, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128)
             )
         if cfg.temporal_weight > 0:  # ST-DIM's bilinear scores: global (8k*16) -> local (4k), local -> local
-            self.stdim_global = parts["stdim_global"] = nn.Linear(8 * width * 16, 4 * width)
+            self.stdim_global = parts["stdim_global"] = nn.Linear(last_dim, 4 * width)
             self.stdim_local = parts["stdim_local"] = nn.Linear(4 * width, 4 * width)
             self.partner = temporal_partners(self.data.get_batch(np.arange(len(self.data)), "episode"),
                                              self.data.get_batch(np.arange(len(self.data)), "step"),
                                              cfg.temporal_offset)
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
-            self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width, cfg.recon_decoder)
+            self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width, cfg.recon_decoder, size)
             if cfg.recon_foreground_weight > 0:
                 self.background = self.median_frame()[None].to(self.device)
         self.discriminator = nn.ModuleDict(parts)
         if cfg.condition == "past":
-            self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim + cfg.info_codes)
+            self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim + cfg.info_codes, size)
         else:
-            self.generator = Generator(channels, width, cfg.z_dim + cfg.info_codes)
+            self.generator = Generator(channels, width, cfg.z_dim + cfg.info_codes, size)
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
         betas = (cfg.beta1, 0.999)
         self.optimizers = {
@@ -594,9 +632,10 @@ class GANPretrainer(Pretrainer):
         }
 
     def median_frame(self, frames: int = 2048) -> torch.Tensor:
-        """Per-pixel median (C, 64, 64) in [-1, 1] of ``frames`` evenly spaced train stacks: the static court."""
+        """Per-pixel median (C, S, S) in [-1, 1] of ``frames`` evenly spaced train stacks: the static court."""
         indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
-        return torch.from_numpy(background_frame(to_gan_range(torch.from_numpy(self.data.get_batch(indices))).numpy()))
+        frames_in_range = to_gan_range(torch.from_numpy(self.data.get_batch(indices)), self.size)
+        return torch.from_numpy(background_frame(frames_in_range.numpy()))
 
     def latent(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """The generator's input: z ~ N(0, I) (z_dim), followed by ``info_codes`` InfoGAN codes ~ U(-1, 1)."""
@@ -617,20 +656,21 @@ class GANPretrainer(Pretrainer):
     def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
         extras = {"z": self.latent(batch_size, gen)}
         std = self.noise_std(step)
-        if std > 0:  # (B, 2, C, 64, 64): row i's noise for its real frame and for its generated frame
+        size = self.size
+        if std > 0:  # (B, 2, C, S, S): row i's noise for its real frame and for its generated frame
             channels = self.observation_space.shape[0]
-            extras["noise"] = std * torch.randn(batch_size, 2, channels, SIZE, SIZE, generator=gen)
+            extras["noise"] = std * torch.randn(batch_size, 2, channels, size, size, generator=gen)
         # (B, 2, 2): row i's (y, x) for its real frame and for its generated frame
         if "translation" in self.augmentations:
-            extras["shift"] = torch.randint(-(SIZE // 8), SIZE // 8 + 1, (batch_size, 2, 2), generator=gen)
+            extras["shift"] = torch.randint(-(size // 8), size // 8 + 1, (batch_size, 2, 2), generator=gen)
         if "cutout" in self.augmentations:
-            extras["cutout"] = torch.randint(0, SIZE, (batch_size, 2, 2), generator=gen)
+            extras["cutout"] = torch.randint(0, size, (batch_size, 2, 2), generator=gen)
         cfg = self.config
-        if cfg.contrastive_weight > 0:  # two views per real frame: (B, 2, 2) shifts and (B, 2, C, 64, 64) noise
+        if cfg.contrastive_weight > 0:  # two views per real frame: (B, 2, 2) shifts and (B, 2, C, S, S) noise
             reach = cfg.contrastive_shift
             extras["view_shift"] = torch.randint(-reach, reach + 1, (batch_size, 2, 2), generator=gen)
             channels = self.observation_space.shape[0]
-            extras["view_noise"] = cfg.contrastive_noise * torch.randn(batch_size, 2, channels, SIZE, SIZE,
+            extras["view_noise"] = cfg.contrastive_noise * torch.randn(batch_size, 2, channels, size, size,
                                                                        generator=gen)
         return extras
 
@@ -651,21 +691,21 @@ class GANPretrainer(Pretrainer):
         if "shift" in extras:
             x = translate(x, extras["shift"][:, which])
         if "cutout" in extras:
-            x = cutout(x, extras["cutout"][:, which], SIZE // 2)
+            x = cutout(x, extras["cutout"][:, which], self.size // 2)
         return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits (N,) of [-1, 1] 64x64 inputs (one batch: all real or all generated)."""
+        """Discriminator logits (N,) of [-1, 1] inputs at ``size`` (one batch: all real or all generated)."""
         return self.head_logits(self.disc.trunk_map(x))
 
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits (N,) of the trunk's (N, 8k, 4, 4) maps of one batch."""
+        """Discriminator logits (N,) of the trunk's last maps (N, 8k, 4, 4 at 64) of one batch."""
         if self.config.minibatch_std:
             features = torch.cat([features, minibatch_std(features)], dim=1)
         return self.disc_head(features).view(-1)
 
     def generate(self, z: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
-        """Generated stacks (N, C, 64, 64): from z alone, or with ``condition=past`` the older frames of ``real``
+        """Generated stacks (N, C, S, S): from z alone, or with ``condition=past`` the older frames of ``real``
         followed by a generated newest frame."""
         if self.config.condition == "past":
             past = real[:, :-1]
@@ -681,7 +721,7 @@ class GANPretrainer(Pretrainer):
         return nt_xent_loss(views[0], views[1], self.config.contrastive_temperature)
 
     def update(self, obs: torch.Tensor, labels: torch.Tensor, extras: dict[str, Any]) -> dict[str, float]:
-        real = to_gan_range(obs)
+        real = to_gan_range(obs, self.size)
         noise_real = noise_fake = 0.0
         if "noise" in extras:  # instance noise: the same for the discriminator's and the generator's pass
             noise = extras["noise"].to(self.device)
@@ -702,7 +742,7 @@ class GANPretrainer(Pretrainer):
         contrast = self.contrastive_loss(real, extras) if cfg.contrastive_weight > 0 else None
         temporal = None
         if cfg.temporal_weight > 0:
-            temporal = self.temporal_loss(real, to_gan_range(extras["later_obs"].to(self.device)))
+            temporal = self.temporal_loss(real, to_gan_range(extras["later_obs"].to(self.device), self.size))
         regularisers = ((cfg.recon_weight, recon_loss), (cfg.uniformity_weight, uniform),
                         (cfg.contrastive_weight, contrast), (cfg.temporal_weight, temporal))
         if not cfg.adversarial:  # ablation: the trunk learns from its regularisers alone
@@ -772,11 +812,11 @@ class GANPretrainer(Pretrainer):
         dataset = self.val if self.val is not None else self.data
         rng = np.random.default_rng(seed)
         indices = np.sort(rng.choice(len(dataset), min(n, len(dataset)), replace=len(dataset) < n))
-        return to_gan_range(torch.from_numpy(dataset.get_batch(indices)))
+        return to_gan_range(torch.from_numpy(dataset.get_batch(indices)), self.size)
 
     @torch.no_grad()
     def samples(self, n: int, seed: int = 1234) -> torch.Tensor:
-        """n generated stacks (N, C, 64, 64) in [-1, 1] (with ``condition=past``: on fixed real stacks)."""
+        """n generated stacks (N, C, S, S) in [-1, 1] (with ``condition=past``: on fixed real stacks)."""
         self.generator.eval()
         z = self.latent(n, torch.Generator().manual_seed(seed)).to(self.device)
         real = self.condition_frames(n, seed)
@@ -800,8 +840,8 @@ class GANPretrainer(Pretrainer):
         def embed(x: torch.Tensor) -> torch.Tensor:
             return torch.cat([features(x[i : i + 256]) for i in range(0, len(x), 256)])
 
-        feat_a = embed(to_gan_range(torch.from_numpy(real_a)))
-        feat_b = embed(to_gan_range(torch.from_numpy(real_b)))
+        feat_a = embed(to_gan_range(torch.from_numpy(real_a), self.size))
+        feat_b = embed(to_gan_range(torch.from_numpy(real_b), self.size))
         feat_f = embed(self.samples(n))
         return {"eval/fd_random_features": frechet_distance(feat_a, feat_f),
                 "eval/fd_real_train_vs_val": frechet_distance(feat_a, feat_b)}
@@ -853,7 +893,7 @@ class GANPretrainer(Pretrainer):
         indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
         for start in range(0, len(indices), 256):
             obs, _ = self.data.batch(indices[start : start + 256])
-            self.disc.trunk_map(to_gan_range(obs.to(self.device)))
+            self.disc.trunk_map(to_gan_range(obs.to(self.device), self.size))
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         self.disc.train(was_training)
