@@ -39,15 +39,22 @@ class SumTree:
     def __init__(self, size: int) -> None:
         self.leaves = 1 << max(1, math.ceil(math.log2(max(size, 2))))
         self.tree = np.zeros(2 * self.leaves, dtype=np.float64)
+        self.positive = 0
+        """number of leaves with a value > 0 (kept up to date by ``update`` and ``load``)"""
 
     @property
     def total(self) -> float:
         return float(self.tree[1])
 
     def update(self, indices: np.ndarray, values: np.ndarray) -> None:
+        """Set leaves ``indices`` to ``values`` (where an index repeats, its last value wins) and the sums above."""
         nodes = np.asarray(indices, dtype=np.int64) + self.leaves
         if len(nodes) == 0:
             return
+        values = np.broadcast_to(np.asarray(values, dtype=np.float64), nodes.shape)
+        nodes, last = np.unique(nodes[::-1], return_index=True)  # the last occurrence of each index
+        values = values[::-1][last]
+        self.positive += int((values > 0).sum()) - int((self.tree[nodes] > 0).sum())
         self.tree[nodes] = values
         nodes = np.unique(nodes // 2)
         while nodes[0] >= 1:
@@ -55,6 +62,11 @@ class SumTree:
             if nodes[0] == 1:
                 break
             nodes = np.unique(nodes // 2)
+
+    def load(self, tree: np.ndarray) -> None:
+        """Replace the whole tree (leaves and sums) by a saved copy of ``tree``."""
+        self.tree[...] = tree
+        self.positive = int((self.tree[self.leaves :] > 0).sum())
 
     def get(self, indices: np.ndarray) -> np.ndarray:
         return self.tree[np.asarray(indices, dtype=np.int64) + self.leaves]
@@ -241,8 +253,7 @@ class FrameReplayBuffer:
             prefix = np.minimum(prefix, np.nextafter(total, 0))
             leaves = np.minimum(self.tree.find(prefix), self.num_envs * self.slots - 1)
             probs = self.tree.get(leaves) / total
-            count = int((self.tree.tree[self.tree.leaves:] > 0).sum())
-            weights = (count * probs) ** (-beta)
+            weights = (self.tree.positive * probs) ** (-beta)
             weights = weights / weights.max()
             envs, rel = leaves // self.slots, leaves % self.slots
             slots = self.head[envs] - ((self.head[envs] - rel) % self.slots)
@@ -324,4 +335,4 @@ class FrameReplayBuffer:
             getattr(self, name)[...] = arrays[name]
         self.max_priority = float(arrays["max_priority"][0])
         if self.tree is not None:
-            self.tree.tree[...] = arrays["tree"]
+            self.tree.load(arrays["tree"])

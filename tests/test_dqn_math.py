@@ -187,6 +187,22 @@ def test_sum_tree_total_find_update_against_cumsum():
     assert changed[0] not in found
 
 
+def test_sum_tree_counts_positive_leaves_as_it_goes():
+    rng = np.random.default_rng(1)
+    tree, values = SumTree(50), np.zeros(50)
+    for _ in range(200):  # repeated indices: the last value wins, as in a numpy assignment
+        indices = rng.integers(0, 50, 8)
+        new = np.where(rng.random(8) < 0.4, 0.0, rng.uniform(0.1, 2.0, 8))
+        tree.update(indices, new)
+        values[indices] = new
+        assert tree.positive == int((values > 0).sum())
+        np.testing.assert_allclose(tree.get(np.arange(50)), values)
+        assert tree.total == pytest.approx(values.sum())
+    copy = SumTree(50)
+    copy.load(tree.tree)
+    assert copy.positive == tree.positive and copy.total == tree.total
+
+
 def test_sum_tree_empty_update_is_a_no_op():
     tree = SumTree(6)
     tree.update(np.arange(6), np.arange(1.0, 7.0))
