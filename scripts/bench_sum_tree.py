@@ -1,9 +1,9 @@
 """Time the prioritized-replay sum tree at replay size: what one DQN update asks of it.
 
 Usage: python scripts/bench_sum_tree.py [--leaves N] [--batch B] [--repeats R]
-Prints the milliseconds per call of ``find`` (B prefix sums), ``update`` (B leaves, the running count of positive
-leaves included) and ``positive`` (read the count), next to a full scan of the leaves (how the count was taken
-before session 22), each the median of R repeats.
+Prints the milliseconds per call of ``find`` (B prefix sums) and ``update`` (B leaves, the running count of
+positive leaves included), next to a full scan of the leaves (how ``sample`` counted them before session 22),
+each the median of R repeats.
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ def main() -> None:
     rows = {
         f"find ({args.batch} prefix sums)": lambda: tree.find(prefix),
         f"update ({args.batch} leaves, running count)": lambda: tree.update(indices, values),
-        "positive-leaf count (running)": lambda: tree.positive,
-        "positive-leaf count (full scan)": lambda: int((tree.tree[tree.leaves :] > 0).sum()),
+        "positive-leaf count by full scan (before)": lambda: int((tree.tree[tree.leaves :] > 0).sum()),
     }
     print(f"sum tree with {args.leaves:,} leaves, median of {args.repeats} calls")
     for name, call in rows.items():

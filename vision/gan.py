@@ -53,20 +53,25 @@ from rlkit.vision.pretrain import PretrainConfig, Pretrainer
 SIZE = 64
 """the default side of the GAN's frames (DCGAN's natural size)"""
 
-# Per side: the discriminator's four (kernel, stride, padding) convolutions and the side of each layer's output.
-# The generator runs them in reverse as transposed convolutions from a z projection of the last grid's side.
+# Per side: the discriminator's four (kernel, stride, padding) convolutions. The generator runs them in reverse
+# as transposed convolutions from a z projection of the last layer's grid.
 # 84 = the agent's frames unresized: 84 -> 42 -> 21 -> 11 -> 5 and back (kernel 3 where 4 would not divide).
-GEOMETRIES: dict[int, tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]] = {
-    64: (((4, 2, 1), (4, 2, 1), (4, 2, 1), (4, 2, 1)), (32, 16, 8, 4)),
-    84: (((4, 2, 1), (4, 2, 1), (3, 2, 1), (3, 2, 0)), (42, 21, 11, 5)),
+GEOMETRIES: dict[int, tuple[tuple[int, int, int], ...]] = {
+    64: ((4, 2, 1), (4, 2, 1), (4, 2, 1), (4, 2, 1)),
+    84: ((4, 2, 1), (4, 2, 1), (3, 2, 1), (3, 2, 0)),
 }
 
 
 def geometry(size: int) -> tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]:
-    """The convolution specs and layer grids of a DCGAN at ``size`` x ``size`` (see ``GEOMETRIES``)."""
+    """The convolution specs of a DCGAN at ``size`` x ``size`` (see ``GEOMETRIES``) and the side of each layer's
+    output map (64: 32, 16, 8, 4; 84: 42, 21, 11, 5)."""
     if size not in GEOMETRIES:
         raise RLKitError(f"dcgan size={size} is not supported; choose one of: {', '.join(map(str, GEOMETRIES))}.")
-    return GEOMETRIES[size]
+    specs, grids, side = GEOMETRIES[size], [], size
+    for kernel, stride, padding in specs:
+        side = (side + 2 * padding - kernel) // stride + 1
+        grids.append(side)
+    return specs, tuple(grids)
 
 
 def _init(module: nn.Module) -> None:
