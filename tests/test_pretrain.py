@@ -371,6 +371,48 @@ def test_gan_feature_matching_generator_loss(tmp_path):
         GANPretrainer(dataclasses.replace(config, generator_loss="wgan"), data, None, torch.device("cpu"))
 
 
+def test_gan_gradient_penalty_matches_hand_computed_values():
+    from rlkit.vision.gan import gradient_penalty
+
+    real = torch.tensor([[[[3.0, 0.0]]], [[[0.0, 2.0]]]])  # (2, 1, 1, 2)
+    fake = torch.zeros_like(real)
+    mix = torch.tensor([0.5, 1.0]).view(2, 1, 1, 1)
+    # critic(x) = 0.5 |x|^2 has gradient x: at the mixes (1.5, 0) and (0, 2), norms 1.5 and 2
+    penalty = gradient_penalty(lambda x: 0.5 * x.pow(2).flatten(1).sum(1), real, fake, mix)
+    torch.testing.assert_close(penalty, torch.tensor(((1.5 - 1) ** 2 + (2 - 1) ** 2) / 2))
+    weight = torch.tensor([3.0, 4.0], requires_grad=True)  # a linear critic: gradient norm 5 everywhere
+    penalty = gradient_penalty(lambda x: (x.flatten(1) * weight).sum(1), real, fake, mix)
+    torch.testing.assert_close(penalty, torch.tensor(16.0))
+    penalty.backward()  # d/dw (|w| - 1)^2 = 2 (|w| - 1) w / |w|
+    torch.testing.assert_close(weight.grad, torch.tensor([2 * 4 * 3 / 5, 2 * 4 * 4 / 5]))
+
+
+@pytest.mark.parametrize("loss", ["hinge", "wgan-gp"])
+def test_gan_hinge_and_wgan_losses_train_with_critic_steps(tmp_path, loss):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, loss=loss, critic_steps=2, instance_noise=0.0)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    generator = [p.detach().clone() for p in trainer.generator.parameters()]
+    disc = [p.detach().clone() for p in trainer.discriminator.parameters()]
+    first = trainer.train_step(0)  # a critic step only
+    assert "g" not in first and {"d", "score_real", "score_fake"} <= set(first)
+    assert ("gp" in first) == (loss == "wgan-gp") and "d_real" not in first
+    assert all(torch.equal(a, b) for a, b in zip(generator, trainer.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(disc, trainer.discriminator.parameters()))
+    second = trainer.train_step(1)  # critic, then generator
+    assert all(np.isfinite(v) for v in second.values()) and "g" in second
+    assert any(not torch.equal(a, b) for a, b in zip(generator, trainer.generator.parameters()))
+    if loss == "hinge":  # each hinge term is >= 0
+        assert second["d"] >= 0
+    with pytest.raises(RLKitError, match="loss='lsgan' is not valid; choose one of: bce, hinge, wgan-gp"):
+        GANPretrainer(dataclasses.replace(config, loss="lsgan"), data, None, torch.device("cpu"))
+    with pytest.raises(RLKitError, match="critic_steps >= 1"):
+        GANPretrainer(dataclasses.replace(config, critic_steps=0), data, None, torch.device("cpu"))
+
+
 def test_probe_linear_label_scores_one_and_random_label_chance():
     from rlkit.vision.probe import probe_features
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,15 @@ def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     logits with respect to its real ``inputs`` (which must require grad); differentiable, for the D loss."""
     (grad,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     mix: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean of (|grad critic(x)| - 1)^2 at x = mix * real + (1 - mix) * fake,
+    one mixing weight per row of ``mix`` (N, 1, 1, 1); differentiable, for the critic's loss."""
+    mixed = (mix * real + (1 - mix) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
 def minibatch_std(features: torch.Tensor) -> torch.Tensor:
@@ -461,7 +471,17 @@ class GANConfig(PretrainConfig):
     """std of Gaussian noise added to every discriminator input (real and fake, [-1, 1] scale), annealed
     linearly to 0 at the last step (instance noise); 0 turns it off"""
     real_label: float = 0.9
-    """discriminator target for real frames (one-sided label smoothing; 1.0 turns it off)"""
+    """discriminator target for real frames with ``loss=bce`` (one-sided label smoothing; 1.0 turns it off)"""
+    loss: str = "bce"
+    """adversarial loss: ``bce`` (DCGAN: binary cross-entropy, non-saturating generator loss), ``hinge``
+    (SN-GAN, Miyato et al. 2018: the discriminator minimises relu(1 - D(x)) + relu(1 + D(G(z))), the generator
+    -D(G(z))) or ``wgan-gp`` (Gulrajani et al. 2017: a critic minimising D(G(z)) - D(x) plus ``gp_weight`` *
+    (|grad D(x_mix)| - 1)^2 on random mixes of real and generated stacks, the generator -D(G(z)); the paper's
+    recipe also has ``critic_steps=5``, ``beta1=0``, ``lr=1e-4`` and no normalisation in the critic)"""
+    gp_weight: float = 10.0
+    """with ``loss=wgan-gp``: weight lambda of the gradient penalty"""
+    critic_steps: int = 1
+    """discriminator updates per generator update (WGAN's n_critic); each update draws its own batch"""
     minibatch_std: bool = False
     """give the discriminator head the batch's feature spread (against mode collapse; not in the encoder)"""
     generator_loss: str = "nonsaturating"
@@ -540,7 +560,7 @@ class GANConfig(PretrainConfig):
 
 @PRETRAINERS.register("gan")
 class GANPretrainer(Pretrainer):
-    """DCGAN with the non-saturating generator loss."""
+    """DCGAN (non-saturating loss by default; hinge and WGAN-GP as options); the discriminator trunk is the encoder."""
 
     Config = GANConfig
     name = "gan"
@@ -553,6 +573,11 @@ class GANPretrainer(Pretrainer):
             )
         if cfg.r1_gamma < 0:
             raise RLKitError(f"r1_gamma must be >= 0 (0 turns the R1 penalty off), got {cfg.r1_gamma}.")
+        if cfg.loss not in ("bce", "hinge", "wgan-gp"):
+            raise RLKitError(f"loss={cfg.loss!r} is not valid; choose one of: bce, hinge, wgan-gp.")
+        if cfg.gp_weight < 0 or cfg.critic_steps < 1:
+            raise RLKitError(f"gp_weight must be >= 0 and critic_steps >= 1, got {cfg.gp_weight} and "
+                             f"{cfg.critic_steps}.")
         if cfg.generator_loss not in ("nonsaturating", "feature_matching"):
             raise RLKitError(
                 f"generator_loss={cfg.generator_loss!r} is not valid; choose one of: nonsaturating, feature_matching."
@@ -660,6 +685,8 @@ class GANPretrainer(Pretrainer):
 
     def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
         extras = {"z": self.latent(batch_size, gen)}
+        if self.config.loss == "wgan-gp":  # each row's mixing weight of its real and generated stack
+            extras["gp_mix"] = torch.rand(batch_size, 1, 1, 1, generator=gen)
         std = self.noise_std(step)
         size = self.size
         if std > 0:  # (B, 2, C, S, S): row i's noise for its real frame and for its generated frame
@@ -684,6 +711,11 @@ class GANPretrainer(Pretrainer):
         if self.config.temporal_weight > 0:  # each frame's ST-DIM positive, (B, C, 84, 84) uint8
             extras["later_obs"] = self.data.batch(self.partner[indices])[0]
         return indices, extras
+
+    def train_step(self, step: int) -> dict[str, float]:
+        # the generator moves on the last of every ``critic_steps`` discriminator updates
+        self.train_generator = step % self.config.critic_steps == self.config.critic_steps - 1
+        return super().train_step(step)
 
     def temporal_loss(self, real: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         """ST-DIM's global-local plus local-local InfoNCE of real [-1, 1] stacks against their later stacks."""
@@ -764,8 +796,16 @@ class GANPretrainer(Pretrainer):
         fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
         fake_features = self.disc.trunk_map(fake_in.detach())
         real_logits, fake_logits = self.head_logits(real_features), self.head_logits(fake_features)
-        loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, cfg.real_label)) \
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        gp = None
+        if cfg.loss == "hinge":
+            loss_d = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+        elif cfg.loss == "wgan-gp":
+            loss_d = fake_logits.mean() - real_logits.mean()
+            gp = gradient_penalty(self.logits, real_in.detach(), fake_in.detach(), extras["gp_mix"].to(self.device))
+            loss_d = loss_d + cfg.gp_weight * gp
+        else:
+            loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, cfg.real_label)) \
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         r1 = None
         if cfg.r1_gamma > 0:
             r1 = r1_penalty(real_logits, real_in)
@@ -785,14 +825,27 @@ class GANPretrainer(Pretrainer):
         loss_d.backward()
         self.sync_gradients(self.discriminator)
         opt_d.step()
+        metrics = {"d": loss_d.item()}
+        if cfg.loss == "bce":
+            metrics.update(d_real=torch.sigmoid(real_logits.detach()).mean().item(),
+                           d_fake=torch.sigmoid(fake_logits.detach()).mean().item())
+        else:  # raw scores; for the WGAN critic their difference estimates the Wasserstein-1 distance
+            metrics.update(score_real=real_logits.detach().mean().item(), score_fake=fake_logits.detach().mean().item())
+        optional = {"r1": r1, "gp": gp, "recon": recon_loss, "info": info_d, "ortho": ortho, "uniformity": uniform,
+                    "contrastive": contrast, "temporal": temporal}
+        metrics.update({name: value.item() for name, value in optional.items() if value is not None})
+        if not getattr(self, "train_generator", True):
+            return metrics
         gen_features = self.disc.trunk_map(fake_in)
         if self.config.generator_loss == "feature_matching":  # match the mean trunk features of the real batch
             with torch.no_grad():
                 real_features = self.disc.trunk_map(real_in.detach()).flatten(1)
             loss_g = feature_matching_loss(real_features, gen_features.flatten(1))
-        else:  # make the discriminator say 1 (non-saturating loss)
+        elif cfg.loss == "bce":  # make the discriminator say 1 (non-saturating loss)
             gen_logits = self.head_logits(gen_features)
             loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        else:  # hinge and WGAN: raise the discriminator's score of the generated stacks
+            loss_g = -self.head_logits(gen_features).mean()
         if cfg.info_codes > 0:
             loss_g = loss_g + cfg.info_weight * self.info_loss(gen_features, latent)
         l1 = None
@@ -803,11 +856,9 @@ class GANPretrainer(Pretrainer):
         loss_g.backward()
         self.sync_gradients(self.generator)
         opt_g.step()
-        metrics = {"d": loss_d.item(), "g": loss_g.item(), "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
-                   "d_fake": torch.sigmoid(fake_logits.detach()).mean().item()}
-        optional = {"r1": r1, "l1": l1, "recon": recon_loss, "info": info_d, "ortho": ortho, "uniformity": uniform,
-                    "contrastive": contrast, "temporal": temporal}
-        metrics.update({name: value.item() for name, value in optional.items() if value is not None})
+        metrics["g"] = loss_g.item()
+        if l1 is not None:
+            metrics["l1"] = l1.item()
         return metrics
 
     def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
