@@ -644,6 +644,7 @@ class GANPretrainer(Pretrainer):
             self.partner = temporal_partners(self.data.get_batch(np.arange(len(self.data)), "episode"),
                                              self.data.get_batch(np.arange(len(self.data)), "step"),
                                              cfg.temporal_offset)
+        self.train_generator = True  # train_step sets it per step from critic_steps
         self.background: torch.Tensor | None = None
         if cfg.recon_weight > 0:
             self.recon_decoder = parts["decoder"] = ReconDecoder(channels, width, cfg.recon_decoder, size)
@@ -834,7 +835,7 @@ class GANPretrainer(Pretrainer):
         optional = {"r1": r1, "gp": gp, "recon": recon_loss, "info": info_d, "ortho": ortho, "uniformity": uniform,
                     "contrastive": contrast, "temporal": temporal}
         metrics.update({name: value.item() for name, value in optional.items() if value is not None})
-        if not getattr(self, "train_generator", True):
+        if not self.train_generator:  # a critic-only step (critic_steps > 1)
             return metrics
         gen_features = self.disc.trunk_map(fake_in)
         if self.config.generator_loss == "feature_matching":  # match the mean trunk features of the real batch
@@ -856,7 +857,7 @@ class GANPretrainer(Pretrainer):
         loss_g.backward()
         self.sync_gradients(self.generator)
         opt_g.step()
-        metrics["g"] = loss_g.item()
+        metrics = {"d": metrics.pop("d"), "g": loss_g.item(), **metrics}  # the progress line's order: d, g, ...
         if l1 is not None:
             metrics["l1"] = l1.item()
         return metrics
