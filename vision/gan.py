@@ -793,7 +793,8 @@ class GANPretrainer(Pretrainer):
                      ("temporal", temporal))
             return {k: v.item() for k, v in named if v is not None}
         latent = extras["z"].to(self.device)
-        fake = self.generate(latent, real)
+        with torch.set_grad_enabled(self.train_generator):  # no generator graph on critic-only steps
+            fake = self.generate(latent, real)
         fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
         fake_features = self.disc.trunk_map(fake_in.detach())
         real_logits, fake_logits = self.head_logits(real_features), self.head_logits(fake_features)
