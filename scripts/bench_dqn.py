@@ -462,9 +462,6 @@ def matmul_peak(threads: int, reps: int) -> float:
     return 2 * MATMUL_N**3 / best / 1e9
 
 
-ENV_PAIRS = (("1", "raw_1", "raw_pre_1", "rlkit_1"), ("k", "raw_k", "raw_pre_k", "rlkit_k"))
-
-
 def env_only_round(args: argparse.Namespace, reverse: bool) -> dict[str, Any]:
     """Every env-only measurement once. Each rlkit figure is taken right beside the raw loops it is compared
     with (``reverse`` flips the order, so that a slow drift of the machine's speed favours neither side)."""
@@ -496,17 +493,13 @@ def median_of(values: list[Any]) -> Any:
 
 
 def bench_machine(args: argparse.Namespace) -> dict[str, Any]:
-    """``--env-repeats`` rounds of the env-only measurements: the median of each figure, and of each round's
-    rlkit / raw ratio (both sides measured within seconds of each other), with every round kept."""
+    """``--env-repeats`` rounds of the env-only measurements: the median of each figure, with every round kept
+    (the report divides rlkit by raw within each round, both sides measured within seconds of each other)."""
     rounds = [env_only_round(args, reverse=bool(r % 2)) for r in range(args.env_repeats)]
     result: dict[str, Any] = {name: median_of([r[name] for r in rounds]) for name in rounds[0]}
     result["raw_k_processes"] = min(VEC_ENVS, os.cpu_count() or 1)
     result["rlkit_k_envs"] = VEC_ENVS
     result["rlkit_k_threads"] = result["raw_k_processes"]
-    result["ratios"] = {
-        key: {side: [r[rl]["sps"] / r[raw]["sps"] for r in rounds] for side, raw in (("bare", bare), ("pre", pre))}
-        for key, bare, pre, rl in ENV_PAIRS
-    }
     result["rounds"] = rounds
     result["matmul_gflops"] = matmul_peak(args.threads, args.matmul_reps)
     return result
@@ -633,8 +626,9 @@ def report_env_only(machine: dict[str, Any]) -> None:
         for name, sps, busy in rows:
             busy_text = f"{busy:12.2f}" if busy is not None else f"{'':12s}"
             print(f"    {name:58s}{sps:10.0f}{busy_text}{rl['sps'] / sps:12.1%}")
-        ratios = machine["ratios"][key]
-        verdicts.append((cores, ratios["bare"], ratios["pre"]))
+        per_round = [[r[f"rlkit_{key}"]["sps"] / r[f"{raw}_{key}"]["sps"] for r in machine["rounds"]]
+                     for raw in ("raw", "raw_pre")]
+        verdicts.append((cores, *per_round))
     print(f"  steps/s: median of {rounds} round(s); 'rlkit / it' divides those medians.")
     print("  raw ALE = ale_py.ALEInterface, Pong ROM, sticky 0.25, 4 act() per step + getScreenGrayscale on the "
           "last 2 frames; 'same preprocessing by hand' adds np.maximum of the two, cv2.resize INTER_AREA to 84x84 "
