@@ -21,7 +21,13 @@ from rlkit.agents.base import Agent, EncoderConfig
 from rlkit.agents.optim import OptimizerConfig, apply_lr_schedule, optimizer_from_config
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
-from rlkit.checkpoint import load_arrays, load_optimizer_tensors, optimizer_tensors, save_arrays
+from rlkit.checkpoint import (
+    load_arrays,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    read_safetensors_header,
+    save_arrays,
+)
 from rlkit.errors import RLKitError
 from rlkit.loop import LoopMonitor
 from rlkit.registry import AGENTS
@@ -83,7 +89,8 @@ class DQNConfig(EncoderConfig, OptimizerConfig):
     save_buffer: bool = False
     """Save the replay buffer with checkpoints (large for Atari: about 7 KB per transition)."""
     cuda_graph: bool = True
-    """On a CUDA device, replay the whole update (forward, backward, clip, Adam) as one captured CUDA graph."""
+    """On a CUDA device, replay the whole update (forward, backward, clip, Adam) as one captured CUDA graph
+    (with a constant learning rate and augment=none; otherwise the update runs eagerly)."""
 
 
 class QNetwork(nn.Module):
@@ -205,7 +212,9 @@ class DQN(Agent):
         groups = self.encoder_param_groups(self.q_net, [self.q_net.encoder])
         self.optimizer = optimizer_from_config(config, groups, eps=config.adam_eps)
         # A captured update bakes in the learning rate and needs the optimizer's step counter on the device.
-        graphable = config.lr_schedule == "constant" and config.optimizer in ("adam", "adamw", "rmsprop", "sgd")
+        # Augmentation draws its shifts on the host at each update, which a replayed graph would freeze.
+        graphable = (config.lr_schedule == "constant" and config.optimizer in ("adam", "adamw", "rmsprop", "sgd")
+                     and config.augment == "none")
         self.use_cuda_graph = config.cuda_graph and self.device.type == "cuda" and graphable
         if self.use_cuda_graph:
             for group in self.optimizer.param_groups:
@@ -224,6 +233,7 @@ class DQN(Agent):
         self.buffer: FrameReplayBuffer | None = None
         self._replay_rng_state: dict | None = None
         self.buffer_state: dict[str, np.ndarray] | None = None
+        self.stale_buffer_note: str | None = None  # why a saved replay file was not used on resume
 
     def encoders(self) -> list[nn.Module]:
         return [self.q_net.encoder, self.target_net.encoder]
@@ -386,10 +396,8 @@ class DQN(Agent):
             run.print(f"restored replay buffer: {len(buffer)} transitions")
         elif resumed:
             self.learning_starts_at = self.global_step + cfg.learning_starts
-            run.print(
-                f"replay buffer was not saved (save_buffer=false): re-warming it for {cfg.learning_starts} steps "
-                "before updates resume"
-            )
+            why = self.stale_buffer_note or "replay buffer was not saved (save_buffer=false)"
+            run.print(f"{why}: re-warming it for {cfg.learning_starts} steps before updates resume")
         if getattr(self, "_replay_rng_state", None) is not None:
             buffer.rng.bit_generator.state = self._replay_rng_state
         self.buffer = buffer
@@ -492,12 +500,22 @@ class DQN(Agent):
     def save(self, path: Path, with_buffer: bool = False) -> None:
         super().save(path)
         if with_buffer and self.config.save_buffer and self.buffer is not None:
-            save_arrays(path.parent / "replay.safetensors", self.buffer.state_arrays())
+            save_arrays(path.parent / "replay.safetensors", self.buffer.state_arrays(),
+                        metadata={"global_step": str(self.global_step)})
 
     def restore_buffer(self, checkpoint_dir: Path) -> bool:
-        """Load ``replay.safetensors`` beside the checkpoint if it was saved; True when restored."""
+        """Load ``replay.safetensors`` beside the checkpoint if it was saved at the checkpoint's step; True when
+        restored. A replay file of another step (a kill between the two writes, or a resume that ran with
+        save_buffer=false) is left unused, and the buffer re-warms."""
         path = checkpoint_dir / "replay.safetensors"
         if not (self.config.save_buffer and path.is_file()):
+            return False
+        header = read_safetensors_header(path, "replay file", "resume with save_buffer=false",
+                                         "resume with save_buffer=false")
+        saved_at = header.get("global_step")
+        if saved_at != str(self.global_step):
+            self.stale_buffer_note = (f"{path.name} is from step {saved_at or 'unknown'}, the checkpoint from step "
+                                      f"{self.global_step}, so it was not used")
             return False
         self.buffer_state = load_arrays(path)
         return True

@@ -29,7 +29,14 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as handle:  # on disk before the rename, so a crash leaves the old file or the new
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -73,10 +80,11 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, metadata
 
 
-def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomically save numpy arrays (e.g. a replay buffer) as safetensors."""
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Atomically save numpy arrays (e.g. a replay buffer) as safetensors, with optional string metadata."""
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    _atomic_write(Path(path), lambda tmp: save_numpy_file(arrays, tmp, metadata={"format": FORMAT}))
+    header = {**(metadata or {}), "format": FORMAT}
+    _atomic_write(Path(path), lambda tmp: save_numpy_file(arrays, tmp, metadata=header))
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
@@ -103,7 +111,22 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optim") -
 def load_optimizer_tensors(
     optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "optim"
 ) -> None:
-    """Inverse of ``optimizer_tensors``."""
+    """Inverse of ``optimizer_tensors``. The moments and step counters come from the checkpoint; every
+    hyperparameter (eps, betas, weight decay, fused / capturable kernels) stays the one ``optimizer`` was built
+    with, from the resumed run's config and device, so a ``--set`` on resume takes effect and a run saved on one
+    device resumes on another."""
+    saved_groups = meta["param_groups"]
+    saved_sizes = [len(group["params"]) for group in saved_groups]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if saved_sizes != sizes:
+        raise RLKitError(
+            f"the checkpoint's optimizer has parameter groups of {saved_sizes} tensors, this agent's {sizes}; "
+            "resume with the run's own encoder settings (freeze, encoder_lr_scale)."
+        )
+    groups = [
+        {**saved, **{key: value for key, value in current.items() if key != "params"}}
+        for saved, current in zip(saved_groups, optimizer.param_groups, strict=True)
+    ]
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if not name.startswith(prefix + "."):
@@ -112,4 +135,4 @@ def load_optimizer_tensors(
         state.setdefault(int(param_id), {})[key] = value
     for param_id, scalars in meta.get("scalars", {}).items():
         state.setdefault(int(param_id), {}).update(scalars)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rlkit.agents.dqn import DQN, DQNConfig
-from rlkit.checkpoint import load_checkpoint
+from rlkit.checkpoint import load_checkpoint, optimizer_tensors
 from rlkit.cli import main
 
 SMALL = ["--set", "learning_starts=500", "--set", "train_freq=4", "--set", "gradient_steps=1",
@@ -203,3 +203,45 @@ def test_reset_seed_of_a_late_resume_fits_ale_vector_env():
         assert obs.shape[0] == 2
     finally:
         envs.close()
+
+
+def test_resume_keeps_the_new_optimizer_settings_and_the_saved_moments():
+    """A checkpoint's moments and step counts are restored, but eps / weight decay / capturable come from the
+    resumed run's config and device: a GPU graph run (capturable Adam) resumes on a CPU, and --set takes effect."""
+    space, actions = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2)
+    batch = (torch.randn(8, 4), torch.randint(0, 2, (8,)), torch.randn(8), torch.randn(8, 4), torch.full((8,), 0.99),
+             torch.ones(8))
+    saved = DQN(DQNConfig(device="cpu"), space, actions)
+    for _ in range(3):
+        saved.update(batch)
+    tensors, meta = saved.state_dict()
+    meta["optimizer"]["param_groups"][0]["capturable"] = True  # as a CUDA-graph run records it
+    resumed = DQN(DQNConfig(device="cpu", adam_eps=1e-3, weight_decay=0.1), space, actions)
+    resumed.load_state_dict(tensors, meta)
+    group = resumed.optimizer.param_groups[0]
+    assert (group["eps"], group["weight_decay"], group["capturable"]) == (1e-3, 0.1, False)
+    moments = {k: v for k, v in tensors.items() if k.startswith("optim.") and k.endswith(".exp_avg")}
+    restored, _ = optimizer_tensors(resumed.optimizer)
+    assert moments and all(torch.equal(restored[k], v) for k, v in moments.items())
+    assert adam_steps(restored, {"optimizer": {"scalars": {}}}) == {3.0}
+    resumed.update(batch)  # capturable=True from the checkpoint would fail here on CPU tensors
+    assert adam_steps(optimizer_tensors(resumed.optimizer)[0], {"optimizer": {"scalars": {}}}) == {4.0}
+
+
+def test_replay_file_of_another_step_is_not_restored(tmp_path, capsys):
+    """A replay saved at step 600, then a resume without save_buffer to 1200: the old file must not be
+    restored next to the step-1200 checkpoint; the buffer re-warms and says why."""
+    run = tmp_path / "stale"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "save_buffer=true", "--total-steps", "600",
+          "--run-dir", str(run))
+    train("--resume", str(run), "--set", "save_buffer=false", "--total-steps", "1200")
+    capsys.readouterr()
+    train("--resume", str(run), "--set", "save_buffer=true", "--total-steps", "1300")
+    out = capsys.readouterr().out
+    assert "replay.safetensors is from step 600, the checkpoint from step 1200" in out
+    assert "re-warming" in out and "restored replay buffer" not in out
+    tensors, meta = last_checkpoint(run)
+    assert meta["counters"]["global_step"] == 1300
+    # the file written at 1300 matches its checkpoint and is restored by the next resume
+    train("--resume", str(run), "--total-steps", "1400")
+    assert "restored replay buffer" in capsys.readouterr().out
