@@ -3,7 +3,9 @@ still owns its whole training loop."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,20 @@ RESET_SEED_LIMIT = 2**31 - 2**20
 """Resume reset seeds stay below this: ALE's vector env takes 32-bit seeds, one per env from the first."""
 SPACE_KEYS = ("observation_shape", "action_space", "n_actions", "n_states")
 """Checkpoint metadata that describes the env's spaces (each agent records the ones it has)."""
+
+
+@contextlib.contextmanager
+def training_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """``modules`` in train mode inside the block (BatchNorm batch statistics, dropout, spectral-norm power
+    iterations), in eval mode after it. Agents keep their networks in eval mode, so acting and evaluation see
+    each observation alone, and enter train mode only for their gradient updates."""
+    for module in modules:
+        module.train()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.eval()
 
 
 @dataclasses.dataclass

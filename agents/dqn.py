@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlkit.agents.base import Agent, EncoderConfig
+from rlkit.agents.base import Agent, EncoderConfig, training_mode
 from rlkit.agents.optim import OptimizerConfig, apply_lr_schedule, optimizer_from_config
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
@@ -208,6 +208,8 @@ class DQN(Agent):
         self.target_net.to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.target_net.requires_grad_(False)
+        self.q_net.eval()  # train mode only inside update()
+        self.target_net.eval()
         self.apply_precision([self.q_net.encoder, self.target_net.encoder])
         groups = self.encoder_param_groups(self.q_net, [self.q_net.encoder])
         self.optimizer = optimizer_from_config(config, groups, eps=config.adam_eps)
@@ -334,12 +336,13 @@ class DQN(Agent):
     def update(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimizer step on ``batch`` (the arguments of ``loss_terms``); returns detached
         (loss, mean Q, TD errors)."""
-        loss, q, td_error = self.loss_terms(*batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.q_net.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+        with training_mode(self.q_net):
+            loss, q, td_error = self.loss_terms(*batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(self.q_net.parameters(), self.config.max_grad_norm)
+            self.optimizer.step()
         return loss.detach(), q.detach().mean(), td_error.detach()
 
     def train_step(self, buffer: FrameReplayBuffer) -> dict[str, torch.Tensor]:

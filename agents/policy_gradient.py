@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlkit.agents.base import Agent, EncoderConfig
+from rlkit.agents.base import Agent, EncoderConfig, training_mode
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerConfig, OptimizerName, apply_lr_schedule, optimizer_from_config
 from rlkit.agents.schedules import LRSchedule, linear_schedule
@@ -305,6 +305,7 @@ class PPO(Agent):
         torch.manual_seed(config.seed)
         self.check_augment()
         self.net = self.Network(config, observation_space, action_space).to(self.device)
+        self.net.eval()  # train mode only inside the updates
         self.encoder_name = self.net.encoder_name
         self.apply_precision(self.encoders())
         groups = self.encoder_param_groups(self.net, self.encoders())
@@ -487,17 +488,18 @@ class PPO(Agent):
         minibatch = max(1, size // cfg.minibatches)
         clip = self.clip_range()
         log: dict[str, list[float]] = {"pg": [], "value": [], "entropy": [], "kl": [], "clipfrac": []}
-        for _ in range(cfg.epochs):
-            order = torch.as_tensor(self.rng.permutation(size), device=self.device)
-            for start in range(0, size, minibatch):
-                idx = order[start : start + minibatch]
-                dist, values = self.net.distribution_and_value(self.augment(b_obs[idx]))
-                new_logp, entropy = self.net.dist_log_prob_entropy(dist, b_actions[idx])
-                self.minibatch_step(
-                    new_logp, entropy, values, b_logp[idx], b_adv[idx], b_values[idx], b_returns[idx], clip, log
-                )
-            if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
-                break
+        with training_mode(self.net):
+            for _ in range(cfg.epochs):
+                order = torch.as_tensor(self.rng.permutation(size), device=self.device)
+                for start in range(0, size, minibatch):
+                    idx = order[start : start + minibatch]
+                    dist, values = self.net.distribution_and_value(self.augment(b_obs[idx]))
+                    new_logp, entropy = self.net.dist_log_prob_entropy(dist, b_actions[idx])
+                    self.minibatch_step(
+                        new_logp, entropy, values, b_logp[idx], b_adv[idx], b_values[idx], b_returns[idx], clip, log
+                    )
+                if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
+                    break
         return self.loss_statistics(log)
 
     def minibatch_step(

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlkit.agents.base import training_mode
 from rlkit.agents.optim import apply_lr_schedule
 from rlkit.agents.policy_gradient import PPO, ActorCritic, PPOConfig, gae, tanh_log_det
 from rlkit.errors import RLKitError
@@ -233,20 +234,21 @@ class RecurrentPPO(PPO):
         t_adv, t_returns, t_valid, t_starts = tensor(advantages), tensor(returns), tensor(valid) > 0, tensor(starts)
         clip = self.clip_range()
         log: dict[str, list[float]] = {"pg": [], "value": [], "entropy": [], "kl": [], "clipfrac": []}
-        for _ in range(cfg.epochs):
-            for envs in self.minibatch_envs():
-                idx = torch.as_tensor(envs, device=self.device)
-                state = (initial_state[0][:, idx], initial_state[1][:, idx])
-                features, _ = self.net.recurrent_features(t_obs[:, idx], t_starts[:, idx], state)
-                keep = t_valid[:, idx].reshape(-1)
-                features = features.reshape(-1, features.shape[-1])[keep]
-                mb_actions = t_actions[:, idx].reshape(-1, *t_actions.shape[2:])[keep]
-                new_logp, entropy = self.net.dist_log_prob_entropy(self.net.head_distribution(features), mb_actions)
-                values = self.net.value(features)
-                old_logp, adv, old_values, mb_returns = (
-                    t[:, idx].reshape(-1)[keep] for t in (t_logp, t_adv, t_values, t_returns)
-                )
-                self.minibatch_step(new_logp, entropy, values, old_logp, adv, old_values, mb_returns, clip, log)
-            if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
-                break
+        with training_mode(self.net):
+            for _ in range(cfg.epochs):
+                for envs in self.minibatch_envs():
+                    idx = torch.as_tensor(envs, device=self.device)
+                    state = (initial_state[0][:, idx], initial_state[1][:, idx])
+                    features, _ = self.net.recurrent_features(t_obs[:, idx], t_starts[:, idx], state)
+                    keep = t_valid[:, idx].reshape(-1)
+                    features = features.reshape(-1, features.shape[-1])[keep]
+                    mb_actions = t_actions[:, idx].reshape(-1, *t_actions.shape[2:])[keep]
+                    new_logp, entropy = self.net.dist_log_prob_entropy(self.net.head_distribution(features), mb_actions)
+                    values = self.net.value(features)
+                    old_logp, adv, old_values, mb_returns = (
+                        t[:, idx].reshape(-1)[keep] for t in (t_logp, t_adv, t_values, t_returns)
+                    )
+                    self.minibatch_step(new_logp, entropy, values, old_logp, adv, old_values, mb_returns, clip, log)
+                if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
+                    break
         return self.loss_statistics(log)

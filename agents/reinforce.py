@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlkit.agents.base import Agent
+from rlkit.agents.base import Agent, training_mode
 from rlkit.agents.dqn import resolve_device
 from rlkit.agents.optim import OptimizerConfig, OptimizerName, apply_lr_schedule, optimizer_from_config
 from rlkit.errors import RLKitError
@@ -94,6 +94,7 @@ class Reinforce(Agent):
             self.value_net = nn.Sequential(value_encoder, nn.Linear(value_encoder.features_dim, 1))
             self.modules["value_net"] = self.value_net
         self.modules.to(self.device)
+        self.modules.eval()  # train mode only inside update()
         parameters = self.modules.parameters()
         self.optimizer = optimizer_from_config(config, parameters, eps=config.optimizer_eps)
         self.rng = np.random.default_rng(config.seed)
@@ -169,21 +170,22 @@ class Reinforce(Agent):
         total = len(obs)
         self.optimizer.zero_grad(set_to_none=True)
         policy_sum = value_sum = entropy_sum = 0.0
-        for start in range(0, total, cfg.chunk_size):
-            chunk = slice(start, start + cfg.chunk_size)
-            o = torch.as_tensor(obs[chunk], device=self.device)
-            dist = self.distribution(o)
-            log_prob = dist.log_prob(torch.as_tensor(actions[chunk], device=self.device))
-            policy_loss = -(log_prob * advantages[chunk]).sum() / total
-            entropy = dist.entropy().sum() / total
-            loss = policy_loss - cfg.ent_coef * entropy
-            if self.value_net is not None:
-                value_loss = 0.5 * ((self.value_net(o).squeeze(-1) - returns_t[chunk]) ** 2).sum() / total
-                loss = loss + cfg.vf_coef * value_loss
-                value_sum += float(value_loss.detach())
-            loss.backward()
-            policy_sum += float(policy_loss.detach())
-            entropy_sum += float(entropy.detach())
+        with training_mode(self.modules):
+            for start in range(0, total, cfg.chunk_size):
+                chunk = slice(start, start + cfg.chunk_size)
+                o = torch.as_tensor(obs[chunk], device=self.device)
+                dist = self.distribution(o)
+                log_prob = dist.log_prob(torch.as_tensor(actions[chunk], device=self.device))
+                policy_loss = -(log_prob * advantages[chunk]).sum() / total
+                entropy = dist.entropy().sum() / total
+                loss = policy_loss - cfg.ent_coef * entropy
+                if self.value_net is not None:
+                    value_loss = 0.5 * ((self.value_net(o).squeeze(-1) - returns_t[chunk]) ** 2).sum() / total
+                    loss = loss + cfg.vf_coef * value_loss
+                    value_sum += float(value_loss.detach())
+                loss.backward()
+                policy_sum += float(policy_loss.detach())
+                entropy_sum += float(entropy.detach())
         if cfg.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.modules.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
