@@ -72,14 +72,17 @@ class SumTree:
         return self.tree[np.asarray(indices, dtype=np.int64) + self.leaves]
 
     def find(self, prefix: np.ndarray) -> np.ndarray:
-        """Leaf index whose cumulative range contains each prefix sum."""
+        """Leaf index whose cumulative range contains each prefix sum. The descent never enters a subtree of
+        zero priority and keeps each prefix below its subtree's sum, so rounding in the stored sums cannot land
+        it on an empty leaf (which would give an infinite importance weight)."""
         prefix = np.array(prefix, dtype=np.float64)
         nodes = np.ones(len(prefix), dtype=np.int64)
         while nodes[0] < self.leaves:
             left = 2 * nodes
-            left_sum = self.tree[left]
-            go_right = prefix >= left_sum
-            prefix = np.where(go_right, prefix - left_sum, prefix)
+            left_sum, right_sum = self.tree[left], self.tree[left + 1]
+            go_right = (prefix >= left_sum) & (right_sum > 0)
+            prefix = np.where(go_right, np.minimum(prefix - left_sum, np.nextafter(right_sum, 0)),
+                              np.minimum(prefix, np.nextafter(left_sum, 0)))
             nodes = np.where(go_right, left + 1, left)
         return nodes - self.leaves
 
@@ -223,16 +226,22 @@ class FrameReplayBuffer:
         return self._stack(np.array([env]), np.array([slot]))[0]
 
     def _sample_uniform(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform over every stored transition: a draw over the concatenated candidate ranges of all streams
+        (before the buffer wraps, streams hold different numbers of slots), rejecting the episode-start slots
+        that hold no transition."""
+        low = np.maximum(self.head - self.slots + self.stack, 0)
+        sizes = np.maximum(self.head - self.n_step - low + 1, 0)
+        ends = np.cumsum(sizes)
+        if ends[-1] == 0:
+            raise RuntimeError("replay buffer has no complete transitions to sample yet")
         envs = np.empty(batch_size, dtype=np.int64)
         slots = np.empty(batch_size, dtype=np.int64)
         todo = np.arange(batch_size)
         for _ in range(1000):
-            e = self.rng.integers(0, self.num_envs, len(todo))
-            low = np.maximum(self.head[e] - self.slots + self.stack, 0)
-            high = self.head[e] - self.n_step
-            usable = high >= low
-            u = low + (self.rng.random(len(todo)) * np.maximum(high - low + 1, 0)).astype(np.int64)
-            usable &= self.valid[e, u % self.slots]
+            draw = self.rng.integers(0, ends[-1], len(todo))
+            e = np.searchsorted(ends, draw, side="right")
+            u = low[e] + draw - (ends[e] - sizes[e])
+            usable = self.valid[e, u % self.slots]
             envs[todo[usable]], slots[todo[usable]] = e[usable], u[usable]
             todo = todo[~usable]
             if len(todo) == 0:

@@ -187,3 +187,42 @@ def test_train_refuses_a_buffer_that_cannot_fit(monkeypatch):
     short = build_config(DQNConfig, {**settings, "total_steps": 30_000})
     buffer = DQN(short, space, actions).make_buffer(8, stacked=True)
     assert buffer.frames.shape[1] == 125_000 + 4 + 1
+
+
+def test_uniform_sampling_is_uniform_over_transitions_before_the_buffer_wraps():
+    """Env 0 plays 2-step episodes (each costs extra episode-start slots), env 1 one long episode: before the
+    buffer wraps the two streams hold different numbers of transitions, and each transition must still be
+    drawn equally often."""
+    buffer = FrameReplayBuffer(4000, 2, (4, 1), np.int64, stacked=True, n_step=1, seed=0)
+    buffer.start(np.zeros((2, 4, 1), np.int64))
+    reset_next = np.zeros(2, bool)
+    for step in range(1500):
+        terminated = np.array([step % 2 == 1, False]) & ~reset_next
+        buffer.add(np.zeros(2, np.int64), np.zeros(2, np.float32), terminated, np.zeros(2, bool),
+                   np.full((2, 4, 1), step, np.int64), reset_step=reset_next)
+        reset_next = terminated
+    stored = np.array([buffer.valid[e].sum() for e in range(2)])
+    assert stored[0] != stored[1]
+    envs, slots = buffer._sample_uniform(200_000)
+    assert buffer.valid[envs, slots % buffer.slots].all()
+    share = np.bincount(envs, minlength=2) / len(envs)
+    np.testing.assert_allclose(share, stored / stored.sum(), atol=0.005)
+
+
+def test_sum_tree_never_lands_on_an_empty_leaf():
+    """Prefixes on and just below every cumulative boundary of trees with many zero priorities: rounding in
+    the stored sums once sent a few of them to zero-priority leaves (an infinite importance weight)."""
+    from rlkit.agents.replay import SumTree
+
+    rng = np.random.default_rng(0)
+    for _ in range(80):
+        size = int(rng.integers(5, 3000))
+        tree = SumTree(size)
+        priorities = rng.random(size) ** 3 * rng.choice([1e-6, 1, 50], size)
+        priorities[rng.random(size) < 0.3] = 0
+        tree.update(np.arange(size), priorities)
+        bounds = np.cumsum(priorities)
+        bounds = bounds[bounds < tree.total]
+        prefix = np.concatenate([np.nextafter(bounds, 0), bounds, [np.nextafter(tree.total, 0)], [0.0]])
+        leaves = tree.find(prefix)
+        assert (leaves < size).all() and (tree.get(leaves) > 0).all()
