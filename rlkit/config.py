@@ -153,10 +153,57 @@ def parse_value(text: str) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The values a numeric config field admits: ``low`` to ``high`` (None: unbounded), ends included unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, FRACTION = Bound(1), Bound(0), Bound(0, low_open=True), Bound(0, 1)
+FIELD_BOUNDS: dict[str, Bound] = {
+    # budgets, sizes, counts and intervals (0 where a field documents it as "off" or "only at the end")
+    **dict.fromkeys(
+        ("total_steps", "steps", "num_envs", "eval_episodes", "log_every", "batch_size", "buffer_size", "n_step",
+         "train_freq", "gradient_steps", "target_update_interval", "rollout_steps", "epochs", "minibatches",
+         "episodes_per_update", "chunk_size", "lstm_hidden", "lstm_layers"),
+        AT_LEAST_ONE,
+    ),
+    **dict.fromkeys(
+        ("seed", "eval_every", "checkpoint_every", "video_every", "torch_threads", "learning_starts",
+         "exploration_steps", "env_groups", "augment_pad", "lr_step_every"),
+        NON_NEGATIVE,
+    ),
+    # rates and coefficients
+    **dict.fromkeys(("lr", "adam_eps", "optimizer_eps", "per_eps", "lr_step_gamma", "target_kl"), POSITIVE),
+    **dict.fromkeys(("weight_decay", "max_grad_norm", "per_alpha", "vf_coef", "clip_range", "lr_end"), NON_NEGATIVE),
+    # discounts and probabilities
+    **dict.fromkeys(("gamma", "gae_lambda", "eval_epsilon", "per_beta_start"), FRACTION),
+    "tau": Bound(0, 1, low_open=True),
+    "momentum": Bound(0, 1, high_open=True),
+}
+"""Ranges of config fields by name, checked by ``build_config`` for every config class that has the field (the
+names mean the same in every agent and pretraining method). A value outside would crash or hang a run later."""
+
+
 def build_config(cls: type, values: dict[str, Any], source: str = "config") -> Any:
-    """Create ``cls`` from a mapping, rejecting unknown keys and wrong types with one-line errors."""
+    """Create ``cls`` from a mapping, rejecting unknown keys, wrong types and out-of-range values (``FIELD_BOUNDS``)
+    with one-line errors."""
     hints = get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
@@ -164,6 +211,11 @@ def build_config(cls: type, values: dict[str, Any], source: str = "config") -> A
                 f"unknown {source} key {key!r}; valid keys: {', '.join(sorted(fields))}." + suggest(key, fields)
             )
         kwargs[key] = _coerce(key, hints[key], value)
+        bound = FIELD_BOUNDS.get(key)
+        if bound is not None and isinstance(kwargs[key], (int, float)) and not bound.admits(kwargs[key]):
+            default = fields[key].default
+            example = f" (default {default!r})" if default is not dataclasses.MISSING else ""
+            raise RLKitError(f"{key}={kwargs[key]!r} is out of range: {key} must be {bound}{example}.")
     return cls(**kwargs)
 
 
@@ -264,6 +316,8 @@ def config_help(cls: type) -> str:
 
 
 __all__ = [
+    "FIELD_BOUNDS",
+    "Bound",
     "TrainConfig",
     "apply_overrides",
     "build_config",

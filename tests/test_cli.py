@@ -65,6 +65,8 @@ def test_train_needs_env(capsys):
         ("batch_size=2.5", ["batch_size=2.5 is not a int"]),
         ("loss=l1", ["loss='l1' is not valid", "huber|mse"]),
         ("lr", ["bad override 'lr'"]),
+        ("train_freq=0", ["train_freq=0 is out of range", ">= 1"]),  # was an endless update loop
+        ("target_update_interval=0", ["target_update_interval=0 is out of range"]),  # likewise
     ],
 )
 def test_bad_set(capsys, override, needles):

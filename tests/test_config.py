@@ -184,3 +184,40 @@ def test_precision_setting_reaches_every_encoder():
     assert auto == (torch.bfloat16 if cpu_has_bf16() else None)
     with pytest.raises(RLKitError, match="precision"):
         build_config(DQNConfig, {"precision": "fp16"})
+
+
+def test_defaults_of_every_agent_and_pretraining_method_are_in_range():
+    import rlkit.vision.pretrain  # noqa: F401  (registers the methods)
+    from rlkit.config import FIELD_BOUNDS
+    from rlkit.registry import AGENTS, PRETRAINERS
+
+    checked = set()
+    for registry in (AGENTS, PRETRAINERS):
+        for name in registry.names():
+            cls = registry.get(name).Config
+            config = build_config(cls, {})
+            for field in dataclasses.fields(cls):
+                value = getattr(config, field.name)
+                if field.name in FIELD_BOUNDS and isinstance(value, (int, float)):
+                    assert FIELD_BOUNDS[field.name].admits(value), (name, field.name, value)
+                    checked.add(field.name)
+    assert {"train_freq", "target_update_interval", "gamma", "lr", "minibatches", "steps"} <= checked
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [("train_freq", 0, ">= 1"), ("target_update_interval", 0, ">= 1"), ("total_steps", -5, ">= 1"),
+     ("gamma", 1.5, "in [0, 1]"), ("lr", -1.0, "> 0"), ("tau", 0.0, "in (0, 1]"), ("eval_episodes", 0, ">= 1"),
+     ("batch_size", 0, ">= 1"), ("seed", -1, ">= 0")],
+)
+def test_out_of_range_values_are_one_line_errors(key, value, rule):
+    with pytest.raises(RLKitError) as info:
+        build_config(DQNConfig, {key: value})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{key}=") and f"must be {rule}" in message
+
+
+def test_range_ends_that_mean_off_or_certainty_are_accepted():
+    config = build_config(DQNConfig, {"gamma": 1.0, "tau": 1.0, "eval_every": 0, "checkpoint_every": 0,
+                                      "max_grad_norm": 0.0, "learning_starts": 0, "exploration_end": 0.0})
+    assert (config.gamma, config.tau, config.eval_every) == (1.0, 1.0, 0)
