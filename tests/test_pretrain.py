@@ -563,6 +563,34 @@ def test_cli_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "fewer_frames", "not_safetensors"])
+def test_damaged_dataset_chunk_is_a_one_line_error(tmp_path, capsys, damage):
+    """A chunk cut short, emptied, rewritten with fewer frames than the manifest lists, or overwritten with text:
+    probe and pretrain stop with one line naming the file and the fix, not a traceback."""
+    from rlkit.checkpoint import save_arrays
+    from rlkit.vision.data import memmap_safetensors
+
+    data_dir = make_dataset(tmp_path / "d", frames=30, episodes=3)
+    chunk = data_dir / "chunk_000001.safetensors"
+    if damage == "truncated":
+        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    elif damage == "empty":
+        chunk.write_bytes(b"")
+    elif damage == "fewer_frames":
+        save_arrays(chunk, {key: np.asarray(value)[:5] for key, value in memmap_safetensors(chunk).items()})
+    else:
+        chunk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    for argv in (["probe", "--encoder", "random", "--encoder-name", "nature_cnn", "--data", str(data_dir),
+                  "--epochs", "1"],
+                 ["pretrain", "supervised", "--data", str(data_dir), "--steps", "1", "--run-dir",
+                  str(tmp_path / f"run-{damage}")]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv[0]
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "chunk_000001.safetensors" in err and "collect it again" in err
+
+
 def test_metrics_reference_values():
     from rlkit.vision.metrics import f1_scores, frechet_distance, r2_score
 

@@ -34,16 +34,26 @@ _DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64
 
 
 def memmap_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Read-only memory maps of the arrays in a safetensors file: indexing reads only the rows it touches."""
+    """Read-only memory maps of the arrays in a safetensors file: indexing reads only the rows it touches. A file
+    that is empty, truncated or not safetensors is a one-line error."""
     path = Path(path)
+    file_size = path.stat().st_size
     with open(path, "rb") as handle:
         size = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(size))
+        if file_size < 8 or 8 + size > file_size:
+            raise RLKitError(f"{path} is truncated ({file_size} bytes, shorter than its header says).")
+        try:
+            header = json.loads(handle.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise RLKitError(f"{path} is not a safetensors file (its header is not JSON).") from None
     arrays = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         start, stop = info["data_offsets"]
+        if 8 + size + stop > file_size:
+            raise RLKitError(f"{path} is truncated: array {name!r} ends at byte {8 + size + stop}, the file at "
+                             f"{file_size}.")
         shape = tuple(info["shape"])
         if stop == start:
             arrays[name] = np.zeros(shape, dtype=_DTYPES[info["dtype"]])
@@ -164,7 +174,16 @@ class FrameDataset(torch.utils.data.Dataset):
             path = self.dir / self.manifest["chunks"][c]["file"]
             if not path.is_file():
                 raise RLKitError(f"{path} is missing; the dataset in {self.dir} is incomplete, collect it again.")
-            self._handles[c] = memmap_safetensors(path)
+            try:
+                arrays = memmap_safetensors(path)
+            except RLKitError as exc:
+                raise RLKitError(f"{exc} The dataset in {self.dir} is damaged; collect it again.") from None
+            expected = self.manifest["chunks"][c]["frames"]
+            if "obs" not in arrays or len(arrays["obs"]) != expected:
+                found = len(arrays["obs"]) if "obs" in arrays else "no"
+                raise RLKitError(f"{path} holds {found} frames, the manifest says {expected}; the dataset in "
+                                 f"{self.dir} is damaged, collect it again.")
+            self._handles[c] = arrays
         return self._handles[c]
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the files
