@@ -133,7 +133,7 @@ def build_train_config(algo: str, args: argparse.Namespace) -> tuple[Any, str | 
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from rlkit.checkpoint import load_checkpoint
+    from rlkit.checkpoint import load_checkpoint, read_metadata
     from rlkit.config import apply_overrides, build_config, config_help
     from rlkit.registry import AGENTS
     from rlkit.run import Run, read_run_config, run_name
@@ -150,23 +150,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.algo and args.algo != algo:
             raise RLKitError(f"{args.resume} is a {algo} run, not {args.algo}; drop ALGO or use `rlkit train {algo}`.")
         agent_cls = AGENTS.get(algo)
-        values = apply_overrides(saved["config"], args.set or [], agent_cls.Config)
-        if args.total_steps is not None:
-            values["total_steps"] = args.total_steps
         try:
-            config = build_config(agent_cls.Config, values, source=f"{algo} config")
+            build_config(agent_cls.Config, saved["config"], source=f"{algo} config")
         except RLKitError as exc:
             raise RLKitError(
                 f"{args.resume}/config.yaml names algorithm {algo} but its config does not fit {algo} ({exc})."
             ) from None
+        values = apply_overrides(saved["config"], args.set or [], agent_cls.Config)
+        if args.total_steps is not None:
+            values["total_steps"] = args.total_steps
+        config = build_config(agent_cls.Config, values, source=f"{algo} config")  # errors name the --set
         run_dir = Path(args.resume)
         checkpoint = run_dir / "checkpoints" / "last.safetensors"
         if not checkpoint.is_file():
             raise RLKitError(f"{run_dir} has no checkpoints/last.safetensors to resume from; start a new run.")
+        reached = read_metadata(checkpoint).get("counters", {}).get("global_step", 0)
+        if reached >= config.total_steps:
+            raise RLKitError(f"{run_dir} is already at step {reached} of total_steps {config.total_steps}; "
+                             f"pass --total-steps above {reached} to train it further.")
         preset = saved.get("preset")
     else:
+        if not args.algo and args.help:
+            print(args.train_parser.format_help().rstrip())
+            print(f"\nalgorithms: {', '.join(AGENTS.names())}; `rlkit train ALGO --help` lists ALGO's config fields.")
+            return 0
         if not args.algo:
-            raise RLKitError("rlkit train needs ALGO (e.g. dqn) or --resume RUN_DIR.")
+            raise RLKitError("rlkit train needs ALGO (e.g. dqn) or --resume RUN_DIR; see `rlkit train --help`.")
         agent_cls = AGENTS.get(args.algo)
         if args.help:
             print(f"usage: rlkit train {args.algo} --env ID [--preset NAME] [--set key=value ...] [--seed N]")
@@ -193,7 +202,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     pretrained = checkpoint is None and agent.load_pretrained_encoder()
     if checkpoint is not None:
         tensors, meta = load_checkpoint(checkpoint)
-        agent.load_state_dict(tensors, meta)
+        try:
+            agent.load_state_dict(tensors, meta)
+        except RuntimeError as exc:  # torch: missing, unexpected or differently shaped weights
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]
+            raise RLKitError(
+                f"{checkpoint} does not fit the network this config builds ({detail}); resume without changing "
+                "network settings (dueling, encoder, encoder_kwargs, ...)."
+            ) from None
         agent.restore_buffer(checkpoint.parent)
     elif init_path is not None:
         tensors, meta = load_checkpoint(init_path)
@@ -670,7 +687,7 @@ def make_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
 
     train = sub.add_parser("train", help="train an agent", add_help=False)
-    train.add_argument("algo", nargs="?", help="algorithm (dqn)")
+    train.add_argument("algo", nargs="?", help="algorithm, e.g. dqn or ppo (all are listed below)")
     train.add_argument("--env", help="environment id, e.g. ALE/Pong-v5 (see `rlkit envs`)")
     train.add_argument("--preset", help="preset name (see `rlkit presets`); default depends on the env family")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
@@ -686,7 +703,7 @@ def make_parser() -> ArgumentParser:
     train.add_argument("--freeze", action="store_true", help="keep the encoder fixed (freeze_encoder=true)")
     train.add_argument("--encoder-lr-scale", type=float, metavar="X", help="encoder lr = lr x X (encoder_lr_scale)")
     train.add_argument("-h", "--help", action="store_true", help="show config fields of ALGO")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, train_parser=train)
 
     ev = sub.add_parser("eval", help="evaluate a run or checkpoint over full episodes")
     ev.add_argument("target", nargs="?", metavar="RUN_DIR|CHECKPOINT")

@@ -211,6 +211,37 @@ def test_train_help_lists_every_config_field(capsys):
     assert "Learning rate (at the start of lr_schedule)." in out
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_train_help_without_algo_lists_options_and_algorithms(capsys, flag):
+    code, out, _ = run_cli(capsys, "train", flag)
+    assert code == 0
+    assert "--resume RUN_DIR" in out and "--set KEY=VALUE" in out
+    assert "algorithms: " in out and "dqn" in out and "ppo" in out
+
+
+def test_resume_with_out_of_range_set_names_the_override(capsys, dqn_run):
+    line = one_line_error(capsys, "train", "--resume", str(dqn_run), "--set", "train_freq=0")
+    assert line.startswith("error: train_freq=0 is out of range") and "config.yaml" not in line
+
+
+def test_resume_with_another_network_shape_is_a_user_error(capsys, dqn_run):
+    line = one_line_error(capsys, "train", "--resume", str(dqn_run), "--set", "dueling=true")
+    assert "does not fit the network" in line and "value.weight" in line
+
+
+def test_resume_of_a_finished_run_is_a_user_error(capsys, tmp_path):
+    config = DQNConfig(env_id="CartPole-v1", device="cpu", torch_threads=1, total_steps=1000)
+    agent = DQN(config, gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
+    agent.global_step = 1000
+    run = tmp_path / "done"
+    agent.save(run / "checkpoints" / "last.safetensors")
+    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "dqn", "preset": None,
+                                                     "config": dataclasses.asdict(config)}))
+    for extra in ([], ["--total-steps", "900"]):
+        line = one_line_error(capsys, "train", "--resume", str(run), *extra)
+        assert "already at step 1000" in line and "--total-steps" in line
+
+
 def test_encoders(capsys):
     code, out, _ = run_cli(capsys, "encoders")
     assert code == 0
