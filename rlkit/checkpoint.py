@@ -67,7 +67,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
                                      "use another checkpoint")
     if header.get("format") != FORMAT:
         raise RLKitError(f"{path} is not an rlkit checkpoint (no {FORMAT} header); pass one written by rlkit train.")
-    return json.loads(header["metadata"])
+    try:
+        metadata = json.loads(header.get("metadata", ""))
+    except json.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise RLKitError(f"checkpoint {path} has damaged metadata (not a JSON object); use another checkpoint.")
+    return metadata
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

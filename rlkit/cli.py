@@ -27,6 +27,30 @@ class ArgumentParser(argparse.ArgumentParser):
         raise RLKitError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def at_least(low: int) -> Any:
+    """argparse type: an int >= ``low`` (else a one-line usage error naming the option)."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError reads "invalid at_least value"; name the type instead
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def fraction(text: str) -> float:
+    """argparse type: a probability in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value:g}")
+    return value
+
+
+fraction.__name__ = "float"
+
+
 def _set_threads(threads: int) -> None:
     import torch
 
@@ -691,14 +715,15 @@ def make_parser() -> ArgumentParser:
     train.add_argument("--env", help="environment id, e.g. ALE/Pong-v5 (see `rlkit envs`)")
     train.add_argument("--preset", help="preset name (see `rlkit presets`); default depends on the env family")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=at_least(0))
     train.add_argument("--total-steps", type=int)
     train.add_argument("--run-dir", help="run directory (default runs/<env>__<algo>__<seed>__<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--init-from", metavar="RUN_DIR|CHECKPOINT",
                        help="start a new run from a trained agent's weights (a run: its last checkpoint)")
     train.add_argument("--seeds", help="train one run per seed into a group directory, e.g. 0,1,2 or 0-4")
-    train.add_argument("--workers", type=int, default=1, help="seeds trained in parallel processes (with --seeds)")
+    train.add_argument("--workers", type=at_least(1), default=1,
+                       help="seeds trained in parallel processes (with --seeds)")
     train.add_argument("--encoder", metavar="PATH", help="start from a pretrained encoder file (encoder_path)")
     train.add_argument("--freeze", action="store_true", help="keep the encoder fixed (freeze_encoder=true)")
     train.add_argument("--encoder-lr-scale", type=float, metavar="X", help="encoder lr = lr x X (encoder_lr_scale)")
@@ -709,19 +734,20 @@ def make_parser() -> ArgumentParser:
     ev.add_argument("target", nargs="?", metavar="RUN_DIR|CHECKPOINT")
     ev.add_argument("--sb3", metavar="MODEL.zip", help="evaluate a Stable-Baselines3 DQN/PPO/A2C model (needs --env)")
     ev.add_argument("--episodes", type=int, default=10)
-    ev.add_argument("--seed", type=int)
+    ev.add_argument("--seed", type=at_least(0))
     ev.add_argument("--env", help="env id: required with --sb3; otherwise checked against the checkpoint's env")
     mode = ev.add_mutually_exclusive_group()
     mode.add_argument("--deterministic", action="store_true", help="greedy actions (default)")
     mode.add_argument("--stochastic", action="store_true",
                       help=f"sample from the policy (PPO, A2C, REINFORCE); epsilon-greedy with epsilon "
                            f"{STOCHASTIC_EPSILON} (value-based agents)")
-    ev.add_argument("--epsilon", type=float, help="exploration during evaluation (default: the config's eval_epsilon)")
+    ev.add_argument("--epsilon", type=fraction,
+                    help="exploration during evaluation (default: the config's eval_epsilon)")
     ev.add_argument("--checkpoint", default="best", help="best | last | STEP (a periodic checkpoint's env step)")
     ev.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
                     help="evaluate with a changed env setting, e.g. repeat_action_probability=0 (repeatable)")
     ev.add_argument("--video", action="store_true", help="write an mp4 of each of the first K episodes")
-    ev.add_argument("--video-episodes", type=int, default=1, metavar="K", help="episodes recorded with --video")
+    ev.add_argument("--video-episodes", type=at_least(1), default=1, metavar="K", help="episodes recorded with --video")
     ev.add_argument("--gif", action="store_true", help="write GIF instead of mp4")
     ev.add_argument("--out", help="output directory (default: the run's eval/)")
     ev.set_defaults(func=cmd_eval)
@@ -735,7 +761,7 @@ def make_parser() -> ArgumentParser:
 
     compare = sub.add_parser("compare", help="final scores of runs or groups: mean, median, IQM with 95%% CIs")
     compare.add_argument("targets", nargs="+", metavar="RUN_OR_GROUP")
-    compare.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
+    compare.add_argument("--reps", type=at_least(1), default=2000, help="bootstrap replicates")
     compare.add_argument("--metric", default="mean", help=METRIC_HELP)
     compare.set_defaults(func=cmd_compare)
 
@@ -743,19 +769,20 @@ def make_parser() -> ArgumentParser:
     col.add_argument("--env", help="environment id, e.g. ALE/Pong-v5")
     col.add_argument("--steps", type=int, default=10_000, help="frames to write")
     col.add_argument("--policy", default="random", metavar="random|RUN_DIR", help="uniform random or a trained run")
-    col.add_argument("--epsilon", type=float, default=0.05, help="exploration of a RUN_DIR policy")
+    col.add_argument("--epsilon", type=fraction, default=0.05, help="exploration of a RUN_DIR policy")
     col.add_argument("--out", metavar="DIR", help="dataset directory to create")
-    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--seed", type=at_least(0), default=0)
     col.add_argument("--color", action="store_true", help="also store full-colour frames")
-    col.add_argument("--chunk-size", type=int, default=1000, help="frames per chunk file")
-    col.add_argument("--episode-steps", type=int, help="cut episodes after this many frames (more episodes)")
+    col.add_argument("--chunk-size", type=at_least(1), default=1000, help="frames per chunk file")
+    col.add_argument("--episode-steps", type=at_least(1), help="cut episodes after this many frames (more episodes)")
     col.set_defaults(func=cmd_collect)
 
     from rlkit.vision.pretrain import add_pretrain_arguments
 
     pre = sub.add_parser("pretrain", help="pretrain an encoder on collected frames (supervised, gan, mae)")
     add_pretrain_arguments(pre)
-    pre.add_argument("--ddp", type=int, metavar="N", help="data-parallel over N processes (torch.distributed.run)")
+    pre.add_argument("--ddp", type=at_least(1), metavar="N",
+                     help="data-parallel over N processes (torch.distributed.run)")
     pre.set_defaults(func=cmd_pretrain)
 
     probe = sub.add_parser("probe", help="AtariARI linear probes of a frozen encoder vs a random one")
@@ -763,11 +790,12 @@ def make_parser() -> ArgumentParser:
     probe.add_argument("--data", metavar="DIR", help="dataset with labels (rlkit collect)")
     probe.add_argument("--encoder-name", help="architecture of a random encoder (e.g. nature_cnn)")
     probe.add_argument("--out", metavar="DIR", help="where probe.json goes (default: next to the encoder)")
-    probe.add_argument("--seed", type=int, default=0)
-    probe.add_argument("--epochs", type=int, default=100, help="most probe epochs (early stopping on val)")
-    probe.add_argument("--patience", type=int, default=10, help="epochs without val improvement before stopping")
+    probe.add_argument("--seed", type=at_least(0), default=0)
+    probe.add_argument("--epochs", type=at_least(1), default=100, help="most probe epochs (early stopping on val)")
+    probe.add_argument("--patience", type=at_least(1), default=10,
+                       help="epochs without val improvement before stopping")
     probe.add_argument("--no-baseline", action="store_true", help="skip the random-encoder column")
-    probe.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    probe.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: all cores)")
     probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="encoder option for both columns that keeps the weights (e.g. features=layer3 for dcgan)")
     probe.set_defaults(func=cmd_probe)

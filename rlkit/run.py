@@ -31,6 +31,8 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         raise RLKitError(f"{run_dir} has no config.yaml, so it is not an rlkit run directory.")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise RLKitError(f"{path} is not text (binary or damaged); restore it or start a new run.") from None
     except yaml.YAMLError as exc:
         raise RLKitError(f"{path} is not valid YAML ({type(exc).__name__}); restore it or start a new run.") from None
     if not isinstance(data, dict) or "algo" not in data or "config" not in data:

@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import yaml
 from cli_helpers import one_line_error, run_cli
 from safetensors.numpy import save_file
@@ -240,6 +241,32 @@ def test_resume_of_a_finished_run_is_a_user_error(capsys, tmp_path):
     for extra in ([], ["--total-steps", "900"]):
         line = one_line_error(capsys, "train", "--resume", str(run), *extra)
         assert "already at step 1000" in line and "--total-steps" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [(["compare", "RUN", "--reps", "0"], "argument --reps: must be >= 1, got 0"),
+     (["eval", "RUN", "--epsilon", "2"], "argument --epsilon: must be in [0, 1], got 2"),
+     (["eval", "RUN", "--seed", "-3"], "argument --seed: must be >= 0, got -3"),
+     (["probe", "--encoder", "random", "--data", "RUN", "--epochs", "0"], "argument --epochs: must be >= 1"),
+     (["collect", "--env", "CartPole-v1", "--out", "RUN", "--episode-steps", "0"], "--episode-steps: must be >= 1"),
+     (["train", "dqn", "--env", "CartPole-v1", "--seeds", "0,1", "--workers", "0"], "--workers: must be >= 1")],
+)
+def test_out_of_range_options_are_one_line_errors(capsys, dqn_run, argv, needle):
+    line = one_line_error(capsys, *[str(dqn_run) if arg == "RUN" else arg for arg in argv])
+    assert needle in line
+
+
+def test_binary_config_and_damaged_checkpoint_metadata_are_user_errors(capsys, dqn_run, tmp_path):
+    checkpoint = dqn_run / "checkpoints" / "last.safetensors"
+    from safetensors.torch import save_file
+
+    damaged = tmp_path / "damaged.safetensors"
+    save_file({"x": torch.zeros(1)}, str(damaged), metadata={"format": "rlkit-checkpoint-v1", "metadata": "{oops"})
+    assert "damaged metadata" in one_line_error(capsys, "eval", str(damaged))
+    assert checkpoint.is_file()
+    (dqn_run / "config.yaml").write_bytes(bytes(range(128, 256)))
+    assert "is not text" in one_line_error(capsys, "train", "--resume", str(dqn_run))
 
 
 def test_encoders(capsys):
