@@ -51,6 +51,12 @@ def fraction(text: str) -> float:
 fraction.__name__ = "float"
 
 
+def require_output_dir(path: str | None, option: str) -> None:
+    """A one-line error before any work when an output directory option names an existing file."""
+    if path and Path(path).exists() and not Path(path).is_dir():
+        raise RLKitError(f"{option} {path} is a file; pass a directory (it is created if missing).")
+
+
 def _set_threads(threads: int) -> None:
     import torch
 
@@ -169,6 +175,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.init_from:
             raise RLKitError("--init-from starts a new run; a resume continues from its own checkpoint. Drop one.")
         saved = read_run_config(args.resume)
+        if "method" in saved:
+            raise RLKitError(f"{args.resume} is a pretraining run ({saved['method']}); resume it with "
+                             f"`rlkit pretrain --resume {args.resume}`.")
         lineage = saved.get("init_from")
         algo = saved["algo"]
         if args.algo and args.algo != algo:
@@ -473,6 +482,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise RLKitError(f"--episodes must be at least 1, got {args.episodes}.")
+    require_output_dir(args.out, "--out")
     if args.video_episodes < 1:
         raise RLKitError(f"--video-episodes must be at least 1, got {args.video_episodes}.")
     agent, config, checkpoint, info = _load_for_eval(args)
@@ -557,6 +567,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise RLKitError(f"--steps must be at least 1, got {args.steps}.")
     if not args.out:
         raise RLKitError("rlkit collect needs --out DIR (the dataset directory to create).")
+    require_output_dir(args.out, "--out")
     policy, name = None, "random"
     if args.policy != "random":
         agent, config, checkpoint, _ = load_agent(args.policy, "best", args.env)
@@ -626,6 +637,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise RLKitError("rlkit probe needs --encoder PATH|random (an encoder.safetensors from `rlkit pretrain`).")
     if not args.data:
         raise RLKitError("rlkit probe needs --data DIR (a dataset with labels, written by `rlkit collect`).")
+    require_output_dir(args.out, "--out")
     import torch
 
     torch.set_num_threads(args.threads if args.threads > 0 else (os.cpu_count() or 1))
@@ -687,9 +699,16 @@ METRIC_HELP = ("evaluation key: mean (return, default), median, iqm, or an env's
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from matplotlib.backend_bases import FigureCanvasBase
+
     from rlkit.plotting import plot_groups, plot_run
     from rlkit.results import find_runs
 
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(args.output).suffix.lstrip(".").lower()
+    if suffix and suffix not in formats:  # no suffix: matplotlib writes a png
+        raise RLKitError(f"-o {args.output}: unknown image format {suffix!r}; end it with one of "
+                         f"{', '.join('.' + name for name in sorted(formats))}.")
     single = len(args.targets) == 1 and len(find_runs(args.targets[0])) == 1
     if single and args.metric == "mean":
         out = plot_run(find_runs(args.targets[0])[0], args.output, title=args.title)
@@ -807,6 +826,16 @@ def make_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``rlkit`` command: user mistakes print one ``error:`` line and exit 2; Ctrl-C before a run installs
+    its own handler (while importing, evaluating, collecting, probing) prints ``interrupted`` and exits 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from gymnasium.error import DependencyNotInstalled
 
     import rlkit

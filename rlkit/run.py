@@ -21,12 +21,13 @@ def run_name(env_id: str, algo: str, seed: int) -> str:
     return f"{env_id.replace('/', '-')}__{algo}__{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The saved ``config.yaml`` of a run (``algo`` + ``config`` mapping)."""
+def read_run_config(run_dir: str | Path, command: str = "train") -> dict[str, Any]:
+    """The saved ``config.yaml`` of a run (``algo`` + ``config`` mapping) made by ``rlkit COMMAND`` (train or
+    pretrain; a pretraining run also records its ``method``)."""
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     if not run_dir.is_dir():
-        raise RLKitError(f"run directory {run_dir} does not exist; pass a directory made by `rlkit train`.")
+        raise RLKitError(f"run directory {run_dir} does not exist; pass a directory made by `rlkit {command}`.")
     if not path.is_file():
         raise RLKitError(f"{run_dir} has no config.yaml, so it is not an rlkit run directory.")
     try:
@@ -37,6 +38,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         raise RLKitError(f"{path} is not valid YAML ({type(exc).__name__}); restore it or start a new run.") from None
     if not isinstance(data, dict) or "algo" not in data or "config" not in data:
         raise RLKitError(f"{path} is not an rlkit run config (needs 'algo' and 'config').")
+    if command == "pretrain" and "method" not in data:
+        raise RLKitError(f"{run_dir} is a `rlkit train` run ({data['algo']}), not a pretraining run; resume it with "
+                         f"`rlkit train --resume {run_dir}`.")
     return data
 
 

@@ -269,6 +269,24 @@ def test_binary_config_and_damaged_checkpoint_metadata_are_user_errors(capsys, d
     assert "is not text" in one_line_error(capsys, "train", "--resume", str(dqn_run))
 
 
+def test_output_options_that_name_a_file_fail_before_any_work(capsys, dqn_run):
+    config = str(dqn_run / "config.yaml")
+    for argv in (["eval", str(dqn_run), "--out", config], ["collect", "--env", "CartPole-v1", "--out", config],
+                 ["probe", "--encoder", "random", "--data", str(dqn_run), "--out", config]):
+        assert "is a file; pass a directory" in one_line_error(capsys, *argv)
+    line = one_line_error(capsys, "plot", str(dqn_run), "-o", str(dqn_run / "curve.bogus"))
+    assert "unknown image format 'bogus'" in line and ".png" in line
+
+
+def test_resume_with_the_other_command_names_the_right_one(capsys, dqn_run, tmp_path):
+    line = one_line_error(capsys, "pretrain", "--resume", str(dqn_run))
+    assert f"rlkit train --resume {dqn_run}" in line
+    pretraining = tmp_path / "pre"
+    pretraining.mkdir()
+    (pretraining / "config.yaml").write_text(yaml.safe_dump({"algo": "pretrain-gan", "method": "gan", "config": {}}))
+    assert f"rlkit pretrain --resume {pretraining}" in one_line_error(capsys, "train", "--resume", str(pretraining))
+
+
 def test_encoders(capsys):
     code, out, _ = run_cli(capsys, "encoders")
     assert code == 0
@@ -309,3 +327,16 @@ def test_eval_env_kwarg_errors(capsys, pong_ppo_checkpoint):
     assert_user_error(capsys, ["eval", target, "--env-kwarg", "frame_stack=2"],
                       "(2, 84, 84)", "trained on Box(0, 255, (4, 84, 84)", "keep the spaces")
     assert_user_error(capsys, ["eval", target, "--env-kwarg", "sticky=0"], "unknown Atari env setting(s) sticky")
+
+
+def test_ctrl_c_outside_a_training_run_is_one_line_and_exit_130(capsys, monkeypatch):
+    """SIGINT while the CLI imports torch or builds its parser (before a run installs its handler)."""
+    import rlkit.cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rlkit.cli, "make_parser", interrupted)
+    assert rlkit.cli.main(["envs"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "interrupted\n" and "Traceback" not in captured.out

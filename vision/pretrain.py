@@ -255,7 +255,7 @@ def run_pretrain(
 
     tensors = meta = None
     if resume:
-        saved = read_run_config(resume)
+        saved = read_run_config(resume, command="pretrain")
         if method and method != saved.get("method"):
             raise RLKitError(f"{resume} is a {saved.get('method')} run, not {method}; drop METHOD.")
         method, data_dir = saved["method"], data_dir or saved["data"]
