@@ -267,6 +267,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             if pretrained:
                 how = "frozen" if config.freeze_encoder else f"fine-tuned at lr x {config.encoder_lr_scale:g}"
                 run.print(f"encoder {config.encoder} {config.encoder_kwargs} from {config.encoder_path}, {how}")
+            elif getattr(config, "freeze_encoder", False) and not lineage:
+                run.print("encoder frozen at its random initialisation (no --encoder given): a random-features "
+                          "baseline; pass --encoder PATH to freeze a pretrained one")
             if lineage:
                 run.print(
                     f"weights from {lineage['checkpoint']} ({lineage['env_id']}, step {lineage['global_step']}); "

@@ -93,6 +93,11 @@ def test_load_errors_are_one_line(tmp_path, encoder_file):
     truncated.write_bytes(encoder_file.read_bytes()[:-1000])
     with pytest.raises(RLKitError, match="corrupt"):
         load_encoder(truncated, FAKE)
+    run_dir = tmp_path / "pretrain-run"  # the run directory instead of the file inside it
+    run_dir.mkdir()
+    (run_dir / "encoder.safetensors").write_bytes(encoder_file.read_bytes())
+    with pytest.raises(RLKitError, match=f"is a directory; pass {run_dir / 'encoder.safetensors'}"):
+        load_encoder(run_dir, FAKE)
 
 
 # ---- DQN: frozen, fine-tuned, errors ---------------------------------------------------------------------------

@@ -43,6 +43,10 @@ def save_encoder(path: str | Path, encoder: Encoder, card: dict[str, Any] | None
 
 def read_card(path: str | Path) -> dict[str, Any]:
     """The card of an encoder file (header only), or a one-line error if it is missing, corrupt or no encoder."""
+    if Path(path).is_dir():
+        inside = Path(path) / "encoder.safetensors"
+        hint = f"pass {inside}" if inside.is_file() else "pass the encoder.safetensors of a `rlkit pretrain` run"
+        raise RLKitError(f"encoder file {path} is a directory; {hint}.")
     header = read_safetensors_header(path, "encoder file", "pass a .safetensors file written by rlkit pretrain",
                                      "pass another encoder file")
     if header.get("format") != FORMAT:
