@@ -226,7 +226,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint = None
 
     _set_threads(config.torch_threads)
-    observation_space, action_space, env_settings = _probe_env(config.env_id, config.env_kwargs)
+    try:
+        observation_space, action_space, env_settings = _probe_env(config.env_id, config.env_kwargs)
+    except RLKitError as exc:
+        if args.preset and not args.resume and str(exc).startswith("bad env_kwargs"):
+            raise RLKitError(f"preset {args.preset} sets env_kwargs {config.env_kwargs}, which {config.env_id} does "
+                             "not take; drop --preset or choose one for this env from `rlkit presets`.") from None
+        raise
     if checkpoint is None:
         from rlkit.agents.base import resolve_encoder_config
 

@@ -340,3 +340,8 @@ def test_ctrl_c_outside_a_training_run_is_one_line_and_exit_130(capsys, monkeypa
     assert rlkit.cli.main(["envs"]) == 130
     captured = capsys.readouterr()
     assert captured.err == "interrupted\n" and "Traceback" not in captured.out
+
+
+def test_preset_for_another_env_family_names_the_preset(capsys):
+    line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--preset", "atari")
+    assert "preset atari sets env_kwargs" in line and "`rlkit presets`" in line
