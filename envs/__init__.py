@@ -48,6 +48,13 @@ def _entry_module(spec: gym.envs.registration.EnvSpec) -> str:
     return entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
 
 
+def headless_rendering() -> None:
+    """Let pygame-rendered envs (classic control, toy text) draw rgb_array frames without a display or sound
+    device, and without SDL's warnings about them on stderr (unless the user chose drivers)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
 def env_family(env_id: str) -> str:
     """The family of a registered id: atari, classic-control, toy-text, rlkit, ..."""
     if env_id.startswith("ALE/"):

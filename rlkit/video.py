@@ -8,14 +8,13 @@ Other envs: Gymnasium's ``render_mode="rgb_array"``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlkit.envs import env_family, make_vec_env
+from rlkit.envs import env_family, headless_rendering, make_vec_env
 from rlkit.evaluation import AgentActor
 
 Act = Callable[[np.ndarray], np.ndarray]
@@ -80,8 +79,7 @@ def _atari_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.
 
 
 def _rendered_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.ndarray]:
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    headless_rendering()
     envs = make_vec_env(config.env_id, 1, seed=seed, mode="eval", env_kwargs=config.env_kwargs, render_mode="rgb_array")
     try:
         obs, _ = envs.reset(seed=seed)

@@ -273,3 +273,16 @@ def test_masked_cartpole_hides_velocities():
         assert (reward, terminated) == (full_reward, full_terminated)
     assert env.spec.max_episode_steps == 500 and env_family("rlkit/MaskedCartPole-v0") == "rlkit"
     env.close()
+
+
+def test_headless_rendering_defaults_keep_the_users_drivers(monkeypatch):
+    """Collecting or recording a pygame-rendered env on a machine without a display or sound: SDL's dummy
+    drivers, so SDL prints no 'error: XDG_RUNTIME_DIR ...' line beside rlkit's output; a user's choice wins."""
+    import os
+
+    from rlkit.envs import headless_rendering
+
+    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
+    monkeypatch.setenv("SDL_AUDIODRIVER", "alsa")
+    headless_rendering()
+    assert os.environ["SDL_VIDEODRIVER"] == "dummy" and os.environ["SDL_AUDIODRIVER"] == "alsa"

@@ -25,7 +25,7 @@ Policy = Callable[[np.ndarray], int]
 
 def make_collect_env(env_id: str, color: bool = False) -> tuple[gym.Env, dict[str, Any], Callable[..., Any]]:
     """(env, settings record, reset function) used by ``collect`` (and by tests that re-simulate it)."""
-    from rlkit.envs import env_family, env_spec
+    from rlkit.envs import env_family, env_spec, headless_rendering
 
     env_spec(env_id)
     if env_family(env_id) == "atari":
@@ -36,6 +36,7 @@ def make_collect_env(env_id: str, color: bool = False) -> tuple[gym.Env, dict[st
         record = {"env_id": env_id, "pipeline": "gymnasium AtariPreprocessing + FrameStackObservation",
                   **settings.__dict__}
         return env, record, fire_reset
+    headless_rendering()
     env = gym.make(env_id, render_mode="rgb_array")
 
     def reset(env: gym.Env, seed: int | None = None) -> tuple[np.ndarray, dict]:
