@@ -245,3 +245,13 @@ def test_replay_file_of_another_step_is_not_restored(tmp_path, capsys):
     # the file written at 1300 matches its checkpoint and is restored by the next resume
     train("--resume", str(run), "--total-steps", "1400")
     assert "restored replay buffer" in capsys.readouterr().out
+
+
+def test_extending_a_scheduled_run_says_how_the_rate_moves(tmp_path, capsys):
+    run = tmp_path / "sched"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "lr_schedule=linear", "--set", "lr=1e-3",
+          "--total-steps", "600", "--run-dir", str(run))
+    capsys.readouterr()
+    train("--resume", str(run), "--total-steps", "1200")
+    out = capsys.readouterr().out
+    assert "lr_schedule=linear spans total_steps, now 1200 (was 600): the learning rate moves from 0 to 0.0005" in out
