@@ -31,12 +31,12 @@ def at_least(low: int) -> Any:
     """argparse type: an int >= ``low`` (else a one-line usage error naming the option)."""
 
     def parse(text: str) -> int:
-        value = int(text)  # a ValueError reads "invalid at_least value"; name the type instead
+        value = int(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
         return value
 
-    parse.__name__ = "int"
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
     return parse
 
 
@@ -319,8 +319,6 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
     import yaml
 
     seeds = parse_seeds(args.seeds)
-    if args.workers < 1:
-        raise RLKitError(f"--workers must be at least 1, got {args.workers}.")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     default_group = Path("runs") / f"{config.env_id.replace('/', '-')}__{algo}__group__{stamp}"
     group = Path(args.run_dir) if args.run_dir else default_group
@@ -497,11 +495,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rlkit.evaluation import AgentActor, evaluate
     from rlkit.stats import human_normalized
 
-    if args.episodes < 1:
-        raise RLKitError(f"--episodes must be at least 1, got {args.episodes}.")
     require_output_dir(args.out, "--out")
-    if args.video_episodes < 1:
-        raise RLKitError(f"--video-episodes must be at least 1, got {args.video_episodes}.")
     agent, config, checkpoint, info = _load_for_eval(args)
     if args.env_kwarg:
         config = eval_env_override(config, args.env_kwarg, agent)
@@ -580,8 +574,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     if not args.env:
         raise RLKitError("rlkit collect needs --env ID, e.g. --env ALE/Pong-v5.")
-    if args.steps < 1:
-        raise RLKitError(f"--steps must be at least 1, got {args.steps}.")
     if not args.out:
         raise RLKitError("rlkit collect needs --out DIR (the dataset directory to create).")
     require_output_dir(args.out, "--out")
@@ -769,7 +761,7 @@ def make_parser() -> ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run or checkpoint over full episodes")
     ev.add_argument("target", nargs="?", metavar="RUN_DIR|CHECKPOINT")
     ev.add_argument("--sb3", metavar="MODEL.zip", help="evaluate a Stable-Baselines3 DQN/PPO/A2C model (needs --env)")
-    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--episodes", type=at_least(1), default=10)
     ev.add_argument("--seed", type=at_least(0))
     ev.add_argument("--env", help="env id: required with --sb3; otherwise checked against the checkpoint's env")
     mode = ev.add_mutually_exclusive_group()
@@ -803,7 +795,7 @@ def make_parser() -> ArgumentParser:
 
     col = sub.add_parser("collect", help="write frames (+ ground-truth labels) of an env to a dataset directory")
     col.add_argument("--env", help="environment id, e.g. ALE/Pong-v5")
-    col.add_argument("--steps", type=int, default=10_000, help="frames to write")
+    col.add_argument("--steps", type=at_least(1), default=10_000, help="frames to write")
     col.add_argument("--policy", default="random", metavar="random|RUN_DIR", help="uniform random or a trained run")
     col.add_argument("--epsilon", type=fraction, default=0.05, help="exploration of a RUN_DIR policy")
     col.add_argument("--out", metavar="DIR", help="dataset directory to create")
