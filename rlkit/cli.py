@@ -283,10 +283,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
         else:
             run.print(f"resuming {run.dir} at step {agent.global_step}")
-            saved_total = saved["config"].get("total_steps")
-            if getattr(config, "lr_schedule", "constant") != "constant" and saved_total != config.total_steps:
-                from rlkit.agents.optim import scheduled_lr
+            from rlkit.agents.optim import OptimizerConfig, scheduled_lr
 
+            saved_total = saved["config"].get("total_steps")
+            scheduled = isinstance(config, OptimizerConfig) and config.lr_schedule != "constant"
+            if scheduled and saved_total != config.total_steps:
                 before = scheduled_lr(dataclasses.replace(config, total_steps=saved_total), agent.global_step)
                 run.print(f"lr_schedule={config.lr_schedule} spans total_steps, now {config.total_steps} (was "
                           f"{saved_total}): the learning rate moves from {before:.3g} to "
