@@ -294,6 +294,10 @@ class PPO(Agent):
                 f"{self.name} needs Box observations, got {observation_space}; for Discrete observations use "
                 "q_learning, sarsa or expected_sarsa."
             )
+        rollout = config.num_envs * config.rollout_steps
+        if config.minibatches > rollout:
+            raise RLKitError(f"minibatches={config.minibatches} is more than a rollout's {rollout} transitions "
+                             f"(num_envs x rollout_steps); use at most {rollout}.")
         self.config = config
         self.observation_space, self.action_space = observation_space, action_space
         self.device = resolve_device(config.device)

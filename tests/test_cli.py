@@ -345,3 +345,9 @@ def test_ctrl_c_outside_a_training_run_is_one_line_and_exit_130(capsys, monkeypa
 def test_preset_for_another_env_family_names_the_preset(capsys):
     line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--preset", "atari")
     assert "preset atari sets env_kwargs" in line and "`rlkit presets`" in line
+
+
+def test_more_ppo_minibatches_than_transitions_is_a_user_error(capsys):
+    line = one_line_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--set", "num_envs=2", "--set",
+                          "rollout_steps=8", "--set", "minibatches=17")
+    assert "minibatches=17 is more than a rollout's 16 transitions" in line
