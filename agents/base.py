@@ -143,6 +143,8 @@ class Agent:
         if cfg.freeze_encoder:
             for encoder in trained:
                 encoder.requires_grad_(False)
+                encoder.frozen = True
+                encoder.eval()
         return encoder_param_groups(module, trained, cfg.lr, cfg.encoder_lr_scale, cfg.freeze_encoder)
 
     def apply_precision(self, encoders: list[torch.nn.Module]) -> None:

@@ -55,7 +55,8 @@ class PPOConfig(EncoderConfig, OptimizerConfig):
     clip_value_loss: bool = True
     """Clip the value update around the rollout's values with clip_range."""
     vf_coef: float = 0.5
-    """Value-loss weight."""
+    """Value-loss weight; the value loss is 0.5 x mean squared error (CleanRL's form; SB3's vf_coef multiplies the
+    mean squared error itself, so SB3's x is rlkit's 2x)."""
     ent_coef: float = 0.0
     """Entropy bonus weight."""
     normalize_advantages: bool = True
@@ -88,6 +89,9 @@ class PPOConfig(EncoderConfig, OptimizerConfig):
 class A2CConfig(PPOConfig):
     """A2C settings (defaults: SB3's A2C)."""
 
+    vf_coef: float = 1.0
+    """Value loss weight. rlkit's value loss is 0.5 x mean squared error and SB3's is the mean squared error,
+    so 1.0 here weighs it as SB3's default vf_coef=0.5 does."""
     num_envs: int = 8
     rollout_steps: int = 5
     epochs: int = 1
@@ -242,8 +246,10 @@ class ActorCritic(nn.Module):
         log_prob = dist.log_prob(actions).sum(-1)
         if not self.squash:
             return log_prob, dist.entropy().sum(-1)
-        log_prob = log_prob - tanh_log_det(actions)
-        return log_prob, -log_prob  # no closed form under tanh: a one-sample entropy estimate
+        # No closed form under tanh: H[tanh(u)] = H[u] + E[log |det d tanh(u)/du|], the expectation estimated
+        # with one reparameterised draw, so its gradient raises the entropy (-log_prob at the stored actions
+        # would have zero expected gradient at the rollout policy).
+        return log_prob - tanh_log_det(actions), dist.entropy().sum(-1) + tanh_log_det(dist.rsample())
 
 
 def ppo_losses(
@@ -293,6 +299,11 @@ class PPO(Agent):
             raise RLKitError(
                 f"{self.name} needs Box observations, got {observation_space}; for Discrete observations use "
                 "q_learning, sarsa or expected_sarsa."
+            )
+        if config.normalize_observations and observation_space.dtype == np.uint8:
+            raise RLKitError(
+                f"normalize_observations=true is for vector observations; {config.env_id} gives uint8 images "
+                f"{observation_space.shape}, which the encoder scales to [0, 1]: use normalize_observations=false."
             )
         rollout = config.num_envs * config.rollout_steps
         if config.minibatches > rollout:
@@ -489,20 +500,20 @@ class PPO(Agent):
         b_obs, b_actions, b_logp = flat(obs), flat(actions), flat(old_logp)
         b_values, b_adv, b_returns = flat(old_values), flat(advantages), flat(returns)
         size = len(b_logp)
-        minibatch = max(1, size // cfg.minibatches)
         clip = self.clip_range()
         log: dict[str, list[float]] = {"pg": [], "value": [], "entropy": [], "kl": [], "clipfrac": []}
         with training_mode(self.net):
             for _ in range(cfg.epochs):
                 order = torch.as_tensor(self.rng.permutation(size), device=self.device)
-                for start in range(0, size, minibatch):
-                    idx = order[start : start + minibatch]
+                # `minibatches` near-equal parts, also when the reset steps left a size they do not divide
+                parts = torch.tensor_split(order, min(cfg.minibatches, size))
+                for idx in parts:
                     dist, values = self.net.distribution_and_value(self.augment(b_obs[idx]))
                     new_logp, entropy = self.net.dist_log_prob_entropy(dist, b_actions[idx])
                     self.minibatch_step(
                         new_logp, entropy, values, b_logp[idx], b_adv[idx], b_values[idx], b_returns[idx], clip, log
                     )
-                if cfg.target_kl is not None and np.mean(log["kl"][-cfg.minibatches :]) > cfg.target_kl:
+                if cfg.target_kl is not None and np.mean(log["kl"][-len(parts) :]) > cfg.target_kl:
                     break
         return self.loss_statistics(log)
 

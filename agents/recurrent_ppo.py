@@ -113,6 +113,11 @@ class RecurrentPPO(PPO):
                 f"minibatches={config.minibatches}; e.g. --set minibatches="
                 f"{math.gcd(config.num_envs, config.minibatches)}."
             )
+        if config.augment != "none":
+            raise RLKitError(
+                f"augment={config.augment} is not available for ppo_lstm (its updates re-run whole sequences "
+                "through the LSTM); use augment=none, or ppo with frame stacking."
+            )
         super().__init__(config, observation_space, action_space)
 
     def initial_state(self, batch: int) -> LSTMState:

@@ -55,10 +55,13 @@ class ReinforceConfig(OptimizerConfig):
     """Steps per forward/backward chunk when a batch of episodes is long (memory bound, not a hyper-parameter)."""
 
 
-def discounted_returns(rewards: np.ndarray, gamma: float, restart_on_reward: bool = False) -> np.ndarray:
-    """G_t = r_t + gamma G_{t+1} over one episode (restarting after each nonzero reward if asked)."""
+def discounted_returns(
+    rewards: np.ndarray, gamma: float, restart_on_reward: bool = False, tail_value: float = 0.0
+) -> np.ndarray:
+    """G_t = r_t + gamma G_{t+1} over one episode (restarting after each nonzero reward if asked); ``tail_value``
+    is G after the last step: 0 when the episode terminated, the final observation's value when it was truncated."""
     returns = np.zeros(len(rewards), dtype=np.float64)
-    running = 0.0
+    running = float(tail_value)
     for t in reversed(range(len(rewards))):
         if restart_on_reward and rewards[t] != 0:
             running = 0.0
@@ -133,6 +136,8 @@ class Reinforce(Agent):
                     episode["rewards"].append(rewards[i])
                     if terminated[i] or truncated[i]:
                         finished.append({k: np.asarray(v) for k, v in episode.items()})
+                        if truncated[i] and not terminated[i]:  # cut off by a time limit: bootstrap from here
+                            finished[-1]["final_obs"] = np.asarray(next_obs[i])
                         running[i] = {"obs": [], "actions": [], "rewards": []}
                 reset_next = terminated | truncated
                 obs = next_obs
@@ -149,12 +154,28 @@ class Reinforce(Agent):
             self.save(run.checkpoint_dir / "last.safetensors")
         monitor.finish()
 
+    def episode_returns(self, episodes: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """The discounted returns of every step of ``episodes``, concatenated. An episode cut off by a time limit
+        (it carries ``final_obs``) continues past its last step: with the learned baseline its return is
+        bootstrapped from the final observation's value; without one, the tail counts as 0."""
+        cfg = self.config
+        tails = [0.0] * len(episodes)
+        truncated = [i for i, e in enumerate(episodes) if "final_obs" in e]
+        if truncated and self.value_net is not None:
+            final = torch.as_tensor(np.stack([episodes[i]["final_obs"] for i in truncated]), device=self.device)
+            with torch.no_grad():
+                values = self.value_net(final).squeeze(-1).float().cpu().numpy()
+            for i, value in zip(truncated, values):
+                tails[i] = float(value)
+        return np.concatenate([
+            discounted_returns(e["rewards"], cfg.gamma, cfg.restart_return_on_reward, tail)
+            for e, tail in zip(episodes, tails)
+        ])
+
     def update(self, episodes: list[dict[str, np.ndarray]]) -> dict[str, float]:
         """One gradient step on whole episodes (forward/backward in chunks to bound memory)."""
         cfg = self.config
-        returns = np.concatenate(
-            [discounted_returns(e["rewards"], cfg.gamma, cfg.restart_return_on_reward) for e in episodes]
-        )
+        returns = self.episode_returns(episodes)
         obs = np.concatenate([e["obs"] for e in episodes])
         actions = np.concatenate([e["actions"] for e in episodes])
         returns_t = torch.as_tensor(returns, device=self.device)

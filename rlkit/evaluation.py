@@ -7,12 +7,13 @@ in ``EvalResult.metrics`` / ``summary()``, eval.json, the printed table and Tens
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -304,22 +305,36 @@ def _play_vector_env(
     return played, keys
 
 
+@contextlib.contextmanager
+def separate_torch_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Torch's global generators (CPU, and ``device`` when it is a GPU) seeded with ``seed`` inside the block and
+    restored after it: a stochastic policy's samples during an evaluation neither depend on the training run's
+    stream nor move it."""
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def evaluate_during_training(agent: Any, run: Any) -> float:
     """Periodic evaluation of a training agent: TensorBoard ``eval/*``, a line in ``eval/evaluations.jsonl``,
-    and ``checkpoints/best.safetensors`` when the mean improves. Uses its own RNG, so evaluating never
-    changes the training run's exploration."""
+    and ``checkpoints/best.safetensors`` when the mean improves. Uses its own RNGs (numpy and torch), so evaluating
+    never changes the training run's exploration."""
     cfg = agent.config
     started = time.time()
     eval_rng = np.random.default_rng(cfg.seed + 1_000_003)
     epsilon = getattr(cfg, "eval_epsilon", 0.0)
-    result = evaluate(
-        AgentActor(agent, epsilon=epsilon, rng=eval_rng),
-        cfg.env_id,
-        cfg.eval_episodes,
-        seed=cfg.seed + 1_000_003,
-        env_kwargs=cfg.env_kwargs,
-        num_envs=min(cfg.eval_episodes, 10),
-    )
+    with separate_torch_rng(cfg.seed + 1_000_003, getattr(agent, "device", None)):
+        result = evaluate(
+            AgentActor(agent, epsilon=epsilon, rng=eval_rng),
+            cfg.env_id,
+            cfg.eval_episodes,
+            seed=cfg.seed + 1_000_003,
+            env_kwargs=cfg.env_kwargs,
+            num_envs=min(cfg.eval_episodes, 10),
+        )
     summary = result.summary()
     step = agent.global_step
     extra = {key: summary[key] for key in result.metrics if key in summary}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rlkit.envs import env_family, headless_rendering, make_vec_env
-from rlkit.evaluation import AgentActor
+from rlkit.evaluation import AgentActor, separate_torch_rng
 
 Act = Callable[[np.ndarray], np.ndarray]
 
@@ -151,7 +151,8 @@ def record_training_video(agent: Any, run: Any) -> Path:
     seed = cfg.seed + 3_000_017
     rng = np.random.default_rng(seed)  # never shifts training exploration
     epsilon = getattr(cfg, "eval_epsilon", 0.0)
-    frames = play_episode(AgentActor(agent, epsilon=epsilon, rng=rng), cfg, seed=seed)
+    with separate_torch_rng(seed, getattr(agent, "device", None)):
+        frames = play_episode(AgentActor(agent, epsilon=epsilon, rng=rng), cfg, seed=seed)
     path = unique_path(run.eval_dir, f"{run.dir.name}__step{agent.global_step}__ep0", ".mp4")
     write_mp4(frames, path, fps=30, scale=2 if len(frames[0]) < 300 else 1)
     log_gif(run.writer, "videos/eval", frames, agent.global_step)

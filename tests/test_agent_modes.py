@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlkit.agents.base import training_mode
 from rlkit.agents.dqn import DQN, DQNConfig
 from rlkit.agents.policy_gradient import PPO, PPOConfig
 
@@ -51,3 +52,32 @@ def test_ppo_acts_in_eval_mode_and_optimises_in_train_mode():
     agent.optimise(obs, np.zeros((2, 3), np.int64), zeros, zeros, zeros + 1, zeros, np.ones((2, 3), np.float32))
     assert any(not torch.equal(a, b) for a, b in zip(before, running_means(agent.net)))
     assert not agent.net.training
+
+
+def encoder_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.clone() for key, value in module.state_dict().items()}
+
+
+def test_frozen_encoders_keep_their_statistics_through_updates():
+    """--freeze keeps a BatchNorm encoder in eval mode inside the updates too: its running statistics (part of the
+    pretrained file) stay as loaded, and its features do not depend on the update batch, while the heads learn."""
+    frozen = {**BATCH_NORM, "freeze_encoder": True}
+    rng = np.random.default_rng(2)
+    dqn = DQN(DQNConfig(**frozen), IMAGES, gym.spaces.Discrete(3))
+    before, head = encoder_state(dqn.q_net.encoder), dqn.q_net.head.weight.clone()
+    obs = torch.as_tensor(rng.integers(0, 256, (6, 3, 32, 32), np.uint8))
+    dqn.update((obs, torch.zeros(6, dtype=torch.long), torch.ones(6), obs, torch.full((6,), 0.99), torch.ones(6)))
+    after = encoder_state(dqn.q_net.encoder)
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert not torch.equal(head, dqn.q_net.head.weight)
+    assert not dqn.q_net.encoder.training and not dqn.target_net.encoder.training
+
+    ppo = PPO(PPOConfig(**frozen, epochs=1, minibatches=1), IMAGES, gym.spaces.Discrete(3))
+    before = encoder_state(ppo.net.actor_encoder)
+    frames = rng.integers(0, 256, (2, 3, 3, 32, 32), np.uint8)
+    zeros = np.zeros((2, 3), np.float32)
+    ppo.optimise(frames, np.zeros((2, 3), np.int64), zeros, zeros, zeros + 1, zeros, np.ones((2, 3), np.float32))
+    after = encoder_state(ppo.net.actor_encoder)
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    with training_mode(ppo.net):  # what every update does: the head in train mode, the frozen encoder not
+        assert ppo.net.training and not ppo.net.actor_encoder.training

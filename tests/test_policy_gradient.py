@@ -213,3 +213,84 @@ def test_pong_pixels_pipeline_difference_frames():
         moving += int((obs != 0).any())
     envs.close()
     assert moving > 50  # paddles and ball move: difference frames are mostly non-empty
+
+
+def test_ppo_minibatches_split_the_kept_steps_into_equal_parts(monkeypatch):
+    """Reset steps are dropped before the split, so the kept count rarely divides by ``minibatches``: each epoch
+    still takes exactly ``minibatches`` updates of near-equal size (not a fifth one of 3 transitions)."""
+    config = PPOConfig(env_id="CartPole-v1", num_envs=4, rollout_steps=128, minibatches=4, epochs=2)
+    agent = PPO(config, gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2))
+    sizes: list[int] = []
+    monkeypatch.setattr(agent, "minibatch_step", lambda new_logp, *rest: sizes.append(len(new_logp)))
+    T, N = 128, 4
+    rng = np.random.default_rng(0)
+    valid = np.ones((T, N), np.float32)
+    valid[37, 2] = 0.0  # one reset step: 511 kept transitions
+    zeros = np.zeros((T, N), np.float32)
+    agent.optimise(rng.normal(size=(T, N, 4)).astype(np.float32), rng.integers(0, 2, (T, N)), zeros, zeros,
+                   rng.normal(size=(T, N)).astype(np.float32), zeros, valid)
+    assert sizes == [128, 128, 128, 127] * 2
+
+
+def test_stochastic_evaluations_do_not_change_the_training_run(tmp_path):
+    """With eval_deterministic=false the evaluations sample from the policy: they use their own torch generator,
+    so how often a run evaluates does not change what it learns (same seed, same weights)."""
+    from rlkit.checkpoint import load_checkpoint
+
+    weights = []
+    for every in (0, 256):
+        run = tmp_path / f"every{every}"
+        assert main(["train", "ppo", "--env", "CartPole-v1", "--total-steps", "1024", "--run-dir", str(run),
+                     "--set", "torch_threads=1", "--set", "eval_episodes=2", "--set", f"eval_every={every}",
+                     "--set", "eval_deterministic=false", "--set", "num_envs=2", "--set", "rollout_steps=64"]) == 0
+        weights.append(load_checkpoint(run / "checkpoints" / "last.safetensors")[0])
+    assert (tmp_path / "every256" / "eval" / "evaluations.jsonl").read_text().count("\n") >= 3
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_tanh_squashed_entropy_estimate_has_the_true_entropy_gradient():
+    """The squashed policy's entropy H[tanh(u)] = H[u] + E[log(1 - tanh(u)^2)]: the per-sample estimate averages
+    to it, and its gradient with respect to log-std matches a finite difference of it (a -log_prob estimate at
+    the policy's own actions has zero expected gradient, so an entropy bonus did nothing)."""
+    net = _policy(gym.spaces.Box(-1, 1, (2,), np.float32), squash=True)
+    obs = torch.randn(1, 3).expand(100_000, 3)
+    torch.manual_seed(3)
+    dist = net.distribution(obs)
+    _, entropy = net.dist_log_prob_entropy(dist, dist.sample())
+    entropy.mean().backward()
+    mean, log_std = dist.mean[0].detach(), net.log_std.detach()
+    noise = torch.randn(400_000, 2, dtype=torch.float64)
+
+    def true_entropy(log_std: torch.Tensor) -> torch.Tensor:  # per dimension, common random numbers
+        u = mean.double() + log_std.double().exp() * noise
+        gaussian = 0.5 * np.log(2 * np.pi * np.e) + log_std.double()
+        return gaussian + torch.log1p(-torch.tanh(u) ** 2).mean(0)
+
+    assert float(entropy.mean().detach()) == pytest.approx(float(true_entropy(log_std).sum()), abs=0.02)
+    h = 1e-3
+    numeric = (true_entropy(log_std + h) - true_entropy(log_std - h)) / (2 * h)
+    torch.testing.assert_close(net.log_std.grad.double(), numeric, atol=0.03, rtol=0)
+    assert (numeric.abs() > 0.2).all()  # far from the zero an estimate without a gradient path would give
+
+
+def test_reinforce_bootstraps_truncated_episodes_from_the_final_value():
+    """A time-limit cut is not the end of the task: with the learned baseline the return of a truncated episode
+    continues with gamma^k V(final observation); a terminated episode's tail is 0."""
+    from rlkit.agents.reinforce import Reinforce, ReinforceConfig
+
+    agent = Reinforce(ReinforceConfig(env_id="CartPole-v1", gamma=0.5), gym.spaces.Box(-1, 1, (4,), np.float32),
+                      gym.spaces.Discrete(2))
+    head = agent.value_net[-1]
+    with torch.no_grad():  # V(s) = 2 everywhere
+        head.weight.zero_()
+        head.bias.fill_(2.0)
+    obs = np.zeros((2, 4), np.float32)
+    ended = {"obs": obs, "actions": np.zeros(2, np.int64), "rewards": np.array([1.0, 1.0], np.float32)}
+    cut = {**ended, "final_obs": np.ones(4, np.float32)}
+    returns = agent.episode_returns([ended, cut])
+    np.testing.assert_allclose(returns, [1 + 0.5 * 1, 1, 1 + 0.5 * (1 + 0.5 * 2), 1 + 0.5 * 2])
+    no_baseline = Reinforce(ReinforceConfig(env_id="CartPole-v1", gamma=0.5, baseline="none"),
+                            gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2))
+    np.testing.assert_allclose(no_baseline.episode_returns([cut]), [1.5, 1.0])

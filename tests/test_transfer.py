@@ -199,6 +199,11 @@ def test_encoder_flag_errors(capsys, tmp_path, encoder_file):
     assert "no option 'dpeth'" in line
     line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--set", "augment=shift")
     assert "augment=shift needs image observations" in line
+    short = ("--env", "rlkit/FakeImage-v0", "--total-steps", "64", "--run-dir", str(tmp_path / "short"))
+    line = one_line_error(capsys, "train", "ppo_lstm", *short, "--set", "augment=shift")
+    assert "augment=shift is not available for ppo_lstm" in line  # it used to be accepted and ignored
+    line = one_line_error(capsys, "train", "ppo", *short, "--set", "normalize_observations=true")
+    assert "normalize_observations=true is for vector observations" in line  # it used to wrap uint8 values
 
 
 def test_encoder_kwargs_override_reaches_the_encoder(capsys, tmp_path):

@@ -47,6 +47,13 @@ class Encoder(nn.Module):
     compute_dtype: torch.dtype | None = None
     """None: float32 throughout. torch.bfloat16: ``encode`` runs under autocast (convolutions and matmuls in
     bfloat16, weights and gradients kept in float32) and the features come back as float32."""
+    frozen: bool = False
+    """Set by ``--freeze``: the encoder stays in eval mode even inside an agent's train-mode updates, so its
+    BatchNorm running statistics and spectral-norm vectors stay those of the pretrained file."""
+
+    def train(self, mode: bool = True) -> Encoder:
+        """``nn.Module.train``, except that a frozen encoder always stays in eval mode."""
+        return super().train(mode and not self.frozen)
 
     def preprocess(self, observations: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Float observations (of ``dtype``), uint8 images scaled to [0, 1]."""
