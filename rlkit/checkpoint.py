@@ -42,6 +42,11 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.remove(tmp)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename): a crash leaves the old file or the new."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     """Write tensors and JSON-serialisable metadata to ``path`` atomically (temp file + rename)."""
     header = {"format": FORMAT, "metadata": json.dumps(metadata)}

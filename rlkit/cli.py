@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rlkit.checkpoint import write_text_atomic
 from rlkit.errors import RLKitError
 
 EXIT_USER_ERROR = 2
@@ -346,8 +347,9 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
         # Each process would otherwise take every core; oversubscribed, torch's spinning threads stall each other.
         base += ["--set", f"torch_threads={max(1, (os.cpu_count() or 1) // parallel)}"]
     commands = {seed: base + ["--seed", str(seed), "--run-dir", str(group / f"seed_{seed}")] for seed in seeds}
-    (group / "group.yaml").write_text(
-        yaml.safe_dump({"algo": algo, "env_id": config.env_id, "seeds": seeds, "command": base}, sort_keys=False)
+    write_text_atomic(
+        group / "group.yaml",
+        yaml.safe_dump({"algo": algo, "env_id": config.env_id, "seeds": seeds, "command": base}, sort_keys=False),
     )
     print(f"group directory: {group} ({len(seeds)} seeds, {args.workers} at a time)")
     pending, running, failed = list(seeds), {}, []
@@ -546,7 +548,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "metrics": result.metrics,
         "config": info["config"],
     }
-    (out_dir / "eval.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(out_dir / "eval.json", json.dumps(record, indent=2))
     print(f"wrote {out_dir / 'eval.json'}")
     if args.video:
         from rlkit.video import record_video
@@ -580,11 +582,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
     require_output_dir(args.out, "--out")
     policy, name = None, "random"
     if args.policy != "random":
-        agent, config, checkpoint, _ = load_agent(args.policy, "best", args.env)
-        rng = np.random.default_rng(args.seed + 17)
+        from rlkit.evaluation import AgentActor
 
-        def policy(obs: np.ndarray) -> int:
-            return int(agent.act(obs[None], epsilon=args.epsilon, rng=rng)[0])
+        agent, config, checkpoint, _ = load_agent(args.policy, "best", args.env)
+        actor = AgentActor(agent, epsilon=args.epsilon, rng=np.random.default_rng(args.seed + 17))
+
+        def policy(obs: np.ndarray, episode_start: bool) -> int:  # a recurrent agent keeps its state in `actor`
+            return int(actor(obs[None], np.array([episode_start]))[0])
 
         name = f"{checkpoint} (epsilon {args.epsilon})"
     collect(

@@ -184,7 +184,7 @@ FIELD_BOUNDS: dict[str, Bound] = {
     ),
     **dict.fromkeys(
         ("seed", "eval_every", "checkpoint_every", "video_every", "torch_threads", "learning_starts",
-         "exploration_steps", "env_groups", "augment_pad", "lr_step_every"),
+         "exploration_steps", "env_groups", "augment_pad", "lr_step_every", "instance_noise_steps"),
         NON_NEGATIVE,
     ),
     # rates and coefficients

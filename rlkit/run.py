@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from rlkit.checkpoint import write_text_atomic
 from rlkit.errors import RLKitError
 
 
@@ -101,7 +102,7 @@ class Run:
         self._previous_handlers: dict[int, Any] = {}
 
     def write_config(self) -> None:
-        (self.dir / "config.yaml").write_text(yaml.safe_dump(self.record, sort_keys=False))
+        write_text_atomic(self.dir / "config.yaml", yaml.safe_dump(self.record, sort_keys=False))
 
     def print(self, message: str) -> None:
         """Print a line and append it to stdout.log (above a live progress bar)."""

@@ -42,6 +42,11 @@ def test_collect_pong_labels_match_ram_and_splits_are_by_episode(tmp_path):
     manifest = read_manifest(out)
     assert manifest["frames"] == 200 and len(manifest["chunks"]) == 4
     assert manifest["labels"] == list(ATARI_RAM_LABELS["pong"])
+    # AtariARI's Pong indices (Anand et al. 2019, DESIGN.md), written out here, not read from the module under test
+    assert ATARI_RAM_LABELS["pong"] == {"player_y": 51, "player_x": 46, "enemy_y": 50, "enemy_x": 45, "ball_x": 49,
+                                        "ball_y": 54, "enemy_score": 13, "player_score": 14}
+    assert ATARI_RAM_LABELS["breakout"] == {"ball_x": 99, "ball_y": 101, "player_x": 72, "blocks_hit_count": 77,
+                                            "score": 84}
     everything = FrameDataset(out, None)
     episode = everything.get_batch(np.arange(200), "episode")
     actions = everything.get_batch(np.arange(200), "action")
@@ -521,6 +526,42 @@ def test_supervised_resume_continues_exactly_and_encoder_file_loads(tmp_path):
     assert set(regress["metrics"]) >= {"eval/bright/r2", "eval/mean_r2"}
 
 
+def test_gan_resume_keeps_the_instance_noise_schedule_it_began_with(tmp_path):
+    """Instance noise decays to 0 at ``instance_noise_steps``, which a new run records (its ``steps``): a run resumed
+    with more steps keeps that schedule, and with the horizon given up front, 2 steps + resume to 4 is exactly a
+    straight 4-step run."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from rlkit.vision.pretrain import run_pretrain
+
+    data_dir = str(make_dataset(tmp_path / "d", frames=20, episodes=4))
+    common = ["encoder_kwargs.width=4", "batch_size=4", "fd_samples=8", "torch_threads=1", "instance_noise=0.2",
+              "eval_every=0", "checkpoint_every=0"]
+    run_pretrain("gan", data_dir, common + ["steps=4"], tmp_path / "straight")
+    run_pretrain("gan", data_dir, common + ["steps=2", "instance_noise_steps=4"], tmp_path / "split")
+    run_pretrain(None, None, ["steps=4"], resume=tmp_path / "split")
+    a = load_file(str(tmp_path / "straight" / "encoder.safetensors"))
+    b = load_file(str(tmp_path / "split" / "encoder.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    run_pretrain("gan", data_dir, common + ["steps=2"], tmp_path / "short")
+    saved = yaml.safe_load((tmp_path / "short" / "config.yaml").read_text())["config"]
+    assert saved["instance_noise_steps"] == 2  # recorded: a resume to 4 steps does not bring the noise back
+
+
+def test_gan_terms_over_the_whole_batch_are_refused_under_data_parallel(tmp_path):
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    base = {"encoder_kwargs": {"width": 4}, "batch_size": 4, "fd_samples": 8}
+    for option in ({"minibatch_std": True}, {"generator_loss": "feature_matching"}, {"contrastive_weight": 1.0}):
+        with pytest.raises(RLKitError, match="computed over the whole batch"):
+            GANPretrainer(GANConfig(**base, **option), data, None, torch.device("cpu"), rank=0, world=2)
+        GANPretrainer(GANConfig(**base, **option), data, None, torch.device("cpu"))  # one process: fine
+
+
 def test_probe_cli_writes_table_and_json(tmp_path, capsys):
     data_dir = make_dataset(tmp_path / "d", frames=60, episodes=6)
     code = main(["probe", "--encoder", "random", "--encoder-name", "nature_cnn_small", "--data", str(data_dir),
@@ -598,6 +639,12 @@ def test_metrics_reference_values():
     scores = f1_scores(np.array([0, 1, 2, 0, 1, 2]), np.array([0, 2, 1, 0, 0, 1]))
     assert scores["f1_macro"] == pytest.approx(0.26667, abs=1e-4) and scores["accuracy"] == pytest.approx(1 / 3)
     assert r2_score(np.array([1, 2, 3]), np.array([1, 2, 3])) == 1.0
+    # imbalanced, by hand: per-class F1 0.8 (support 3), 0.5 (2), 2/3 (1); macro 0.65556, weighted 0.67778
+    scores = f1_scores(np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2]))
+    assert scores["f1_macro"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert scores["f1_weighted"] == pytest.approx((0.8 * 3 + 0.5 * 2 + 2 / 3) / 6)
+    # 1 - 1.5 / 29.1875 (scikit-learn's r2_score example)
+    assert r2_score(np.array([3, -0.5, 2, 7]), np.array([2.5, 0.0, 2, 8])) == pytest.approx(0.948608, abs=1e-6)
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 3))
     assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
@@ -788,6 +835,29 @@ def test_collect_with_trained_policy_run_dir(tmp_path):
     assert str(run) in manifest["policy"] and manifest["obs_shape"] == [1, 84, 84]
     assert main(["collect", "--env", "ALE/Pong-v5", "--steps", "5", "--policy", str(run), "--out",
                  str(tmp_path / "x")]) == 2  # trained on CartPole, not Pong
+
+
+def test_collect_with_a_recurrent_policy_carries_its_state(tmp_path, monkeypatch):
+    """A ppo_lstm policy keeps its LSTM state from step to step while collecting, and starts each episode afresh
+    (it used to be called without a state, so every step began from zeros)."""
+    from rlkit.agents.recurrent_ppo import RecurrentPPO
+
+    run = tmp_path / "lstm"
+    assert main(["train", "ppo_lstm", "--env", "CartPole-v1", "--total-steps", "256", "--run-dir", str(run),
+                 "--set", "num_envs=2", "--set", "rollout_steps=64", "--set", "minibatches=2",
+                 "--set", "eval_every=0", "--set", "eval_episodes=1", "--set", "torch_threads=1"]) == 0
+    calls: list[tuple[bool, bool]] = []
+    act = RecurrentPPO.act
+
+    def recording_act(self, observations, *args, state=None, episode_start=None, **kwargs):
+        calls.append((state is not None, bool(np.asarray(episode_start).any()) if episode_start is not None else None))
+        return act(self, observations, *args, state=state, episode_start=episode_start, **kwargs)
+
+    monkeypatch.setattr(RecurrentPPO, "act", recording_act)
+    assert main(["collect", "--env", "CartPole-v1", "--steps", "30", "--episode-steps", "12", "--policy", str(run),
+                 "--out", str(tmp_path / "frames")]) == 0
+    assert len(calls) == 30 and all(has_state for has_state, _ in calls)
+    assert [start for _, start in calls] == [t % 12 == 0 for t in range(30)]
 
 
 def test_gan_next_frame_condition(tmp_path):

@@ -20,7 +20,8 @@ from rlkit.errors import RLKitError
 from rlkit.vision.data import ChunkWriter, assign_splits
 from rlkit.vision.labels import label_fn_for
 
-Policy = Callable[[np.ndarray], int]
+Policy = Callable[[np.ndarray, bool], Any]
+"""(observation, episode_start) -> action; ``episode_start`` is True on an episode's first observation."""
 
 
 def make_collect_env(env_id: str, color: bool = False) -> tuple[gym.Env, dict[str, Any], Callable[..., Any]]:
@@ -80,7 +81,8 @@ def collect(
 ) -> Path:
     """Write ``steps`` frames of ``env_id`` to ``out_dir``; returns the manifest path.
 
-    ``policy`` maps one observation to an action (default: uniform random, seeded). ``episode_steps`` cuts
+    ``policy`` maps one observation and whether it starts an episode (a recurrent policy resets its state there)
+    to an action (default: uniform random, seeded). ``episode_steps`` cuts
     episodes after that many frames (more, shorter episodes; the cut is recorded as truncation).
     """
     from rlkit.run import Progress
@@ -96,7 +98,7 @@ def collect(
     if policy is None:
         n_actions = env.action_space.n if isinstance(env.action_space, gym.spaces.Discrete) else None
 
-        def policy(obs: np.ndarray) -> Any:
+        def policy(obs: np.ndarray, episode_start: bool) -> Any:
             return int(rng.integers(n_actions)) if n_actions is not None else env.action_space.sample()
 
     writer = ChunkWriter(
@@ -124,7 +126,7 @@ def collect(
         for i in range(steps):
             frame = _frame(env, obs)
             obs_shape = list(frame.shape)
-            action = policy(np.asarray(obs))
+            action = policy(np.asarray(obs), t == 0)
             row: dict[str, Any] = {"obs": frame, "episode": episode, "step": t, "action": np.asarray(action, np.int64)}
             if labels:
                 values = labels.read(env)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +62,9 @@ def memmap_safetensors(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    from rlkit.checkpoint import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 class ChunkWriter:

@@ -469,7 +469,10 @@ class GANConfig(PretrainConfig):
     """discriminator learning rate; 0 uses ``lr`` (a larger one is the two time-scale update rule, TTUR)"""
     instance_noise: float = 0.1
     """std of Gaussian noise added to every discriminator input (real and fake, [-1, 1] scale), annealed
-    linearly to 0 at the last step (instance noise); 0 turns it off"""
+    linearly to 0 at ``instance_noise_steps`` (instance noise); 0 turns it off"""
+    instance_noise_steps: int = 0
+    """step at which the instance noise reaches 0; 0: the run's ``steps`` when it starts (recorded then, so a
+    resume with more ``steps`` keeps the schedule the run began with)"""
     real_label: float = 0.9
     """discriminator target for real frames with ``loss=bce`` (one-sided label smoothing; 1.0 turns it off)"""
     loss: str = "bce"
@@ -584,6 +587,18 @@ class GANPretrainer(Pretrainer):
             )
         if cfg.condition not in ("none", "past"):
             raise RLKitError(f"condition={cfg.condition!r} is not valid; choose one of: none, past.")
+        whole_batch = [name for name, on in (
+            ("minibatch_std", cfg.minibatch_std), ("generator_loss=feature_matching",
+                                                   cfg.generator_loss == "feature_matching"),
+            ("recon_weight", cfg.recon_weight > 0), ("uniformity_weight", cfg.uniformity_weight > 0),
+            ("contrastive_weight", cfg.contrastive_weight > 0), ("temporal_weight", cfg.temporal_weight > 0),
+        ) if on]
+        if self.world > 1 and whole_batch:
+            raise RLKitError(
+                f"{', '.join(whole_batch)}: these terms are computed over the whole batch, and with {self.world} "
+                "data-parallel processes each would see only its share, unlike one process at the same global "
+                "batch; run them in one process, or turn them off."
+            )
         channels = self.observation_space.shape[0]
         if cfg.condition == "past" and channels < 2:
             raise RLKitError(
@@ -681,8 +696,10 @@ class GANPretrainer(Pretrainer):
         return (self.info_head(features.flatten(1)) - codes).pow(2).mean()
 
     def noise_std(self, step: int) -> float:
-        """Instance-noise std at ``step``: ``instance_noise`` decaying linearly to 0 at ``steps``."""
-        return self.config.instance_noise * max(0.0, 1.0 - step / max(self.config.steps, 1))
+        """Instance-noise std at ``step``: ``instance_noise`` decaying linearly to 0 at ``instance_noise_steps``
+        (``steps`` when that is 0)."""
+        horizon = self.config.instance_noise_steps or self.config.steps
+        return self.config.instance_noise * max(0.0, 1.0 - step / max(horizon, 1))
 
     def extras(self, step: int, batch_size: int, rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
         extras = {"z": self.latent(batch_size, gen)}

@@ -9,7 +9,9 @@ pretrain ... --ddp 2``). Every step draws one *global* batch from a generator se
 takes rows ``[r*B/W, (r+1)*B/W)`` and, after backward, the gradients are averaged over ranks (all-reduce), so
 W processes at global batch B take the same steps as one process at batch B (up to float summation order).
 BatchNorm statistics are per process on CPU (gloo has no SyncBatchNorm); on GPUs (nccl) BatchNorm layers
-are converted to SyncBatchNorm. Because batches are a function of the step, a resume continues exactly.
+are converted to SyncBatchNorm. GAN terms computed over the whole batch (minibatch standard deviation, feature
+matching, the reconstruction, uniformity, contrastive and temporal terms) are refused with more than one process.
+Because batches are a function of the step, a resume continues exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,7 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlkit.checkpoint import load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from rlkit.checkpoint import (
+    load_checkpoint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    save_checkpoint,
+    write_text_atomic,
+)
 from rlkit.errors import RLKitError
 from rlkit.registry import PRETRAINERS
 from rlkit.vision.data import FrameDataset, manifest_hash, read_manifest
@@ -52,11 +61,11 @@ class PretrainConfig:
     log_every: int = 20
     """steps between TensorBoard loss points"""
     eval_every: int = 500
-    """steps between evaluations on the val split"""
+    """steps between evaluations on the val split (0: only the final one)"""
     eval_frames: int = 2000
     """val frames used by periodic evaluations (the final one uses all)"""
     checkpoint_every: int = 500
-    """steps between checkpoints (last.safetensors)"""
+    """steps between checkpoints (last.safetensors; 0: only at the end and on a stop)"""
     torch_threads: int = 0
     """CPU threads (0: all cores)"""
     device: str = "auto"
@@ -216,16 +225,38 @@ def default_run_dir(method: str, data_dir: str | Path, seed: int) -> Path:
 
 
 class _Quiet:
-    """Stands in for a Run on data-parallel ranks other than 0."""
+    """Stands in for a Run on data-parallel ranks other than 0: no output, but the same signal handling, so a
+    Ctrl-C or SIGTERM (which torchrun and a terminal send to every rank) stops all ranks together at the end of
+    a step, and rank 0 saves the checkpoint."""
 
-    stop_requested = False
     dir = None
+
+    def __init__(self) -> None:
+        self.stop_requested = False
+        self._previous_handlers: dict[int, Any] = {}
 
     def print(self, message: str) -> None:
         pass
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         pass
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def __enter__(self) -> _Quiet:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
 
 
 def _average(values: dict[str, float], stop: bool, world: int) -> tuple[dict[str, float], bool]:
@@ -271,6 +302,8 @@ def run_pretrain(
         if not data_dir:
             raise RLKitError("rlkit pretrain needs --data DIR (a dataset written by `rlkit collect`).")
         config = build_pretrain_config(method, overrides or [])
+        if getattr(config, "instance_noise_steps", None) == 0:  # fix the GAN's noise horizon for later resumes
+            config = dataclasses.replace(config, instance_noise_steps=config.steps)
         run_dir = Path(run_dir) if run_dir else default_run_dir(method, data_dir, config.seed)
         if rank == 0 and (run_dir / "config.yaml").exists():
             raise RLKitError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or use another --run-dir.")
@@ -291,8 +324,8 @@ def run_pretrain(
         trainer.load_state(tensors, meta)
     record = {"algo": f"pretrain-{method}", "method": method, "data": str(data_dir),
               "manifest_sha256": manifest_hash(data_dir), "world_size": world, "config": dataclasses.asdict(config)}
-    context = Run(run_dir, record) if rank == 0 else None
-    run: Any = context.__enter__() if context is not None else _Quiet()
+    context: Any = Run(run_dir, record) if rank == 0 else _Quiet()
+    run: Any = context.__enter__()
     losses: dict[str, float] = {}
     metrics: dict[str, float] = {}
     try:
@@ -314,10 +347,11 @@ def run_pretrain(
                     run.log_scalars({f"losses/{k}": v for k, v in losses.items()}, trainer.step)
                     run.log_scalars({"charts/sps": trainer.step / max(time.time() - start, 1e-9)}, trainer.step)
                 progress.update(trainer.step, {k: f"{v:.4g}" for k, v in list(losses.items())[:3]})
-                periodic = trainer.step % config.eval_every == 0 and trainer.step < config.steps
+                periodic = (config.eval_every > 0 and trainer.step % config.eval_every == 0
+                            and trainer.step < config.steps)
                 if periodic:
                     run.log_scalars(trainer.evaluate(run, final=False), trainer.step)
-                if trainer.step % config.checkpoint_every == 0 or stop:
+                if (config.checkpoint_every > 0 and trainer.step % config.checkpoint_every == 0) or stop:
                     save_checkpoint(run.checkpoint_dir / "last.safetensors", *trainer.state())
             if stop:
                 if progress is not None:
@@ -344,12 +378,11 @@ def run_pretrain(
             }
             path = Path(run_dir) / "encoder.safetensors"
             card = save_encoder(path, trainer.encoder(), card)
-            path.with_suffix(".json").write_text(json.dumps(card, indent=1))
-            (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+            write_text_atomic(path.with_suffix(".json"), json.dumps(card, indent=1))
+            write_text_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=1))
             run.print(f"wrote {path} (card {path.with_suffix('.json')})")
     finally:
-        if context is not None:
-            context.__exit__(None, None, None)
+        context.__exit__(None, None, None)
     return {"run_dir": run_dir, "metrics": metrics, "losses": losses, "step": trainer.step}
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlkit.checkpoint import write_text_atomic
 from rlkit.errors import RLKitError
 from rlkit.vision.data import FrameDataset, manifest_hash
 from rlkit.vision.metrics import f1_scores
@@ -189,7 +190,7 @@ def run_probe(
     out_dir = Path(out) if out else (Path(target).parent if target != "random" else Path("."))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "probe.json"
-    path.write_text(json.dumps(record, indent=1))
+    write_text_atomic(path, json.dumps(record, indent=1))
     print_fn(f"wrote {path}")
     record["path"] = str(path)
     return record
