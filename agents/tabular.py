@@ -54,12 +54,22 @@ class TabularConfig(TrainConfig):
 
 
 def value_iteration(
-    transitions: dict, n_states: int, n_actions: int, gamma: float, tol: float = 1e-10, max_iterations: int = 100_000
+    transitions: dict,
+    n_states: int,
+    n_actions: int,
+    gamma: float,
+    tol: float = 1e-10,
+    max_iterations: int = 100_000,
+    epsilon: float = 0.0,
 ) -> np.ndarray:
-    """Optimal Q* of a finite MDP given as Gymnasium toy-text ``P[s][a] = [(prob, s', reward, terminated)]``."""
+    """Optimal Q* of a finite MDP given as Gymnasium toy-text ``P[s][a] = [(prob, s', reward, terminated)]``.
+
+    With ``epsilon`` > 0, the best action values among epsilon-greedy policies: the next state is valued at
+    ``(1 - epsilon) max_a Q + epsilon mean_a Q``. That is the fixed point of SARSA and Expected SARSA with a fixed
+    epsilon (on-policy), which differs from Q* where exploring is costly (CliffWalking's safe path)."""
     q = np.zeros((n_states, n_actions))
     for _ in range(max_iterations):
-        v = q.max(axis=1)
+        v = (1.0 - epsilon) * q.max(axis=1) + epsilon * q.mean(axis=1)
         new_q = np.zeros_like(q)
         for s in range(n_states):
             for a in range(n_actions):

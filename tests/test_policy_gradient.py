@@ -114,6 +114,13 @@ def test_rollout_sampling_matches_torch_distributions():
         raw, logp, value = net.sample_with_value(obs)
         torch.testing.assert_close(logp, net.log_prob_entropy(obs, raw)[0])
         torch.testing.assert_close(value, net.value(obs))
+        base = torch.distributions.Normal(net.policy_head(net.actor_encoder(obs)), net.log_std.exp())
+        if squash:  # against torch's own tanh-transformed distribution, at the squashed action
+            tanh = torch.distributions.TanhTransform(cache_size=1)
+            reference = torch.distributions.TransformedDistribution(base, [tanh]).log_prob(torch.tanh(raw)).sum(-1)
+        else:
+            reference = torch.distributions.Independent(base, 1).log_prob(raw)
+        torch.testing.assert_close(logp, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_actor_critic_initialises_convolutions_orthogonally():

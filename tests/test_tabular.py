@@ -115,6 +115,29 @@ def test_q_learning_greedy_policy_is_optimal(tmp_path, env_id, env_kwargs, steps
     assert wrong == [], f"{len(wrong)} of {len(checked)} states differ from value iteration: {wrong[:10]}"
 
 
+def test_expected_sarsa_learns_the_epsilon_greedy_optimum_not_q_star(tmp_path):
+    """On-policy with a fixed epsilon: on CliffWalking, Expected SARSA's greedy policy matches value iteration for
+    epsilon-greedy policies (the safe path away from the cliff) on every reachable state with one best action,
+    and it differs from Q*'s greedy policy (the path along the cliff) on some of them."""
+    epsilon = 0.2
+    run = tmp_path / "run"
+    assert main(["train", "expected_sarsa", "--env", "CliffWalking-v1", "--total-steps", "40000", "--run-dir",
+                 str(run), "--set", "eval_every=0", "--set", "eval_episodes=1", "--set", "lr_schedule=constant",
+                 "--set", "lr=1.0", "--set", f"exploration_start={epsilon}", "--set", f"exploration_end={epsilon}",
+                 "--set", "gamma=0.95"]) == 0
+    q = load_checkpoint(run / "checkpoints" / "last.safetensors")[0]["q"].numpy()
+    env = gym.make("CliffWalking-v1")
+    P, n_states, n_actions = env.unwrapped.P, env.observation_space.n, env.action_space.n
+    q_soft = value_iteration(P, n_states, n_actions, gamma=0.95, epsilon=epsilon)
+    best_soft, best_star = optimal_actions(q_soft), optimal_actions(value_iteration(P, n_states, n_actions, gamma=0.95))
+    ranked = np.sort(q_soft, axis=1)
+    # states whose best action leads the next by > 0.1 (a near-tie, e.g. 0.014 in state 17, needs far more steps)
+    checked = [s for s in sorted(reachable_states(env)) if ranked[s, -1] - ranked[s, -2] > 0.1]
+    wrong = [s for s in checked if int(q[s].argmax()) not in best_soft[s]]
+    assert len(checked) > 30 and wrong == [], f"{len(wrong)} of {len(checked)} states differ: {wrong[:10]}"
+    assert sum(not (best_soft[s] & best_star[s]) for s in checked) > 10  # the two references differ (cliff rows)
+
+
 def test_tabular_rejects_box_observations(capsys):
     assert_user_error(capsys, ["train", "q_learning", "--env", "CartPole-v1", "--total-steps", "10"],
                       "Discrete observations", "dqn")
