@@ -186,6 +186,10 @@ class AtariVecEnv(VectorEnv):
         # Frames are stacked along the first observation axis, newest last (for frame-deduplicating replay).
         self.frames_stacked = settings.frame_stack > 1
 
+    def to_ale_actions(self, actions: np.ndarray) -> np.ndarray:
+        """The ALE actions (indices into the game's minimal action set) that ``actions`` stand for."""
+        return np.asarray(actions, dtype=np.int64)
+
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         obs, info = self.ale_env.reset(seed=seed, options=options)
         self._game_return[:] = 0
@@ -281,8 +285,15 @@ class PongPixelsVecEnv(AtariVecEnv):
         self._previous = self._binary(obs)
         return self._previous.copy(), info
 
+    def to_ale_actions(self, actions: np.ndarray) -> np.ndarray:
+        """0 = UP, 1 = DOWN -> Pong's ALE actions; anything else is an error (numpy would wrap -1 to DOWN)."""
+        actions = np.asarray(actions, dtype=np.int64)
+        if actions.size and (actions.min() < 0 or actions.max() > 1):
+            raise RLKitError(f"pong_pixels actions are 0 (up) and 1 (down), got {actions.tolist()}.")
+        return self.ALE_ACTIONS[actions]
+
     def send(self, actions: np.ndarray) -> None:
-        super().send(self.ALE_ACTIONS[np.asarray(actions, dtype=np.int64)])
+        super().send(self.to_ale_actions(actions))
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         restarting = self._resetting.copy()

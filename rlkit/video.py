@@ -8,6 +8,7 @@ Other envs: Gymnasium's ``render_mode="rgb_array"``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,13 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
 
 
 def _atari_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.ndarray]:
-    from rlkit.envs.atari import AtariVecEnv, ale_vector_env, atari_settings
+    from rlkit.envs.atari import AtariVecEnv, PongPixelsVecEnv, ale_vector_env, atari_settings
 
-    settings = atari_settings("eval", config.env_kwargs)
-    agent_env = AtariVecEnv(config.env_id, 1, settings, num_threads=1)
+    # Both envs on ale-py's vector env: the same seed gives the same no-op starts and sticky-action draws (the
+    # in-process backend draws them from another generator), so the colour game is the agent's game.
+    settings = dataclasses.replace(atari_settings("eval", config.env_kwargs), backend="ale_vector")
+    env_class = PongPixelsVecEnv if settings.pipeline == "pong_pixels" else AtariVecEnv
+    agent_env = env_class(config.env_id, 1, settings, num_threads=1)
     colour_env = ale_vector_env(
         config.env_id, 1, settings, num_threads=1, img_height=210, img_width=160, grayscale=False, stack_num=1
     )
@@ -66,7 +70,7 @@ def _atari_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.
         for _ in range(max_steps):
             action = act(obs)
             obs, reward, terminated, truncated, _ = agent_env.step(action)
-            colour, colour_reward, colour_term, colour_trunc, _ = colour_env.step(action)
+            colour, colour_reward, colour_term, colour_trunc, _ = colour_env.step(agent_env.to_ale_actions(action))
             if reward[0] != colour_reward[0] or terminated[0] != colour_term[0] or truncated[0] != colour_trunc[0]:
                 raise RuntimeError("colour video env diverged from the agent's env")
             frames.append(colour[0, 0])

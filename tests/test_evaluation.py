@@ -310,3 +310,20 @@ def test_compare_and_plot_any_evaluation_metric(tmp_path, capsys):
     assert main(["plot", str(group), str(group), "--metric", "spl", "-o", str(tmp_path / "spl.png")]) == 0
     assert (tmp_path / "spl.png").stat().st_size > 1000
     assert_user_error(capsys, ["compare", str(group), "--metric", "laps"], "'laps'", "success")
+
+
+@pytest.mark.parametrize("pipeline", ["nature", "pong_pixels"])
+def test_atari_video_plays_the_agents_game(pipeline):
+    """The colour frames come from a second env that must play the agent's game step for step (same no-op start,
+    same sticky actions, same rewards); with the in-process backend for the agent's env it did not (the video
+    raised "diverged" or showed another game). Several seeds, a few hundred steps each."""
+    from types import SimpleNamespace
+
+    from rlkit.video import play_episode
+
+    config = SimpleNamespace(env_id="ALE/Pong-v5", env_kwargs={"pipeline": pipeline})
+    rng = np.random.default_rng(0)
+    n_actions = 2 if pipeline == "pong_pixels" else 6
+    for seed in (3_000_017, 0, 1, 2):
+        frames = play_episode(lambda obs: rng.integers(0, n_actions, len(obs)), config, seed=seed, max_steps=150)
+        assert len(frames) == 151 and frames[0].shape == (210, 160, 3)
