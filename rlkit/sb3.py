@@ -125,11 +125,28 @@ class SB3Agent:
             )
 
     @torch.no_grad()
-    def act(self, observations: np.ndarray, deterministic: bool = True, epsilon: float | None = None) -> np.ndarray:
-        actions = self.policy(torch.as_tensor(observations)).argmax(dim=1).numpy().astype(np.int64)
+    def act(
+        self,
+        observations: np.ndarray,
+        deterministic: bool = True,
+        epsilon: float | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """DQN: greedy, epsilon-greedy with ``epsilon``. PPO/A2C: the most probable action, or a sample from the
+        policy when not ``deterministic`` (epsilon means nothing to them, as for rlkit's own). Random draws come
+        from ``rng`` (default: the model's own generator)."""
+        rng = rng if rng is not None else self.rng
+        out = self.policy(torch.as_tensor(observations))
+        if self.kind != "dqn":
+            if deterministic:
+                return out.argmax(dim=1).numpy().astype(np.int64)
+            cumulative = torch.softmax(out.double(), dim=1).cumsum(dim=1).numpy()
+            drawn = (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
+            return np.minimum(drawn, self.n_actions - 1).astype(np.int64)
+        actions = out.argmax(dim=1).numpy().astype(np.int64)
         if epsilon:
-            explore = self.rng.random(len(actions)) < epsilon
-            actions = np.where(explore, self.rng.integers(0, self.n_actions, len(actions)), actions)
+            explore = rng.random(len(actions)) < epsilon
+            actions = np.where(explore, rng.integers(0, self.n_actions, len(actions)), actions)
         return actions
 
     def describe(self) -> dict[str, Any]:

@@ -327,3 +327,35 @@ def test_atari_video_plays_the_agents_game(pipeline):
     for seed in (3_000_017, 0, 1, 2):
         frames = play_episode(lambda obs: rng.integers(0, n_actions, len(obs)), config, seed=seed, max_steps=150)
         assert len(frames) == 151 and frames[0].shape == (210, 160, 3)
+
+
+def test_sb3_policy_gradient_sampling_and_atari_eval(tmp_path):
+    """SB3 PPO sampled under --stochastic follows the policy's probabilities; an SB3 model on Atari is evaluated
+    over parallel game groups, whose actors pass their own generators (``rng=``; it used to be a TypeError)."""
+    import gymnasium as gym
+    import stable_baselines3 as sb3
+    import torch
+
+    from rlkit.sb3 import SB3Agent
+
+    model = sb3.PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=64, batch_size=64, seed=0)
+    path = tmp_path / "ppo.zip"
+    model.save(path)
+    agent = SB3Agent(path)
+    obs = np.repeat(np.array([[0.1, 0.5, -0.2, 0.3]], np.float32), 20_000, axis=0)
+    sampled = agent.act(obs, deterministic=False, rng=np.random.default_rng(0))
+    with torch.no_grad():
+        probs = model.policy.get_distribution(torch.as_tensor(obs[:1])).distribution.probs[0].numpy()
+    np.testing.assert_allclose(np.bincount(sampled, minlength=2) / len(sampled), probs, atol=0.015)
+
+    class PongShaped(gym.Env):  # an env with Pong's spaces, only to build an SB3 CNN model for them
+        observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        action_space = gym.spaces.Discrete(6)
+
+    dqn = sb3.DQN("CnnPolicy", PongShaped(), buffer_size=100, seed=0)
+    dqn.save(tmp_path / "dqn.zip")
+    out = tmp_path / "pong_eval"
+    assert main(["eval", "--sb3", str(tmp_path / "dqn.zip"), "--env", "ALE/Pong-v5", "--episodes", "2",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "eval.json").read_text())
+    assert record["algo"] == "sb3-dqn" and len(record["returns"]) == 2
