@@ -353,12 +353,20 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
     )
     print(f"group directory: {group} ({len(seeds)} seeds, {args.workers} at a time)")
     pending, running, failed = list(seeds), {}, []
+
+    def stop_like_ctrl_c(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous_sigterm = signal.signal(signal.SIGTERM, stop_like_ctrl_c)  # SIGTERM stops the seeds as Ctrl-C does
     try:
         while pending or running:
             while pending and len(running) < args.workers:
                 seed = pending.pop(0)
                 log = open(group / f"seed_{seed}.log", "w")
-                running[seed] = (subprocess.Popen(commands[seed], stdout=log, stderr=subprocess.STDOUT), log)
+                # Its own session: a Ctrl-C at the terminal reaches only this process, which forwards it once
+                # (a second SIGINT would abort the seed's checkpoint save).
+                running[seed] = (subprocess.Popen(commands[seed], stdout=log, stderr=subprocess.STDOUT,
+                                                  start_new_session=True), log)
                 print(f"seed {seed}: started (log {group / f'seed_{seed}.log'})")
             for seed, (proc, log) in list(running.items()):
                 if proc.poll() is not None:
@@ -372,10 +380,14 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         for proc, _ in running.values():
             proc.send_signal(signal.SIGINT)
-        for proc, _ in running.values():
-            proc.wait()
+        broken = [seed for seed, (proc, _) in running.items() if proc.wait() != 0]
+        if broken:
+            raise RLKitError(f"stopped, but seeds {broken} exited with an error while saving; see their logs in "
+                             f"{group}.") from None
         print(f"stopped; each seed saved its checkpoint: resume with rlkit train --resume {group}/seed_N")
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     print(f"group directory: {group}")
     if failed:
         raise RLKitError(f"seeds {failed} failed; see their logs in {group}.")

@@ -359,3 +359,42 @@ def test_sb3_policy_gradient_sampling_and_atari_eval(tmp_path):
                  "--out", str(out)]) == 0
     record = json.loads((out / "eval.json").read_text())
     assert record["algo"] == "sb3-dqn" and len(record["returns"]) == 2
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
+def test_stopping_a_seed_group_stops_and_saves_every_seed(tmp_path, how):
+    """Ctrl-C at the terminal (SIGINT to the whole process group) or SIGTERM to the group's process: every seed
+    gets exactly one SIGINT, saves its checkpoint and exits 0, and so does the group (SIGTERM used to kill only
+    the parent and leave the seeds training; Ctrl-C gave each seed a second SIGINT that could abort its save)."""
+    import signal
+    import time
+
+    group = tmp_path / "group"
+    command = [sys.executable, "-m", "rlkit.cli", "train", "dqn", "--env", "CartPole-v1", "--seeds", "0,1",
+               "--workers", "2", "--total-steps", "10000000", "--run-dir", str(group), "--set", "eval_every=0",
+               "--set", "learning_starts=100"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        logs = [group / "seed_0" / "stdout.log", group / "seed_1" / "stdout.log"]
+        while not all(log.is_file() and "dqn on CartPole-v1" in log.read_text() for log in logs):
+            assert time.time() < deadline and proc.poll() is None, "the seeds did not start training"
+            time.sleep(0.5)
+        time.sleep(2)  # a little training
+        if how == "ctrl_c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        try:  # whatever is left in the group's process group (a failing run's seeds too, on the old code)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, out
+    assert "each seed saved its checkpoint" in out
+    for seed in (0, 1):
+        log = (group / f"seed_{seed}" / "stdout.log").read_text()
+        assert log.count("received SIGINT") == 1 and "Traceback" not in log, log
+        assert (group / f"seed_{seed}" / "checkpoints" / "last.safetensors").is_file()
