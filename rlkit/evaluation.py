@@ -106,6 +106,10 @@ class _Episode:
     metrics: dict[str, float]
 
 
+class EvaluationStopped(Exception):
+    """``evaluate`` gave up because ``should_stop`` said so (a training run asked to stop)."""
+
+
 def evaluate(
     act: Callable[[np.ndarray, np.ndarray], np.ndarray],
     env_id: str,
@@ -115,6 +119,7 @@ def evaluate(
     num_envs: int = 8,
     max_steps: int = 10_000_000,
     workers: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Play ``episodes`` full episodes with ``act`` (batched obs, episode-start flags -> actions; e.g. an
     ``AgentActor``) on ``num_envs`` parallel envs; returns are listed by env, then by episode.
@@ -130,6 +135,9 @@ def evaluate(
     the longest ends). The episodes are the same as with one vector env when ``act`` is an ``AgentActor``
     that can be ``split``; other callables, recurrent or torch-sampling policies and other envs use one
     vector env.
+
+    ``should_stop`` is polled every step (every 0.2 s for Atari groups); when it returns True the evaluation
+    ends at once with ``EvaluationStopped``, so a stop request never waits for whole games.
     """
     num_envs = max(1, min(num_envs, episodes))
     targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
@@ -138,9 +146,9 @@ def evaluate(
     workers = max(1, min(workers, num_envs))
     actors = act.split(workers) if workers > 1 and isinstance(act, AgentActor) else None
     if actors is None or not _per_game_atari(env_id, env_kwargs):
-        played, keys = _play_vector_env(act, env_id, targets, seed, env_kwargs, max_steps)
+        played, keys = _play_vector_env(act, env_id, targets, seed, env_kwargs, max_steps, should_stop)
     else:  # Atari has no episode metrics
-        played, keys = _play_groups(actors, env_id, targets, seed, env_kwargs, max_steps), ()
+        played, keys = _play_groups(actors, env_id, targets, seed, env_kwargs, max_steps, should_stop), ()
     played.sort(key=lambda episode: (episode.env_index, episode.number))
     result = EvalResult(metrics={key: [] for key in keys})
     for episode in played:
@@ -170,8 +178,10 @@ def _play_groups(
     seed: int,
     env_kwargs: dict | None,
     max_steps: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[_Episode]:
-    """Contiguous blocks of envs, one per actor, each played in its own thread; Ctrl-C stops them all."""
+    """Contiguous blocks of envs, one per actor, each played in its own thread; Ctrl-C (or ``should_stop``)
+    stops them all."""
     bounds = np.linspace(0, len(targets), len(actors) + 1).round().astype(int)
     stop = threading.Event()
     previous_threads, previous_interval = torch.get_num_threads(), sys.getswitchinterval()
@@ -189,6 +199,8 @@ def _play_groups(
             try:
                 while not all(future.done() for future in futures):
                     wait(futures, timeout=0.2)
+                    if should_stop is not None and should_stop():
+                        raise EvaluationStopped
             finally:
                 stop.set()
             outcomes = [future.result() for future in futures]
@@ -267,6 +279,7 @@ def _play_vector_env(
     seed: int,
     env_kwargs: dict | None,
     max_steps: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[list[_Episode], tuple[str, ...]]:
     """Play ``targets[i]`` episodes on env ``i`` of one vector env; also returns the env's metric keys."""
     num_envs = len(targets)
@@ -284,6 +297,8 @@ def _play_vector_env(
         trim = not getattr(act, "stateful", False) and isinstance(obs, np.ndarray)
         actions = None
         for _ in range(max_steps):
+            if should_stop is not None and should_stop():
+                raise EvaluationStopped
             playing = counts < targets
             if trim and actions is not None and not playing.all():
                 actions = actions.copy()  # idle envs repeat their last (valid) action
@@ -326,15 +341,20 @@ def evaluate_during_training(agent: Any, run: Any) -> float:
     started = time.time()
     eval_rng = np.random.default_rng(cfg.seed + 1_000_003)
     epsilon = getattr(cfg, "eval_epsilon", 0.0)
-    with separate_torch_rng(cfg.seed + 1_000_003, getattr(agent, "device", None)):
-        result = evaluate(
-            AgentActor(agent, epsilon=epsilon, rng=eval_rng),
-            cfg.env_id,
-            cfg.eval_episodes,
-            seed=cfg.seed + 1_000_003,
-            env_kwargs=cfg.env_kwargs,
-            num_envs=min(cfg.eval_episodes, 10),
-        )
+    try:
+        with separate_torch_rng(cfg.seed + 1_000_003, getattr(agent, "device", None)):
+            result = evaluate(
+                AgentActor(agent, epsilon=epsilon, rng=eval_rng),
+                cfg.env_id,
+                cfg.eval_episodes,
+                seed=cfg.seed + 1_000_003,
+                env_kwargs=cfg.env_kwargs,
+                num_envs=min(cfg.eval_episodes, 10),
+                should_stop=lambda: run.stop_requested,
+            )
+    except EvaluationStopped:
+        run.print(f"eval @ {agent.global_step}: cut short by the stop request, not recorded")
+        return float("nan")
     summary = result.summary()
     step = agent.global_step
     extra = {key: summary[key] for key in result.metrics if key in summary}

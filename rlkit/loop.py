@@ -68,9 +68,13 @@ class LoopMonitor:
             if agent.best_eval > -float("inf"):
                 stats["best_eval"] = f"{agent.best_eval:.1f}"
             self.progress.update(step, stats)
+        if run.stop_requested:  # Ctrl-C / SIGTERM: save (the caller does) before a grace period runs out
+            return True
         if self.next_eval and step >= self.next_eval:
             self.next_eval += cfg.eval_every
             mean = self.evaluate()
+            if run.stop_requested:
+                return True
             if cfg.stop_at_return is not None and mean >= cfg.stop_at_return:
                 run.print(f"eval mean return {mean:.2f} >= stop_at_return {cfg.stop_at_return}: stopping")
                 self.stopped_early = True

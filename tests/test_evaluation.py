@@ -398,3 +398,32 @@ def test_stopping_a_seed_group_stops_and_saves_every_seed(tmp_path, how):
         log = (group / f"seed_{seed}" / "stdout.log").read_text()
         assert log.count("received SIGINT") == 1 and "Traceback" not in log, log
         assert (group / f"seed_{seed}" / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_a_stop_request_cuts_an_evaluation_short():
+    """``should_stop`` ends an evaluation within a step (vector env) or 0.2 s (Atari game groups), so a SIGTERM
+    during a long evaluation still leaves the run time to save before a grace period ends."""
+    import time
+
+    import gymnasium as gym
+
+    from rlkit.agents.dqn import DQN, DQNConfig
+    from rlkit.evaluation import AgentActor, EvaluationStopped, evaluate
+
+    calls = {"n": 0}
+
+    def stop_after_five() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(EvaluationStopped):
+        evaluate(lambda obs, start: np.zeros(len(obs), np.int64), "CartPole-v1", 4, seed=0,
+                 should_stop=stop_after_five)
+    assert calls["n"] == 6
+    agent = DQN(DQNConfig(env_id="ALE/Pong-v5", encoder="nature_cnn_small", device="cpu", buffer_size=10),
+                gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
+    started = time.time()
+    with pytest.raises(EvaluationStopped):  # 4 full Pong games would take far longer than this
+        evaluate(AgentActor(agent), "ALE/Pong-v5", 4, seed=0, num_envs=4, workers=2,
+                 should_stop=lambda: time.time() - started > 1.0)
+    assert time.time() - started < 10
