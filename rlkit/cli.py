@@ -252,6 +252,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "network settings (dueling, encoder, encoder_kwargs, ...)."
             ) from None
         agent.restore_buffer(checkpoint.parent)
+        best_file = checkpoint.parent / "best.safetensors"
+        if best_file.is_file():  # a best saved after last.safetensors (then the run was killed) still counts
+            try:
+                saved_best = read_metadata(best_file).get("counters", {}).get("best_eval")
+            except RLKitError:
+                saved_best = None
+            if isinstance(saved_best, (int, float)) and saved_best > agent.best_eval:
+                agent.best_eval = float(saved_best)
     elif init_path is not None:
         tensors, meta = load_checkpoint(init_path)
         agent.warm_start(tensors, meta, str(init_path))

@@ -103,6 +103,23 @@ def test_resume_keeps_best_evaluation(resumed_pair):
     assert best_meta["counters"]["best_eval"] == pytest.approx(best["mean"])
 
 
+def test_resume_keeps_a_best_saved_after_the_last_checkpoint(tmp_path):
+    """A run killed after a new best (best.safetensors written) but before its next last.safetensors: the resume
+    takes the best evaluation from best.safetensors too, so a worse policy never overwrites the best file."""
+    from rlkit.checkpoint import save_checkpoint
+
+    run = tmp_path / "kill"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--total-steps", "1500", "--run-dir", str(run))
+    best = run / "checkpoints" / "best.safetensors"
+    tensors, meta = load_checkpoint(best)
+    meta["counters"]["best_eval"] = 10_000.0  # better than any CartPole evaluation, unknown to last.safetensors
+    save_checkpoint(best, tensors, meta)
+    train("--resume", str(run), "--total-steps", "3000")
+    assert [r["step"] for r in evaluations(run)][-1] == 3000
+    assert last_checkpoint(run)[1]["counters"]["best_eval"] == 10_000.0
+    assert load_checkpoint(best)[1]["counters"]["global_step"] == meta["counters"]["global_step"]  # not replaced
+
+
 def test_resume_without_saved_buffer_rewarms(tmp_path, capsys):
     run = tmp_path / "c"
     train("dqn", "--env", "CartPole-v1", *SMALL, "--total-steps", "1500", "--run-dir", str(run))
