@@ -219,6 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         algo = args.algo
         config, preset, init_path = build_train_config(algo, args)
+        check_stop_at_return(config)
         if args.seeds:
             return train_group(algo, config, args)
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name(config.env_id, algo, config.seed)
@@ -226,6 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RLKitError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or use another --run-dir.")
         checkpoint = None
 
+    check_stop_at_return(config)
     _set_threads(config.torch_threads)
     try:
         observation_space, action_space, env_settings = _probe_env(config.env_id, config.env_kwargs)
@@ -400,6 +402,13 @@ def train_group(algo: str, config: Any, args: argparse.Namespace) -> int:
     if failed:
         raise RLKitError(f"seeds {failed} failed; see their logs in {group}.")
     return 0
+
+
+def check_stop_at_return(config: Any) -> None:
+    """A one-line error for ``stop_at_return`` without the periodic evaluations that check it."""
+    if getattr(config, "stop_at_return", None) is not None and config.eval_every == 0:
+        raise RLKitError(f"stop_at_return={config.stop_at_return:g} is checked at the periodic evaluations, and "
+                         "eval_every=0 turns them off; set eval_every (e.g. --set eval_every=10000).")
 
 
 def resolve_checkpoint(target: str, which: str = "best") -> Path:

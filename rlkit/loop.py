@@ -28,7 +28,7 @@ class LoopMonitor:
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.progress = run.progress(cfg.total_steps, step)
         self.last_log_step, self.last_log_time = step, time.time()
-        self.next_log = step + cfg.log_every
+        self.next_log = self._next(cfg.log_every)
         self.next_eval = self._next(cfg.eval_every)
         self.next_video = self._next(cfg.video_every)
         self.next_checkpoint = self._next(cfg.checkpoint_every)
@@ -36,6 +36,8 @@ class LoopMonitor:
         self.evaluated_at = -1
 
     def _next(self, every: int) -> int:
+        """The first multiple of ``every`` after the current step (0: never): a tick that jumps past several
+        multiples (a rollout longer than ``every``) does the thing once, and the schedule does not fall behind."""
         return (self.agent.global_step // every + 1) * every if every > 0 else 0
 
     def episodes(self, info: dict) -> None:
@@ -60,7 +62,7 @@ class LoopMonitor:
             self.last_log_step, self.last_log_time = step, now
             values = {"charts/sps": sps, **scalars}
             run.log_scalars(values, step)
-            self.next_log += cfg.log_every
+            self.next_log = self._next(cfg.log_every)
             charts = {k: v for k, v in scalars.items() if k.startswith("charts/")}
             stats = {k.split("/")[-1]: f"{v:.3g}" for k, v in charts.items()}
             if self.recent_returns:
@@ -71,7 +73,7 @@ class LoopMonitor:
         if run.stop_requested:  # Ctrl-C / SIGTERM: save (the caller does) before a grace period runs out
             return True
         if self.next_eval and step >= self.next_eval:
-            self.next_eval += cfg.eval_every
+            self.next_eval = self._next(cfg.eval_every)
             mean = self.evaluate()
             if run.stop_requested:
                 return True
@@ -80,10 +82,10 @@ class LoopMonitor:
                 self.stopped_early = True
                 return True
         if self.next_video and step >= self.next_video:
-            self.next_video += cfg.video_every
+            self.next_video = self._next(cfg.video_every)
             record_training_video(agent, run)
         if self.next_checkpoint and step >= self.next_checkpoint:
-            self.next_checkpoint += cfg.checkpoint_every
+            self.next_checkpoint = self._next(cfg.checkpoint_every)
             agent.save(run.checkpoint_dir / f"step_{step:09d}.safetensors")
             agent.save(run.checkpoint_dir / "last.safetensors", with_buffer=True)
         return run.stop_requested

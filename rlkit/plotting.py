@@ -28,22 +28,27 @@ def _finish(fig: Any, ax: Any, out: str | Path, ylabel: str, title: str) -> Path
 
 
 def read_scalars(run_dir: str | Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of scalar ``tag`` across every events file of a run directory."""
+    """(steps, values) of scalar ``tag`` across every events file of a run directory: every point, several at one
+    step included (episodes of vector envs that end together); where a resumed run's file starts at or before
+    the steps an earlier file reached, the later file's points replace the earlier ones from there on."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = Path(run_dir)
     files = sorted(run_dir.glob("events.out.tfevents.*"))
     if not files:
         raise RLKitError(f"{run_dir} has no TensorBoard events; pass a run directory made by `rlkit train`.")
-    points: dict[int, float] = {}
+    points: list[tuple[int, float]] = []
     for path in files:
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
         acc.Reload()
         if tag in acc.Tags().get("scalars", []):
-            for event in acc.Scalars(tag):
-                points[event.step] = event.value
-    steps = np.array(sorted(points), dtype=np.int64)
-    return steps, np.array([points[s] for s in steps], dtype=np.float64)
+            events = [(event.step, event.value) for event in acc.Scalars(tag)]
+            if events:
+                first = min(step for step, _ in events)
+                points = [point for point in points if point[0] < first] + events
+    points.sort(key=lambda point: point[0])  # stable: points of one step keep their logged order
+    return (np.array([step for step, _ in points], dtype=np.int64),
+            np.array([value for _, value in points], dtype=np.float64))
 
 
 def plot_run(run_dir: str | Path, out: str | Path, title: str | None = None, smooth: int = 20) -> Path:

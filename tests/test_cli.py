@@ -74,6 +74,13 @@ def test_bad_set(capsys, override, needles):
     assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--set", override], *needles)
 
 
+def test_stop_at_return_without_evaluations_is_a_user_error(capsys, tmp_path):
+    # it used to be accepted and never checked: the run trained to total_steps
+    line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--total-steps", "600", "--run-dir",
+                          str(tmp_path / "r"), "--set", "stop_at_return=100", "--set", "eval_every=0")
+    assert "stop_at_return=100 is checked at the periodic evaluations" in line and "eval_every" in line
+
+
 def test_bad_env_kwarg_for_atari(capsys, tmp_path):
     assert_user_error(
         capsys,

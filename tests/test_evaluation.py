@@ -427,3 +427,47 @@ def test_a_stop_request_cuts_an_evaluation_short():
         evaluate(AgentActor(agent), "ALE/Pong-v5", 4, seed=0, num_envs=4, workers=2,
                  should_stop=lambda: time.time() - started > 1.0)
     assert time.time() - started < 10
+
+
+def test_read_scalars_keeps_episodes_that_end_on_one_step_and_prefers_a_resumed_file(tmp_path):
+    """Vector envs end several episodes on one step: each is a point of the training curve. A resumed run's
+    events file replaces an earlier file's points from its own first step on."""
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rlkit.plotting import read_scalars
+
+    first = SummaryWriter(str(tmp_path))
+    for step, value in ((8, 1.0), (8, 2.0), (16, 3.0), (24, 4.0), (24, 5.0)):
+        first.add_scalar("charts/episodic_return", value, step)
+    first.close()
+    time.sleep(1.1)  # events files are named by the second they were opened
+    resumed = SummaryWriter(str(tmp_path))
+    for step, value in ((20, 30.0), (28, 40.0)):
+        resumed.add_scalar("charts/episodic_return", value, step)
+    resumed.close()
+    steps, values = read_scalars(tmp_path, "charts/episodic_return")
+    assert steps.tolist() == [8, 8, 16, 20, 28] and values.tolist() == [1.0, 2.0, 3.0, 30.0, 40.0]
+
+
+def test_periodic_triggers_do_not_fall_behind_long_ticks(tmp_path, monkeypatch):
+    """A tick that advances past several multiples of eval_every (a PPO rollout longer than it) evaluates once,
+    and the next evaluation is at the next multiple: not on every later tick, as when the schedule lagged."""
+    from types import SimpleNamespace
+
+    from rlkit.loop import LoopMonitor
+
+    config = SimpleNamespace(total_steps=100_000, log_every=1000, eval_every=1000, video_every=0, checkpoint_every=0,
+                             stop_at_return=None)
+    agent = SimpleNamespace(config=config, global_step=0, best_eval=-float("inf"), episodes=0)
+    progress = SimpleNamespace(update=lambda *a: None, close=lambda: None)
+    run = SimpleNamespace(progress=lambda total, initial: progress, print=lambda *a: None, stop_requested=False,
+                          log_scalars=lambda *a: None, checkpoint_dir=tmp_path)
+    evaluated: list[int] = []
+    monkeypatch.setattr("rlkit.loop.evaluate_during_training", lambda a, r: evaluated.append(a.global_step) or 0.0)
+    monitor = LoopMonitor(agent, run)
+    for step in (2500, 5000, 5200, 5400, 6100):
+        agent.global_step = step
+        monitor.tick({})
+    assert evaluated == [2500, 5000, 6100]
