@@ -98,8 +98,18 @@ class Run:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.dir), flush_secs=30)
-        self.stop_requested = False
+        self._stop = False
+        self._unannounced_signal: str | None = None
         self._previous_handlers: dict[int, Any] = {}
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a SIGINT/SIGTERM/SIGHUP asked the run to stop. The first read after the signal prints that it
+        arrived: printing in the handler itself could interrupt a write to the same stream (a crash)."""
+        if self._unannounced_signal is not None:
+            name, self._unannounced_signal = self._unannounced_signal, None
+            self.print(f"received {name}: saving a checkpoint and stopping")
+        return self._stop
 
     def write_config(self) -> None:
         write_text_atomic(self.dir / "config.yaml", yaml.safe_dump(self.record, sort_keys=False))
@@ -123,10 +133,10 @@ class Run:
         return Progress(total, initial, self.print)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.stop_requested:  # second Ctrl-C: give up on the clean stop
+        if self._stop:  # second Ctrl-C: give up on the clean stop
             raise KeyboardInterrupt
-        self.stop_requested = True
-        self.print(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
+        self._stop = True
+        self._unannounced_signal = signal.Signals(signum).name
 
     def __enter__(self) -> Run:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
