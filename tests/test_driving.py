@@ -137,8 +137,11 @@ def test_grayscale_frame_stack_channels_first_layout():
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
     assert all(np.array_equal(obs[0], obs[k]) for k in range(4))
+    for _ in range(10):  # get moving, so that consecutive frames differ
+        previous, *_ = env.step(2)
     new, *_ = env.step(2)
-    assert np.array_equal(new[:3], obs[1:])  # rolling stack: oldest dropped, newest appended
+    assert np.array_equal(new[:3], previous[1:])  # rolling stack: oldest dropped, newest appended
+    assert not np.array_equal(new[3], new[2])  # and the newest frame is a new one
     env.close()
 
 
