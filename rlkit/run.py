@@ -80,12 +80,54 @@ class Progress:
             self.bar.close()
 
 
-class Run:
+class SignalStop:
+    """SIGINT, SIGTERM and SIGHUP set ``stop_requested`` (the loop then saves and stops at the end of its step);
+    a second one raises KeyboardInterrupt. ``install_signal_handlers`` / ``restore_signal_handlers`` bracket
+    the work; subclasses provide ``print``."""
+
+    def __init__(self) -> None:
+        self._stop = False
+        self._unannounced_signal: str | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    def print(self, message: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a signal asked the run to stop. The first read after the signal prints that it arrived:
+        printing in the handler itself could interrupt a write to the same stream (a crash)."""
+        if self._unannounced_signal is not None:
+            name, self._unannounced_signal = self._unannounced_signal, None
+            self.print(f"received {name}: saving a checkpoint and stopping")
+        return self._stop
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop:  # second Ctrl-C: give up on the clean stop
+            raise KeyboardInterrupt
+        self._stop = True
+        self._unannounced_signal = signal.Signals(signum).name
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+
+    def restore_signal_handlers(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
+
+
+class Run(SignalStop):
     """Owns a run directory and its writers. Use as a context manager."""
 
     def __init__(self, run_dir: Path, record: dict[str, Any]) -> None:
         """``record`` (algo, preset, config, env settings) is written as config.yaml; a resume rewrites it
         with the overrides it was given (e.g. a longer total_steps)."""
+        super().__init__()
         self.dir = Path(run_dir)
         self.record = record
         self.checkpoint_dir = self.dir / "checkpoints"
@@ -98,18 +140,6 @@ class Run:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.dir), flush_secs=30)
-        self._stop = False
-        self._unannounced_signal: str | None = None
-        self._previous_handlers: dict[int, Any] = {}
-
-    @property
-    def stop_requested(self) -> bool:
-        """Whether a SIGINT/SIGTERM/SIGHUP asked the run to stop. The first read after the signal prints that it
-        arrived: printing in the handler itself could interrupt a write to the same stream (a crash)."""
-        if self._unannounced_signal is not None:
-            name, self._unannounced_signal = self._unannounced_signal, None
-            self.print(f"received {name}: saving a checkpoint and stopping")
-        return self._stop
 
     def write_config(self) -> None:
         write_text_atomic(self.dir / "config.yaml", yaml.safe_dump(self.record, sort_keys=False))
@@ -132,22 +162,11 @@ class Run:
     def progress(self, total: int, initial: int) -> Progress:
         return Progress(total, initial, self.print)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop:  # second Ctrl-C: give up on the clean stop
-            raise KeyboardInterrupt
-        self._stop = True
-        self._unannounced_signal = signal.Signals(signum).name
-
     def __enter__(self) -> Run:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread
-                pass
+        self.install_signal_handlers()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
+        self.restore_signal_handlers()
         self.writer.close()
         self._log.close()

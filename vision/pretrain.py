@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from rlkit.checkpoint import (
 )
 from rlkit.errors import RLKitError
 from rlkit.registry import PRETRAINERS
+from rlkit.run import SignalStop
 from rlkit.vision.data import FrameDataset, manifest_hash, read_manifest
 
 
@@ -224,16 +224,12 @@ def default_run_dir(method: str, data_dir: str | Path, seed: int) -> Path:
     return Path("runs") / f"{Path(data_dir).resolve().name}__pretrain-{method}__{seed}__{stamp}"
 
 
-class _Quiet:
+class _Quiet(SignalStop):
     """Stands in for a Run on data-parallel ranks other than 0: no output, but the same signal handling, so a
     Ctrl-C or SIGTERM (which torchrun and a terminal send to every rank) stops all ranks together at the end of
     a step, and rank 0 saves the checkpoint."""
 
     dir = None
-
-    def __init__(self) -> None:
-        self.stop_requested = False
-        self._previous_handlers: dict[int, Any] = {}
 
     def print(self, message: str) -> None:
         pass
@@ -241,22 +237,12 @@ class _Quiet:
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         pass
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.stop_requested:
-            raise KeyboardInterrupt
-        self.stop_requested = True
-
     def __enter__(self) -> _Quiet:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread
-                pass
+        self.install_signal_handlers()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
+        self.restore_signal_handlers()
 
 
 def _average(values: dict[str, float], stop: bool, world: int) -> tuple[dict[str, float], bool]:
