@@ -231,6 +231,8 @@ class NavigationEnv(gym.Env):
             path = egl.get_filename() if egl is not None else "eglRendererPlugin"
             self._egl_plugin = self._p.loadPlugin(path, "_eglRendererPlugin")
             if self._egl_plugin < 0:
+                self._p.disconnect()  # the env will not exist: do not leave its physics client behind
+                self._p = None
                 raise RLKitError("renderer 'egl' could not load pybullet's EGL plugin; use renderer='tiny'.")
             self._render_flag = pb.ER_BULLET_HARDWARE_OPENGL
         self._ego_proj = pb.computeProjectionMatrixFOV(90.0, 1.0, 0.03, self._diag + 1.0)
