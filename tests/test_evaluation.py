@@ -373,8 +373,10 @@ def test_stopping_a_seed_group_stops_and_saves_every_seed(tmp_path, how):
     command = [sys.executable, "-m", "rlkit.cli", "train", "dqn", "--env", "CartPole-v1", "--seeds", "0,1",
                "--workers", "2", "--total-steps", "10000000", "--run-dir", str(group), "--set", "eval_every=0",
                "--set", "learning_starts=100"]
+    # SIGINT back to its default: a test runner started in the background (nohup, `&`) ignores SIGINT, children
+    # inherit that, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         logs = [group / "seed_0" / "stdout.log", group / "seed_1" / "stdout.log"]
@@ -387,11 +389,13 @@ def test_stopping_a_seed_group_stops_and_saves_every_seed(tmp_path, how):
         else:
             proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
-    finally:
-        try:  # whatever is left in the group's process group (a failing run's seeds too, on the old code)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    finally:  # whatever is left of a failing run: the group and its seeds (each in a session of its own)
+        for pid in [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]:
+            try:
+                if str(group).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
     assert proc.returncode == 0, out
     assert "each seed saved its checkpoint" in out
     for seed in (0, 1):
