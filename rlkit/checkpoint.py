@@ -27,6 +27,9 @@ def _atomic_write(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the file gets the permissions open() would give it
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:  # on disk before the rename, so a crash leaves the old file or the new

@@ -272,3 +272,15 @@ def test_extending_a_scheduled_run_says_how_the_rate_moves(tmp_path, capsys):
     train("--resume", str(run), "--total-steps", "1200")
     out = capsys.readouterr().out
     assert "lr_schedule=linear spans total_steps, now 1200 (was 600): the learning rate moves from 0 to 0.0005" in out
+
+
+def test_atomic_writes_keep_the_usual_file_permissions(tmp_path):
+    """Temp file + rename must not leave results readable by the owner only (mkstemp's 0600)."""
+    from rlkit.checkpoint import write_text_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "eval.json", "{}")
+        assert (tmp_path / "eval.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)
