@@ -228,7 +228,12 @@ def test_ppo_minibatches_split_the_kept_steps_into_equal_parts(monkeypatch):
     config = PPOConfig(env_id="CartPole-v1", num_envs=4, rollout_steps=128, minibatches=4, epochs=2)
     agent = PPO(config, gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2))
     sizes: list[int] = []
-    monkeypatch.setattr(agent, "minibatch_step", lambda new_logp, *rest: sizes.append(len(new_logp)))
+    def record(new_logp, *rest) -> None:  # the real step's statistics too, so the epoch summary has values
+        sizes.append(len(new_logp))
+        for values in rest[-1].values():
+            values.append(0.0)
+
+    monkeypatch.setattr(agent, "minibatch_step", record)
     T, N = 128, 4
     rng = np.random.default_rng(0)
     valid = np.ones((T, N), np.float32)
