@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from rlkit.checkpoint import load_optimizer_tensors, optimizer_tensors, save_checkpoint
@@ -33,6 +34,14 @@ def training_mode(*modules: torch.nn.Module) -> Iterator[None]:
     finally:
         for module in modules:
             module.eval()
+
+
+def epsilon_greedy(
+    greedy: np.ndarray, epsilon: float, n_actions: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``greedy`` actions, each replaced with probability ``epsilon`` by a uniformly random one from ``rng``."""
+    explore = rng.random(len(greedy)) < epsilon
+    return np.where(explore, rng.integers(0, n_actions, len(greedy)), greedy)
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlkit.agents.base import Agent
+from rlkit.agents.base import Agent, epsilon_greedy
 from rlkit.agents.schedules import linear_schedule
 from rlkit.config import TrainConfig
 from rlkit.errors import RLKitError
@@ -136,9 +136,7 @@ class TabularAgent(Agent):
         states = np.asarray(observations, dtype=np.int64)
         actions = self.q[states].argmax(axis=1)
         if epsilon:
-            rng = self.rng if rng is None else rng
-            explore = rng.random(len(states)) < epsilon
-            actions = np.where(explore, rng.integers(0, self.n_actions, len(states)), actions)
+            actions = epsilon_greedy(actions, epsilon, self.n_actions, self.rng if rng is None else rng)
         return actions.astype(np.int64)
 
     def behave(self, states: np.ndarray, exploration: float) -> np.ndarray:

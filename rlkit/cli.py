@@ -203,6 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RLKitError(f"{run_dir} is already at step {reached} of total_steps {config.total_steps}; "
                              f"pass --total-steps above {reached} to train it further.")
         preset = saved.get("preset")
+        check_stop_at_return(config)
     else:
         if not args.algo and args.help:
             print(args.train_parser.format_help().rstrip())
@@ -227,7 +228,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RLKitError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or use another --run-dir.")
         checkpoint = None
 
-    check_stop_at_return(config)
     _set_threads(config.torch_threads)
     try:
         observation_space, action_space, env_settings = _probe_env(config.env_id, config.env_kwargs)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlkit.agents.base import epsilon_greedy
 from rlkit.errors import RLKitError
 from rlkit.vision.encoders import NatureCNN
 
@@ -144,10 +145,7 @@ class SB3Agent:
             drawn = (rng.random((len(cumulative), 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
             return np.minimum(drawn, self.n_actions - 1).astype(np.int64)
         actions = out.argmax(dim=1).numpy().astype(np.int64)
-        if epsilon:
-            explore = rng.random(len(actions)) < epsilon
-            actions = np.where(explore, rng.integers(0, self.n_actions, len(actions)), actions)
-        return actions
+        return epsilon_greedy(actions, epsilon, self.n_actions, rng) if epsilon else actions
 
     def describe(self) -> dict[str, Any]:
         shape = list(self.observation_shape)
