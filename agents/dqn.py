@@ -22,7 +22,6 @@ from rlkit.agents.optim import OptimizerConfig, apply_lr_schedule, optimizer_fro
 from rlkit.agents.replay import FrameReplayBuffer
 from rlkit.agents.schedules import linear_schedule
 from rlkit.checkpoint import (
-    load_arrays,
     load_optimizer_tensors,
     optimizer_tensors,
     read_safetensors_header,
@@ -234,7 +233,7 @@ class DQN(Agent):
         self.learning_starts_at = config.learning_starts
         self.buffer: FrameReplayBuffer | None = None
         self._replay_rng_state: dict | None = None
-        self.buffer_state: dict[str, np.ndarray] | None = None
+        self.buffer_file: Path | None = None  # a replay file to restore when learn() builds the buffer
         self.stale_buffer_note: str | None = None  # why a saved replay file was not used on resume
 
     def encoders(self) -> list[nn.Module]:
@@ -279,6 +278,13 @@ class DQN(Agent):
         last, rolling by one frame per step) are stored one frame per step."""
         cfg = self.config
         space = self.observation_space
+        stack = space.shape[0] if stacked else 1
+        smallest = num_envs * (stack + cfg.n_step)
+        if cfg.buffer_size < smallest:
+            raise RLKitError(
+                f"buffer_size={cfg.buffer_size} cannot hold a frame stack ({stack}) and an n-step window "
+                f"({cfg.n_step}) for each of the {num_envs} envs; use --set buffer_size={smallest} or more."
+            )
         # The arrays are allocated zeroed, and the OS backs such pages only once they are written: a run of
         # total_steps env steps touches at most that many transitions, so only those must fit in memory.
         stored = min(cfg.buffer_size, max(cfg.total_steps, 1))
@@ -381,6 +387,10 @@ class DQN(Agent):
             else:
                 for target, online in zip(self.target_net.parameters(), self.q_net.parameters()):
                     target.lerp_(online, tau)
+                # buffers (BatchNorm running statistics, spectral-norm vectors) are not averaged: the target
+                # runs in eval mode and never updates its own, so it takes the online network's
+                for target, online in zip(self.target_net.buffers(), self.q_net.buffers()):
+                    target.copy_(online)
 
     def learn(self, run: Any) -> None:
         """The training loop: act, step, store, update, log, evaluate, checkpoint (until done or stopped)."""
@@ -393,9 +403,9 @@ class DQN(Agent):
             )
         buffer = self.make_buffer(cfg.num_envs, stacked=getattr(envs, "frames_stacked", False))
         resumed = self.global_step > 0
-        if self.buffer_state is not None:
-            buffer.load_state_arrays(self.buffer_state)
-            self.buffer_state = None
+        if self.buffer_file is not None:
+            buffer.load_state_file(self.buffer_file)
+            self.buffer_file = None
             run.print(f"restored replay buffer: {len(buffer)} transitions")
         elif resumed:
             self.learning_starts_at = self.global_step + cfg.learning_starts
@@ -520,5 +530,5 @@ class DQN(Agent):
             self.stale_buffer_note = (f"{path.name} is from step {saved_at or 'unknown'}, the checkpoint from step "
                                       f"{self.global_step}, so it was not used")
             return False
-        self.buffer_state = load_arrays(path)
+        self.buffer_file = path
         return True

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
 from rlkit.errors import RLKitError
+
+NOTHING_TO_SAMPLE = ("the replay buffer holds no complete transition to sample yet; raise buffer_size or "
+                     "learning_starts so it holds whole frame stacks and n-step windows")
 
 
 @dataclass
@@ -145,7 +151,16 @@ class FrameReplayBuffer:
         return sum(a.nbytes for a in arrays) + (self.tree.tree.nbytes if self.tree is not None else 0)
 
     def __len__(self) -> int:
-        return int(self.valid.sum())
+        """Transitions that can be sampled now: stored, whose stack is whole and whose n-step window is in."""
+        low, sizes = self._candidate_ranges()
+        return sum(int(self.valid[e, (low[e] + np.arange(sizes[e])) % self.slots].sum())
+                   for e in np.flatnonzero(sizes))
+
+    def _candidate_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per stream, the first absolute slot that may hold a sampleable transition (its stack's oldest frame
+        not yet overwritten) and how many slots follow up to the newest one whose n-step window is complete."""
+        low = np.maximum(self.head - self.slots + self.stack, 0)
+        return low, np.maximum(self.head - self.n_step - low + 1, 0)
 
     # ---- writing -------------------------------------------------------------------------------------
     def _advance(self, envs: np.ndarray, frames: np.ndarray) -> None:
@@ -229,11 +244,10 @@ class FrameReplayBuffer:
         """Uniform over every stored transition: a draw over the concatenated candidate ranges of all streams
         (before the buffer wraps, streams hold different numbers of slots), rejecting the episode-start slots
         that hold no transition."""
-        low = np.maximum(self.head - self.slots + self.stack, 0)
-        sizes = np.maximum(self.head - self.n_step - low + 1, 0)
+        low, sizes = self._candidate_ranges()
         ends = np.cumsum(sizes)
         if ends[-1] == 0:
-            raise RuntimeError("replay buffer has no complete transitions to sample yet")
+            raise RLKitError(NOTHING_TO_SAMPLE)
         envs = np.empty(batch_size, dtype=np.int64)
         slots = np.empty(batch_size, dtype=np.int64)
         todo = np.arange(batch_size)
@@ -246,17 +260,23 @@ class FrameReplayBuffer:
             todo = todo[~usable]
             if len(todo) == 0:
                 return envs, slots
-        raise RuntimeError("replay buffer has no complete transitions to sample yet")
+        raise RLKitError(NOTHING_TO_SAMPLE)
 
     def can_sample(self) -> bool:
-        return bool(((self.head - self.n_step) >= self.stack).any()) and len(self) > 0
+        """Whether ``sample`` can draw a batch now (at least one sampleable transition)."""
+        if self.tree is not None:
+            return self.tree.total > 0
+        low, sizes = self._candidate_ranges()
+        # the newest candidate of each stream is valid unless its stream has just restarted an episode
+        newest = self.valid[np.arange(self.num_envs), (low + sizes - 1) % self.slots] & (sizes > 0)
+        return bool(newest.any()) or len(self) > 0
 
     def sample(self, batch_size: int, beta: float = 0.4, device: str | torch.device = "cpu") -> ReplayBatch:
         """Sample a batch (proportional to priority when prioritized, else uniform)."""
         if self.tree is not None:
             total = self.tree.total
             if total <= 0:
-                raise RuntimeError("replay buffer has no complete transitions to sample yet")
+                raise RLKitError(NOTHING_TO_SAMPLE)
             bounds = np.linspace(0.0, total, batch_size + 1)
             prefix = bounds[:-1] + self.rng.random(batch_size) * (bounds[1:] - bounds[:-1])
             prefix = np.minimum(prefix, np.nextafter(total, 0))
@@ -304,8 +324,9 @@ class FrameReplayBuffer:
             return
         priorities = (np.abs(td_errors) + eps) ** self.alpha
         alive = self.tree.get(indices) > 0  # skip leaves overwritten since sampling
-        self.tree.update(indices[alive], priorities[alive])
-        self.max_priority = max(self.max_priority, float(priorities.max()))
+        if alive.any():
+            self.tree.update(indices[alive], priorities[alive])
+            self.max_priority = max(self.max_priority, float(priorities[alive].max()))
 
     # ---- checkpointing -------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -318,30 +339,58 @@ class FrameReplayBuffer:
             "valid": self.valid,
             "head": self.head,
             "max_priority": np.array([self.max_priority]),
+            "n_step": np.array([self.n_step]),
         }
         if self.tree is not None:
             arrays["tree"] = self.tree.tree
         return arrays
 
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore arrays from ``state_arrays`` after checking they fit this buffer's settings."""
-        names = ("frames", "actions", "rewards", "terminated", "episode_end", "valid", "head")
-        for name in names:
-            expected = getattr(self, name).shape
-            if name not in arrays or arrays[name].shape != expected:
-                found = arrays[name].shape if name in arrays else "nothing"
-                raise RLKitError(
-                    f"the saved replay buffer's {name} has shape {found}, this config needs {expected}; resume "
-                    "with the run's buffer_size, num_envs and n_step, or with --set save_buffer=false."
-                )
-        if (self.tree is not None) != ("tree" in arrays):
-            saved = "with" if "tree" in arrays else "without"
-            raise RLKitError(
-                f"the saved replay buffer was written {saved} prioritized replay; resume with the run's "
-                "prioritized setting, or with --set save_buffer=false."
-            )
-        for name in names:
-            getattr(self, name)[...] = arrays[name]
-        self.max_priority = float(arrays["max_priority"][0])
-        if self.tree is not None:
-            self.tree.load(arrays["tree"])
+    def load_state_file(self, path: str | Path, chunk_slots: int = 1 << 14) -> None:
+        """Restore a file written from ``state_arrays`` after checking it fits this buffer's settings. Arrays
+        are copied a slice at a time straight into this buffer (a 1M Atari replay is 7 GB: no second copy in
+        memory), and all-zero slices are skipped so never-written pages stay unallocated."""
+        fix = "resume with the run's buffer_size, num_envs and n_step, or with --set save_buffer=false"
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                saved = {name: handle.get_slice(name) for name in handle.keys()}
+                names = ("frames", "actions", "rewards", "terminated", "episode_end", "valid", "head")
+                for name in (*names, "max_priority"):
+                    if name not in saved:
+                        raise RLKitError(f"the saved replay buffer {path} has no {name}; {fix}.")
+                for name in names:
+                    found, expected = tuple(saved[name].get_shape()), getattr(self, name).shape
+                    if found != expected:
+                        raise RLKitError(f"the saved replay buffer's {name} has shape {found}, this config "
+                                         f"needs {expected}; {fix}.")
+                if "n_step" in saved and int(saved["n_step"][:][0]) != self.n_step:
+                    raise RLKitError(f"the saved replay buffer was written with n_step={int(saved['n_step'][:][0])},"
+                                     f" this config has n_step={self.n_step}; {fix}.")
+                if (self.tree is not None) != ("tree" in saved):
+                    written = "with" if "tree" in saved else "without"
+                    raise RLKitError(
+                        f"the saved replay buffer was written {written} prioritized replay; resume with the run's "
+                        "prioritized setting, or with --set save_buffer=false."
+                    )
+                for name in names:
+                    self._copy_saved(name, saved[name], chunk_slots)
+                self.max_priority = float(saved["max_priority"][:][0])
+                if self.tree is not None:
+                    self.tree.load(saved["tree"][:])
+        except (SafetensorError, OSError) as exc:
+            raise RLKitError(f"replay file {path} is corrupt ({exc}); resume with --set save_buffer=false.") from None
+
+    def _copy_saved(self, name: str, saved: Any, chunk_slots: int) -> None:
+        """Copy one saved array into this buffer's array of the same name, stream by stream in slot chunks."""
+        target = getattr(self, name)
+        if target.ndim < 2:
+            chunks = [(slice(None),)]
+        else:
+            chunks = [(e, slice(a, min(a + chunk_slots, target.shape[1]))) for e in range(target.shape[0])
+                      for a in range(0, target.shape[1], chunk_slots)]
+        for index in chunks:
+            values = saved[index]
+            if values.dtype != target.dtype:
+                raise RLKitError(f"the saved replay buffer's {name} holds {values.dtype}, this config stores "
+                                 f"{target.dtype}; resume with the run's env settings or --set save_buffer=false.")
+            if values.any():
+                target[index] = values

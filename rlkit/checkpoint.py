@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import load_file, save_file
 
@@ -29,9 +28,11 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the file gets the permissions open() would give it
     try:
         write(tmp)
+        # mkstemp makes the file 0600 (and safetensors replaces it with a file of its own): it gets the
+        # permissions open() would give it, after the writer is done with it
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as handle:  # on disk before the rename, so a crash leaves the old file or the new
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -99,13 +100,6 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     header = {**(metadata or {}), "format": FORMAT}
     _atomic_write(Path(path), lambda tmp: save_numpy_file(arrays, tmp, metadata=header))
-
-
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    try:
-        return load_numpy_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RLKitError(f"replay file {path} is corrupt ({exc}); resume without it (save_buffer=false).") from None
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict[str, torch.Tensor], dict]:

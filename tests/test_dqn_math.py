@@ -236,9 +236,11 @@ def test_update_priorities_and_importance_weights():
     priorities = np.array([(abs(t) + eps) ** alpha for t in td])
     np.testing.assert_allclose(buffer.tree.get(np.arange(8)), priorities)
     assert buffer.max_priority == pytest.approx(4.000001**0.6)
-    # a leaf that holds no transition is not brought back by a late priority update
+    # a leaf that holds no transition is not brought back by a late priority update, and its TD error does
+    # not raise the priority new transitions enter with
     buffer.update_priorities(np.array([8]), np.array([10.0]), eps)
     assert buffer.tree.get(np.array([8]))[0] == 0.0
+    assert buffer.max_priority == pytest.approx(4.000001**0.6)
 
     probabilities = priorities / priorities.sum()
     counts = np.zeros(8)
@@ -319,3 +321,27 @@ def test_loss_terms_match_separate_forward_passes(double_dqn):
     assert torch.equal(td_error, q - expected_targets)
     per_sample = torch.nn.functional.smooth_l1_loss(expected_q, expected_targets, reduction="none")
     assert torch.equal(loss, (weights * per_sample).mean())
+
+
+def test_soft_target_update_averages_weights_and_takes_the_online_buffers():
+    """Polyak averaging covers parameters; BatchNorm running statistics are buffers the eval-mode target never
+    updates itself, so it must take the online network's (they were left at their initial values)."""
+    obs_space = gym.spaces.Box(0, 255, (4, 20, 20), np.uint8)
+    config = DQNConfig(encoder="resnet18", encoder_kwargs={"norm": "batch", "widths": [4, 8], "blocks": [1, 1]},
+                       tau=0.5, device="cpu", seed=0)
+    agent = DQN(config, obs_space, gym.spaces.Discrete(3))
+    target_before = {k: v.clone() for k, v in agent.target_net.state_dict().items()}
+    agent.q_net.train()
+    with torch.no_grad():
+        agent.q_net(torch.randint(0, 256, (8, 4, 20, 20), dtype=torch.uint8))  # moves the running statistics
+        for p in agent.q_net.parameters():
+            p.add_(1.0)
+    agent.update_target()
+    online = agent.q_net.state_dict()
+    buffers = {name for name, _ in agent.q_net.named_buffers()}
+    assert any("running_mean" in name for name in buffers)
+    for name, value in agent.target_net.state_dict().items():
+        if name in buffers:
+            assert torch.equal(value, online[name]), name
+        else:
+            torch.testing.assert_close(value, target_before[name].lerp(online[name], 0.5))

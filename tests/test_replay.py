@@ -226,3 +226,39 @@ def test_sum_tree_never_lands_on_an_empty_leaf():
         prefix = np.concatenate([np.nextafter(bounds, 0), bounds, [np.nextafter(tree.total, 0)], [0.0]])
         leaves = tree.find(prefix)
         assert (leaves < size).all() and (tree.get(leaves) > 0).all()
+
+
+def test_len_counts_exactly_the_transitions_that_can_be_sampled():
+    """A small wrapping buffer with frame stacks and 3-step windows: ``len`` is the number of distinct
+    transitions uniform sampling draws (it once also counted transitions whose oldest frames were overwritten
+    and those whose n-step window was not complete yet)."""
+    envs = fake_vec((3, 5))
+    buffer = FrameReplayBuffer(30, 2, (4, 12, 12), np.uint8, stacked=True, n_step=3, seed=0)
+    drive(envs, buffer, 57)
+    assert buffer.can_sample()
+    envs_drawn, slots = buffer._sample_uniform(50_000)
+    drawn = set(zip(envs_drawn.tolist(), slots.tolist()))
+    assert len(buffer) == len(drawn)
+    assert len(buffer) < int(buffer.valid.sum())
+
+
+def test_sampling_a_buffer_without_transitions_is_a_user_error():
+    from rlkit.errors import RLKitError
+
+    for prioritized in (False, True):
+        buffer = FrameReplayBuffer(64, 1, (4, 3), np.uint8, stacked=True, n_step=3, prioritized=prioritized)
+        buffer.start(np.zeros((1, 4, 3), np.uint8))
+        assert not buffer.can_sample() and len(buffer) == 0
+        with pytest.raises(RLKitError, match="raise buffer_size"):
+            buffer.sample(4)
+
+
+def test_a_buffer_too_small_for_the_stack_and_window_is_refused_up_front():
+    from rlkit.agents.dqn import DQN, DQNConfig
+    from rlkit.config import build_config
+    from rlkit.errors import RLKitError
+
+    space, actions = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6)
+    config = build_config(DQNConfig, {"buffer_size": 50, "batch_size": 32, "n_step": 3})
+    with pytest.raises(RLKitError, match=r"buffer_size=50 cannot hold .* 8 envs; use --set buffer_size=56"):
+        DQN(config, space, actions).make_buffer(8, stacked=True)

@@ -284,3 +284,61 @@ def test_atomic_writes_keep_the_usual_file_permissions(tmp_path):
         assert (tmp_path / "eval.json").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(umask)
+
+
+def test_resume_restores_target_network_rngs_and_prioritized_replay_exactly(tmp_path):
+    """What ``rlkit train --resume`` loads is what was saved: the target network (which differs from the online
+    one between copies), torch's and the exploration RNG states, the replay RNG, and every replay array
+    including the priority tree."""
+    from safetensors.numpy import load_file
+
+    run = tmp_path / "per"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "save_buffer=true", "--set", "prioritized=true",
+          "--set", "target_update_interval=700", "--total-steps", "1000", "--run-dir", str(run))
+    tensors, meta = last_checkpoint(run)
+    config = DQNConfig(**{**meta["config"], "device": "cpu"})
+    agent = DQN(config, gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
+    torch.manual_seed(12345)
+    agent.load_state_dict(tensors, meta)
+    target = {f"target_net.{k}": v for k, v in agent.target_net.state_dict().items()}
+    assert all(torch.equal(v, tensors[k]) for k, v in target.items())
+    assert any(not torch.equal(v, tensors["q_net." + k[len("target_net."):]]) for k, v in target.items())
+    assert torch.equal(torch.get_rng_state(), tensors["rng.torch"])
+    assert agent.rng.bit_generator.state == meta["rng"]["explore"]
+    assert agent._replay_rng_state == meta["rng"]["replay"]
+    assert agent.restore_buffer(run / "checkpoints")
+    buffer = agent.make_buffer(config.num_envs)
+    buffer.load_state_file(agent.buffer_file)
+    saved = load_file(str(run / "checkpoints" / "replay.safetensors"))
+    restored = buffer.state_arrays()
+    assert set(restored) == set(saved) and "tree" in saved
+    for name, values in restored.items():
+        np.testing.assert_array_equal(values, saved[name], err_msg=name)
+    assert buffer.tree.total > 0 and len(buffer) > 400
+
+
+def test_resume_with_a_replay_file_of_another_n_step_is_a_user_error(tmp_path, capsys):
+    """n_step + 1 with buffer_size - num_envs keeps every saved array's shape: the recorded n_step catches it."""
+    run = tmp_path / "nstep"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "save_buffer=true", "--set", "n_step=1",
+          "--set", "buffer_size=1000", "--total-steps", "600", "--run-dir", str(run))
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run), "--total-steps", "800", "--set", "n_step=2",
+                 "--set", "buffer_size=999"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "written with n_step=1, this config has n_step=2" in err
+
+
+def test_binary_checkpoints_keep_the_usual_file_permissions(tmp_path):
+    """safetensors replaces the temp file it is given, so the permissions are set after it wrote."""
+    from rlkit.checkpoint import save_arrays, save_checkpoint
+
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "c.safetensors", {"w": torch.zeros(2)}, {"algo": "dqn"})
+        save_arrays(tmp_path / "a.safetensors", {"x": np.zeros(3)})
+        for name in ("c.safetensors", "a.safetensors"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(umask)
