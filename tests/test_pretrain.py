@@ -140,7 +140,10 @@ def test_gan_at_84_keeps_the_frames_unresized(tmp_path):
         ReconDecoder(4, 4, "linear", size=84)
 
 
-def test_gan_encoder_batchnorm_statistics_are_of_real_frames(tmp_path):
+@pytest.mark.parametrize("sync", [False, True])
+def test_gan_encoder_batchnorm_statistics_are_of_real_frames(tmp_path, monkeypatch, sync):
+    """Precise BN on real frames, also after the multi-GPU SyncBatchNorm conversion (sync), where rank 0
+    calibrates alone: SyncBatchNorm's own forward, which would wait for the other ranks, must not run."""
     from rlkit.vision.gan import GANConfig, GANPretrainer, to_gan_range
 
     data_dir = make_dataset(tmp_path / "d", frames=20, episodes=4)
@@ -149,9 +152,12 @@ def test_gan_encoder_batchnorm_statistics_are_of_real_frames(tmp_path):
     trainer = GANPretrainer(config, data, None, torch.device("cpu"))
     for step in range(3):
         trainer.train_step(step)
+    if sync:
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(trainer.disc)
+        monkeypatch.setattr(torch.nn.SyncBatchNorm, "forward", lambda *a: pytest.fail("SyncBatchNorm.forward"))
     encoder = trainer.encoder()
     norm = encoder.trunk[3]  # first BatchNorm2d, after conv 2 (LeakyReLU before it)
-    assert isinstance(norm, torch.nn.BatchNorm2d)
+    assert isinstance(norm, torch.nn.SyncBatchNorm if sync else torch.nn.BatchNorm2d)
     obs, _ = data.batch(np.arange(len(data)))
     with torch.no_grad():
         pre = encoder.trunk[:3](to_gan_range(obs))  # input of that BatchNorm on every real train frame

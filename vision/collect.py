@@ -46,11 +46,20 @@ def make_collect_env(env_id: str, color: bool = False) -> tuple[gym.Env, dict[st
     return env, {"env_id": env_id}, reset
 
 
-def _frame(env: gym.Env, obs: np.ndarray) -> np.ndarray:
+def channels_first(env: gym.Env | None, obs: np.ndarray) -> bool:
+    """Whether an image observation is laid out (C, H, W), read from the env's observation space (``obs``'s own
+    shape without one): the channel axis is the shorter end, as an image is wider than its channel count, so
+    (4, 84, 84) and (6, 84, 84) (two stacked RGB frames) are channels-first, (84, 84, 3) and (84, 84, 6) not."""
+    space = getattr(env, "observation_space", None)
+    shape = space.shape if isinstance(space, gym.spaces.Box) and space.shape == obs.shape else obs.shape
+    return shape[0] <= shape[-1]
+
+
+def _frame(env: gym.Env | None, obs: np.ndarray) -> np.ndarray:
     """The stored frame: an image observation as (C, H, W), else the render as (1, 84, 84) grayscale."""
     obs = np.asarray(obs)
     if obs.dtype == np.uint8 and obs.ndim == 3:
-        return obs if obs.shape[0] <= 4 else obs.transpose(2, 0, 1)
+        return obs if channels_first(env, obs) else obs.transpose(2, 0, 1)
     import cv2
 
     rgb = env.render()

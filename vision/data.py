@@ -127,9 +127,14 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RLKitError(f"{data_dir} has no manifest.json, so it is not a dataset written by `rlkit collect`.")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RLKitError(f"{path} is not UTF-8 text (binary or damaged); collect the data again.") from None
     except json.JSONDecodeError as exc:
         raise RLKitError(f"{path} is not valid JSON ({exc}); collect the data again.") from None
+    if not isinstance(manifest, dict):
+        raise RLKitError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object; collect the data "
+                         "again.")
     if manifest.get("format") != FORMAT:
         raise RLKitError(f"{path} is not an {FORMAT} manifest; collect the data again with `rlkit collect`.")
     return manifest
@@ -182,6 +187,9 @@ class FrameDataset(torch.utils.data.Dataset):
                 found = len(arrays["obs"]) if "obs" in arrays else "no"
                 raise RLKitError(f"{path} holds {found} frames, the manifest says {expected}; the dataset in "
                                  f"{self.dir} is damaged, collect it again.")
+            if arrays["obs"].shape[1:] != self.obs_shape:
+                raise RLKitError(f"{path} holds frames of shape {list(arrays['obs'].shape[1:])}, the manifest says "
+                                 f"{list(self.obs_shape)}; the dataset in {self.dir} is damaged, collect it again.")
             self._handles[c] = arrays
         return self._handles[c]
 

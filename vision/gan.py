@@ -49,7 +49,7 @@ from rlkit.registry import ENCODERS, PRETRAINERS
 from rlkit.vision.encoders import Encoder, _require_image, make_encoder
 from rlkit.vision.mae import background_frame
 from rlkit.vision.metrics import frechet_distance
-from rlkit.vision.pretrain import PretrainConfig, Pretrainer
+from rlkit.vision.pretrain import PretrainConfig, Pretrainer, recalibrated_batch_norms
 
 SIZE = 64
 """the default side of the GAN's frames (DCGAN's natural size)"""
@@ -567,6 +567,7 @@ class GANPretrainer(Pretrainer):
 
     Config = GANConfig
     name = "gan"
+    resume_changeable = Pretrainer.resume_changeable | {"fd_samples"}
 
     def build(self) -> None:
         cfg = self.config
@@ -955,23 +956,15 @@ class GANPretrainer(Pretrainer):
 
         During training two of every three discriminator passes are on generated batches, so the running
         statistics describe fakes; the saved encoder is used in eval mode on real frames, where those
-        statistics are wrong (measured on Pong: the eval-mode discriminator called every real val frame fake)."""
-        norms = [m for m in self.disc.modules() if isinstance(m, nn.BatchNorm2d)]
-        if not norms:  # the spectral-norm discriminator has no running statistics
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-        was_training = self.disc.training
-        self.disc.train()
-        indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
-        for start in range(0, len(indices), 256):
-            obs, _ = self.data.batch(indices[start : start + 256])
-            self.disc.trunk_map(to_gan_range(obs.to(self.device), self.size))
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        self.disc.train(was_training)
+        statistics are wrong (measured on Pong: the eval-mode discriminator called every real val frame fake).
+        BatchNorm2d and SyncBatchNorm (multi-GPU) alike, on this process alone."""
+        with recalibrated_batch_norms(self.disc.trunk) as norms:
+            if not norms:  # the spectral-norm discriminator has no running statistics
+                return
+            indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
+            for start in range(0, len(indices), 256):
+                obs, _ = self.data.batch(indices[start : start + 256])
+                self.disc.trunk_map(to_gan_range(obs.to(self.device), self.size))
 
     def encoder(self) -> nn.Module:
         self.calibrate_disc_norm()

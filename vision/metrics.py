@@ -1,4 +1,5 @@
-"""Scores for pretraining and probes: F1 (macro / weighted), confusion matrices, R2, Fréchet distance."""
+"""Scores for pretraining and probes: F1 (macro / weighted), confusion matrices, R2, Fréchet distance, and the
+AtariARI filter of low-entropy labels."""
 
 from __future__ import annotations
 
@@ -6,6 +7,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from rlkit.errors import RLKitError
+
+ENTROPY_THRESHOLD = 0.6
+"""AtariARI's ``remove_low_entropy_labels`` default (``get_episodes(entropy_threshold=0.6)``), in nats."""
+
+
+def label_entropy(values: np.ndarray) -> float:
+    """Entropy in nats (natural log) of the empirical distribution of ``values`` (0 for a constant label)."""
+    _, counts = np.unique(np.asarray(values), return_counts=True)
+    p = counts / max(counts.sum(), 1)
+    return float(0.0 - (p * np.log(p)).sum())  # 0.0 - 0.0, not -0.0, for a constant label
+
+
+def informative_labels(
+    names: list[str], labels: np.ndarray, threshold: float = ENTROPY_THRESHOLD, source: str = "the dataset"
+) -> tuple[list[str], dict[str, float]]:
+    """AtariARI's ``remove_low_entropy_labels``: (names of the labels whose value entropy over ``labels`` (N, L)
+    is at least ``threshold`` nats, entropy of every label). A label below it (a constant or nearly constant
+    byte) is scored ~1 by a predictor that ignores the pixels, so means leave it out; ``threshold`` 0 keeps every
+    label. None left is a one-line error naming ``source``."""
+    entropy = {name: label_entropy(labels[:, i]) for i, name in enumerate(names)}
+    kept = [name for name in names if entropy[name] >= threshold]
+    if names and not kept:
+        values = ", ".join(f"{name} {value:.3f}" for name, value in entropy.items())
+        raise RLKitError(f"every label of {source} has a value entropy below {threshold} nats over its {len(labels)} "
+                         f"frames ({values}), so none is left to score; collect more varied frames or lower "
+                         "entropy_threshold (0 keeps every label).")
+    return kept, entropy
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int = 256) -> np.ndarray:

@@ -8,26 +8,32 @@ Data parallel: ``torchrun --nproc_per_node=2 -m rlkit.vision.pretrain METHOD --d
 pretrain ... --ddp 2``). Every step draws one *global* batch from a generator seeded by (seed, step); rank r
 takes rows ``[r*B/W, (r+1)*B/W)`` and, after backward, the gradients are averaged over ranks (all-reduce), so
 W processes at global batch B take the same steps as one process at batch B (up to float summation order).
-BatchNorm statistics are per process on CPU (gloo has no SyncBatchNorm); on GPUs (nccl) BatchNorm layers
-are converted to SyncBatchNorm. GAN terms computed over the whole batch (minibatch standard deviation, feature
-matching, the reconstruction, uniformity, contrastive and temporal terms) are refused with more than one process.
-Because batches are a function of the step, a resume continues exactly.
+BatchNorm statistics are per process on CPU (gloo has no SyncBatchNorm; the run prints a note naming such
+layers, GlobalBatchNorm1d excepted); on GPUs (nccl) BatchNorm layers are converted to SyncBatchNorm. GAN terms
+computed over the whole batch (minibatch standard deviation, feature matching, the reconstruction, uniformity,
+contrastive and temporal terms) are refused with more than one process. Because batches are a function of the
+step, a resume continues exactly; it refuses another dataset and changes of the fields that define the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from rlkit.checkpoint import (
     load_checkpoint,
@@ -72,6 +78,43 @@ class PretrainConfig:
     """auto | cpu | cuda"""
 
 
+def _local_batch_norm(norm: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm`` in training mode on this process's batch alone, its running statistics a cumulative average."""
+    norm.num_batches_tracked += 1
+    return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, True,
+                        1.0 / float(norm.num_batches_tracked), norm.eps)
+
+
+@contextlib.contextmanager
+def recalibrated_batch_norms(module: nn.Module) -> Iterator[list[_BatchNorm]]:
+    """Precise BatchNorm: inside the block, every BatchNorm of ``module`` that tracks running statistics
+    (BatchNorm1d/2d, GlobalBatchNorm1d, SyncBatchNorm) starts them afresh and, on each forward pass, normalises
+    with the batch and adds it to a cumulative average. It runs the functional batch norm of this process only,
+    with no collective, so data-parallel rank 0 can recalibrate alone (SyncBatchNorm would wait for the other
+    ranks). Their training mode and forward are restored on exit; yields the norms (empty: nothing to do)."""
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    training = [m.training for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.train()
+        m.forward = types.MethodType(_local_batch_norm, m)
+    try:
+        yield norms
+    finally:
+        for m, was_training in zip(norms, training):
+            del m.forward
+            m.train(was_training)
+
+
+def per_process_batch_norms(modules: dict[str, nn.Module]) -> list[str]:
+    """Names of the BatchNorm layers whose statistics data parallel on CPU keeps per process (all but
+    GlobalBatchNorm1d, which all-reduces them)."""
+    from rlkit.vision.supervised import GlobalBatchNorm1d
+
+    return [f"{key}.{name}" for key, module in modules.items() for name, m in module.named_modules()
+            if isinstance(m, _BatchNorm) and not isinstance(m, GlobalBatchNorm1d)]
+
+
 class Pretrainer:
     """Base of a pretraining method. Subclasses build ``modules`` / ``optimizers`` in ``build`` and implement
     ``update`` (one step on the local part of a batch), ``evaluate`` and ``encoder``."""
@@ -79,6 +122,11 @@ class Pretrainer:
     Config: type = PretrainConfig
     name = "base"
     needs_labels = False
+    resume_changeable = frozenset({"steps", "log_every", "eval_every", "eval_frames", "checkpoint_every",
+                                   "torch_threads", "device"})
+    """config fields a resume may change: the length of the run, its logging / evaluation / checkpoint intervals
+    and where it runs; every other field (seed, batch_size, encoder, encoder_kwargs, lr, the method's settings)
+    defines the trajectory the checkpoint is part of."""
 
     def __init__(
         self, config: Any, data: FrameDataset, val: FrameDataset | None, device: torch.device,
@@ -245,16 +293,31 @@ class _Quiet(SignalStop):
         self.restore_signal_handlers()
 
 
-def _average(values: dict[str, float], stop: bool, world: int) -> tuple[dict[str, float], bool]:
-    """Mean of per-process losses (equal local batches: the global-batch loss) and any-rank stop."""
+def _average(
+    values: dict[str, float], stop: bool, world: int, device: torch.device
+) -> tuple[dict[str, float], bool]:
+    """Mean of per-process losses (equal local batches: the global-batch loss) and any-rank stop. The all-reduce
+    runs on ``device``, the trainer's (an nccl process group has no CPU collectives)."""
     if world == 1:
         return values, stop
     import torch.distributed as dist
 
     keys = sorted(values)
-    packed = torch.tensor([values[k] for k in keys] + [float(stop)], dtype=torch.float64)
+    packed = torch.tensor([values[k] for k in keys] + [float(stop)], dtype=torch.float64, device=device)
     dist.all_reduce(packed)
-    return {k: float(packed[i]) / world for i, k in enumerate(keys)}, bool(packed[-1] > 0)
+    totals = packed.tolist()
+    return {k: totals[i] / world for i, k in enumerate(keys)}, totals[-1] > 0
+
+
+def check_resume_config(run_dir: str | Path, saved: Any, resumed: Any, changeable: frozenset[str]) -> None:
+    """One-line error when ``--set`` / flags on a resume change a field outside ``changeable``."""
+    changed = [f"{field.name}={getattr(resumed, field.name)!r} (the run has {getattr(saved, field.name)!r})"
+               for field in dataclasses.fields(saved)
+               if field.name not in changeable and getattr(resumed, field.name) != getattr(saved, field.name)]
+    if changed:
+        raise RLKitError(f"--resume {run_dir} cannot change {', '.join(changed)}: the checkpoint belongs to the run "
+                         f"as configured; drop those overrides (a resume may change {', '.join(sorted(changeable))}) "
+                         "or start a new run.")
 
 
 def run_pretrain(
@@ -271,12 +334,15 @@ def run_pretrain(
     from rlkit.run import Run, read_run_config
 
     tensors = meta = None
+    saved: dict[str, Any] = {}
     if resume:
         saved = read_run_config(resume, command="pretrain")
         if method and method != saved.get("method"):
             raise RLKitError(f"{resume} is a {saved.get('method')} run, not {method}; drop METHOD.")
         method, data_dir = saved["method"], data_dir or saved["data"]
         config = build_pretrain_config(method, overrides or [], saved["config"])
+        check_resume_config(resume, build_pretrain_config(method, [], saved["config"]), config,
+                            method_class(method).resume_changeable)
         run_dir = Path(resume)
         checkpoint = run_dir / "checkpoints" / "last.safetensors"
         if not checkpoint.is_file():
@@ -294,6 +360,14 @@ def run_pretrain(
         if rank == 0 and (run_dir / "config.yaml").exists():
             raise RLKitError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or use another --run-dir.")
     manifest = read_manifest(data_dir)
+    data_sha256 = manifest_hash(data_dir)
+    if saved.get("manifest_sha256") and data_sha256 != saved["manifest_sha256"]:
+        trained_on = f"({saved['data']}, manifest sha256 {saved['manifest_sha256'][:12]})"
+        if str(data_dir) == str(saved["data"]):
+            raise RLKitError(f"{data_dir} no longer holds the dataset {resume} was trained on {trained_on}: its "
+                             f"manifest sha256 is now {data_sha256[:12]}; restore that dataset, or start a new run.")
+        raise RLKitError(f"{data_dir} (manifest sha256 {data_sha256[:12]}) is not the dataset {resume} was trained on "
+                         f"{trained_on}; resume without --data to use that one, or start a new run on {data_dir}.")
     if config.batch_size % world:
         raise RLKitError(f"batch_size {config.batch_size} must be divisible by the {world} data-parallel processes.")
     if config.steps < 1 or config.batch_size < 1:
@@ -308,8 +382,8 @@ def run_pretrain(
     trainer = method_class(method)(config, data, val if len(val) else None, device, rank=rank, world=world)
     if tensors is not None:
         trainer.load_state(tensors, meta)
-    record = {"algo": f"pretrain-{method}", "method": method, "data": str(data_dir),
-              "manifest_sha256": manifest_hash(data_dir), "world_size": world, "config": dataclasses.asdict(config)}
+    record = {"algo": f"pretrain-{method}", "method": method, "data": str(Path(data_dir).resolve()),
+              "manifest_sha256": data_sha256, "world_size": world, "config": dataclasses.asdict(config)}
     context: Any = Run(run_dir, record) if rank == 0 else _Quiet()
     run: Any = context.__enter__()
     losses: dict[str, float] = {}
@@ -322,12 +396,17 @@ def run_pretrain(
                       + (f" over {world} processes" if world > 1 else ""))
         else:
             run.print(f"resuming {run_dir} at step {trainer.step}")
+        local_norms = per_process_batch_norms(trainer.modules) if world > 1 and device.type != "cuda" else []
+        if local_norms:
+            run.print(f"note: BatchNorm statistics are per process under CPU data parallel (gloo has no "
+                      f"SyncBatchNorm), so {len(local_norms)} BatchNorm layer(s) ({local_norms[0]}, ...) train "
+                      f"differently from one process at batch {config.batch_size}")
         progress = run.progress(config.steps, trainer.step) if rank == 0 else None
         start = time.time()
         while trainer.step < config.steps:
             step_losses = trainer.train_step(trainer.step)
             trainer.step += 1
-            losses, stop = _average(step_losses, run.stop_requested, world)
+            losses, stop = _average(step_losses, run.stop_requested, world, device)
             if rank == 0:
                 if trainer.step % config.log_every == 0 or trainer.step == config.steps:
                     run.log_scalars({f"losses/{k}": v for k, v in losses.items()}, trainer.step)
@@ -354,8 +433,8 @@ def run_pretrain(
 
             card = {
                 "method": method,
-                "data": str(Path(data_dir).resolve()),
-                "manifest_sha256": record["manifest_sha256"],
+                "data": record["data"],
+                "manifest_sha256": data_sha256,
                 "env_id": manifest["env_id"],
                 "steps": trainer.step,
                 "config": dataclasses.asdict(config),

@@ -5,10 +5,15 @@ standardised with the train mean / std. One linear classifier per label over the
 with Adam on train, early-stopped on val loss (per label), and scored on test: accuracy, support-weighted F1
 (the AtariARI figure) and macro F1. The same is done for a randomly initialised encoder of the same
 architecture, side by side.
+
+As in AtariARI, labels whose value entropy over all frames is below 0.6 nats are not probed (a constant byte
+scores F1 1 without looking at the pixels; ``remove_low_entropy_labels``), and test frames whose observation is
+byte-identical to a train or val one are left out (``remove_duplicates``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -22,7 +27,7 @@ from torch import nn
 from rlkit.checkpoint import write_text_atomic
 from rlkit.errors import RLKitError
 from rlkit.vision.data import FrameDataset, manifest_hash
-from rlkit.vision.metrics import f1_scores
+from rlkit.vision.metrics import ENTROPY_THRESHOLD, f1_scores, informative_labels
 
 CLASSES = 256
 
@@ -131,6 +136,23 @@ def load_probe_encoder(
     return encoder, encoder.card
 
 
+def observation_digests(dataset: FrameDataset, frames_per_read: int = 1024) -> list[bytes]:
+    """A 128-bit BLAKE2b digest of each frame's whole observation (the uint8 stack the encoder sees), reading
+    ``frames_per_read`` frames at a time (a 50k-frame Atari dataset is 1.4 GB)."""
+    digests: list[bytes] = []
+    for start in range(0, len(dataset), frames_per_read):
+        obs = dataset.get_batch(np.arange(start, min(start + frames_per_read, len(dataset))), "obs")
+        digests.extend(hashlib.blake2b(frame.tobytes(), digest_size=16).digest() for frame in obs)
+    return digests
+
+
+def unique_test_frames(datasets: dict[str, FrameDataset]) -> np.ndarray:
+    """Positions of the test frames whose observation is not byte-identical to any train or val observation
+    (AtariARI's ``remove_duplicates``)."""
+    seen = set(observation_digests(datasets["train"])) | set(observation_digests(datasets["val"]))
+    return np.array([i for i, d in enumerate(observation_digests(datasets["test"])) if d not in seen], np.int64)
+
+
 def run_probe(
     target: str,
     data_dir: str | Path,
@@ -140,16 +162,19 @@ def run_probe(
     baseline: bool = True,
     print_fn: Any = print,
     overrides: dict[str, Any] | None = None,
+    entropy_threshold: float = ENTROPY_THRESHOLD,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Probe ``target`` (encoder file or 'random') and a random encoder of the same architecture; print the
     table and write probe.json (next to the encoder file, or in ``out``). ``overrides`` (encoder kwargs that
-    leave the weights as they are, such as ``features``) apply to both columns."""
+    leave the weights as they are, such as ``features``) apply to both columns. Labels whose value entropy over
+    all frames is below ``entropy_threshold`` nats are dropped (0 keeps every label), and so are test frames
+    duplicating a train or val observation (AtariARI)."""
     from rlkit.vision.encoders import make_encoder
 
     datasets = {split: FrameDataset(data_dir, split) for split in ("train", "val", "test")}
-    names = datasets["train"].label_names
-    if not names:
+    all_names = datasets["train"].label_names
+    if not all_names:
         raise RLKitError(f"{data_dir} has no labels to probe (frames only); collect an env with labels (Atari).")
     empty = [s for s, d in datasets.items() if len(d) == 0]
     if empty:
@@ -157,6 +182,24 @@ def run_probe(
     space = datasets["train"].observation_space()
     encoder, card = load_probe_encoder(target, encoder_name, space, seed, overrides)
     labels = {s: d.get_batch(np.arange(len(d)), "labels") for s, d in datasets.items()}
+    all_labels = np.concatenate([labels[s] for s in datasets])
+    names, entropy = informative_labels(all_names, all_labels, entropy_threshold, source=str(data_dir))
+    dropped = [n for n in all_names if n not in names]
+    if dropped:
+        print_fn(f"dropped {len(dropped)} low-entropy label(s) (value entropy over all {len(all_labels)} frames "
+                 f"< {entropy_threshold} nats, AtariARI): "
+                 + ", ".join(f"{n} {entropy[n]:.3f}" for n in dropped))
+    columns_kept = [all_names.index(n) for n in names]
+    test_rows = unique_test_frames(datasets)
+    duplicates = len(datasets["test"]) - len(test_rows)
+    if len(test_rows) == 0:
+        raise RLKitError(f"all {duplicates} test frames of {data_dir} are byte-identical to train or val frames, "
+                         "so nothing is left to test on; collect more (or more varied) episodes.")
+    print_fn(f"removed {duplicates} of {len(datasets['test'])} test frames whose observation is identical to a "
+             "train or val one (AtariARI remove_duplicates)")
+    labels = {s: y[:, columns_kept] for s, y in labels.items()}
+    labels["test"] = labels["test"][test_rows]
+    rows = {"train": None, "val": None, "test": test_rows}
     encoders = {"encoder": encoder}
     if baseline and target != "random":
         torch.manual_seed(seed + 1)
@@ -164,8 +207,8 @@ def run_probe(
     results: dict[str, Any] = {}
     for key, module in encoders.items():
         start = time.time()
-        features = {s: extract_features(module, d) for s, d in datasets.items()}
-        print_fn(f"{key}: features of {sum(len(d) for d in datasets.values())} frames in {time.time() - start:.0f}s")
+        features = {s: extract_features(module, d, indices=rows[s]) for s, d in datasets.items()}
+        print_fn(f"{key}: features of {sum(len(f) for f in features.values())} frames in {time.time() - start:.0f}s")
         start = time.time()
         results[key] = probe_features(features, labels, names, seed=seed, print_fn=print_fn, **kwargs)
         print_fn(f"  in {time.time() - start:.0f}s")
@@ -178,14 +221,16 @@ def run_probe(
     means = {c: float(np.mean([results[c][n]["f1_weighted"] for n in names])) for c in columns}
     lines.append(f"{'mean':16s}" + "".join(f" {means[c]:16.3f}" for c in columns))
     print_fn(f"linear probes on {data_dir} (train/val/test frames {len(datasets['train'])}/{len(datasets['val'])}/"
-             f"{len(datasets['test'])}; test F1 weighted over 256 values, AtariARI protocol), encoder "
-             f"{card['encoder']} from {target}:")
+             f"{len(test_rows)}; test F1 weighted over 256 values, AtariARI protocol; mean over the "
+             f"{len(names)} labels kept), encoder {card['encoder']} from {target}:")
     for line in lines:
         print_fn(line)
     record = {
         "encoder": str(target), "encoder_name": card["encoder"], "data": str(Path(data_dir).resolve()),
         "manifest_sha256": manifest_hash(data_dir), "labels": names, "seed": seed, "overrides": overrides or {},
-        "mean_f1": means, "scores": results, "card": {k: v for k, v in card.items() if k != "config"},
+        "entropy_threshold": entropy_threshold, "entropy": entropy, "dropped_labels": dropped,
+        "test_duplicates_removed": duplicates, "mean_f1": means, "scores": results,
+        "card": {k: v for k, v in card.items() if k != "config"},
     }
     out_dir = Path(out) if out else (Path(target).parent if target != "random" else Path("."))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 Classification over the 256 byte values of every label (BatchNorm + one linear head on the encoder's
 features) or regression of value/255. Frames can be augmented with random shifts (``shift`` > 0: pad by
 ``shift`` pixels, replicate edges, random crop: DrQ's augmentation), off by default because positions are the
-labels. Evaluation reports per-label accuracy and macro F1 (classification) or R2 (regression); the final
-evaluation also saves a confusion matrix per classified label (.npy + PNG).
+labels. Evaluation reports per-label accuracy and macro F1 (classification) or R2 (regression) and their mean over
+the labels that vary (AtariARI's low-entropy filter, as in ``rlkit probe``); the final evaluation also saves a
+confusion matrix per classified label (.npy + PNG).
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlkit.registry import PRETRAINERS
+from rlkit.vision.data import FrameDataset
 from rlkit.vision.encoders import make_encoder
-from rlkit.vision.metrics import confusion_matrix, f1_scores, r2_score, save_confusion_png
-from rlkit.vision.pretrain import PretrainConfig, Pretrainer
+from rlkit.vision.metrics import (
+    ENTROPY_THRESHOLD,
+    confusion_matrix,
+    f1_scores,
+    informative_labels,
+    r2_score,
+    save_confusion_png,
+)
+from rlkit.vision.pretrain import PretrainConfig, Pretrainer, recalibrated_batch_norms
 
 CLASSES = 256
 
@@ -71,6 +80,9 @@ class SupervisedConfig(PretrainConfig):
     head_norm: bool = True
     """BatchNorm on the features before the linear head (Pong frames differ in a few pixels, so a fresh
     encoder's features barely vary across frames and, unnormalised, the head learns only the label marginals)"""
+    entropy_threshold: float = ENTROPY_THRESHOLD
+    """labels whose value entropy over all frames of the dataset is below this (nats) are left out of the mean F1 /
+    R2 (AtariARI's low-entropy filter, as in `rlkit probe`; 0 keeps every label)"""
 
 
 @PRETRAINERS.register("supervised")
@@ -84,6 +96,10 @@ class SupervisedPretrainer(Pretrainer):
     def build(self) -> None:
         cfg = self.config
         self.label_names = self.data.label_names
+        every_frame = FrameDataset(self.data.dir, None)
+        self.mean_labels, self.label_entropy = informative_labels(
+            self.label_names, every_frame.get_batch(np.arange(len(every_frame)), "labels"), cfg.entropy_threshold,
+            source=str(self.data.dir))
         encoder = make_encoder(cfg.encoder, self.observation_space, **cfg.encoder_kwargs)
         outputs = len(self.label_names) * (CLASSES if cfg.target == "classify" else 1)
         norm = GlobalBatchNorm1d(encoder.features_dim, eps=1e-6) if cfg.head_norm else nn.Identity()
@@ -119,18 +135,14 @@ class SupervisedPretrainer(Pretrainer):
     def calibrate_head_norm(self, frames: int = 2048) -> None:
         """Recompute the head BatchNorm's statistics with the current encoder on train frames (precise BN:
         the running averages lag an encoder that is still moving)."""
-        norm = self.model["head"][0]
-        if not isinstance(norm, nn.BatchNorm1d):
-            return
         self.model.eval()
-        norm.reset_running_stats()
-        momentum, norm.momentum = norm.momentum, None  # cumulative average over the calibration batches
-        norm.train()
-        indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
-        for start in range(0, len(indices), 256):
-            obs, _ = self.data.batch(indices[start : start + 256])
-            nn.BatchNorm1d.forward(norm, self.model["encoder"](obs.to(self.device)))  # this process only
-        norm.momentum = momentum
+        with recalibrated_batch_norms(self.model["head"]) as norms:
+            if not norms:  # head_norm=false
+                return
+            indices = np.linspace(0, len(self.data) - 1, min(frames, len(self.data))).astype(np.int64)
+            for start in range(0, len(indices), 256):
+                obs, _ = self.data.batch(indices[start : start + 256])
+                self.model["head"][0](self.model["encoder"](obs.to(self.device)))
 
     @torch.no_grad()
     def predictions(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -170,8 +182,10 @@ class SupervisedPretrainer(Pretrainer):
             else:
                 metrics[f"eval/{name}/r2"] = r2_score(true[:, i], pred[:, i])
                 lines.append(f"{name:16s} {metrics[f'eval/{name}/r2']:6.3f}")
+            if name not in self.mean_labels:
+                lines[-1] += f"  (value entropy {self.label_entropy[name]:.3f} nats: not in the mean)"
         key = "f1_macro" if self.config.target == "classify" else "r2"
-        metrics[f"eval/mean_{key}"] = float(np.mean([metrics[f"eval/{n}/{key}"] for n in self.label_names]))
+        metrics[f"eval/mean_{key}"] = float(np.mean([metrics[f"eval/{n}/{key}"] for n in self.mean_labels]))
         if final:
             run.print(f"final evaluation on {split} ({len(true)} frames), loss {loss:.4f}:")
             for line in lines:
