@@ -25,3 +25,13 @@ def _one_thread():
     """``rlkit train`` calls ``torch.set_num_threads``; restore one thread after each test."""
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_to_the_working_directory():
+    """Tests write under tmp_path: a file left in the directory pytest runs from (a probe.json once was, and
+    got committed) fails the test that wrote it."""
+    before = set(os.listdir("."))
+    yield
+    created = sorted(set(os.listdir(".")) - before)
+    assert not created, f"the test wrote {created} into {os.getcwd()}; write under tmp_path instead"

@@ -628,7 +628,7 @@ def test_damaged_dataset_chunk_is_a_one_line_error(tmp_path, capsys, damage):
     else:
         chunk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
     for argv in (["probe", "--encoder", "random", "--encoder-name", "nature_cnn", "--data", str(data_dir),
-                  "--epochs", "1"],
+                  "--epochs", "1", "--out", str(tmp_path / f"probe-{damage}")],
                  ["pretrain", "supervised", "--data", str(data_dir), "--steps", "1", "--run-dir",
                   str(tmp_path / f"run-{damage}")]):
         capsys.readouterr()

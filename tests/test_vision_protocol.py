@@ -97,11 +97,12 @@ def test_probe_with_no_label_or_no_test_frame_left_is_a_one_line_error(tmp_path)
 
     flat = {k: v for k, v in _varied_and_flat_labels().items() if k in ("const", "rare")}
     with pytest.raises(RLKitError, match="every label of .* has a value entropy below 0.6") as info:
-        run_probe("random", make_labelled_dataset(tmp_path / "flat", flat), "nature_cnn_small", print_fn=print)
+        run_probe("random", make_labelled_dataset(tmp_path / "flat", flat), "nature_cnn_small", out=tmp_path / "p",
+                  print_fn=print)
     assert "\n" not in str(info.value)
     copied = make_labelled_dataset(tmp_path / "copied", _varied_and_flat_labels(), duplicates=8)
     with pytest.raises(RLKitError, match="all 8 test frames .* are byte-identical") as info:
-        run_probe("random", copied, "nature_cnn_small", print_fn=print)
+        run_probe("random", copied, "nature_cnn_small", out=tmp_path / "p", print_fn=print)
     assert "\n" not in str(info.value)
 
 
@@ -244,7 +245,7 @@ def test_chunk_frames_of_another_shape_than_the_manifest_are_a_one_line_error(tm
     with pytest.raises(RLKitError, match=r"frames of shape \[4, 64, 64\], the manifest says \[4, 84, 84\]"):
         FrameDataset(data_dir, "train")
     assert main(["probe", "--encoder", "random", "--encoder-name", "nature_cnn", "--data", str(data_dir),
-                 "--epochs", "1", "--no-baseline"]) == 2
+                 "--epochs", "1", "--no-baseline", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "chunk_000001.safetensors" in err
 
