@@ -150,6 +150,11 @@ def make_vec_env(
             )
         except TypeError as exc:
             raise RLKitError(f"bad env_kwargs for {env_id}: {exc}.") from None
+        except ValueError as exc:  # gymnasium's (or the env's) own check of a kwarg's value
+            if not env_kwargs:
+                raise
+            raise RLKitError(f"{env_id} rejects {_named_kwargs(env_kwargs, str(exc))}: {exc}; fix or drop it "
+                             f"(--set env_kwargs.KEY=..., --env-kwarg KEY=...).") from None
         # our sims expose every resolved kwarg (defaults included) as ``unwrapped.settings``: record them all
         resolved = getattr(envs.envs[0].unwrapped, "settings", None) if hasattr(envs, "envs") else None
         envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
@@ -158,6 +163,12 @@ def make_vec_env(
         envs.action_space.seed(seed)
         envs.single_action_space.seed(seed)
     return envs
+
+
+def _named_kwargs(env_kwargs: dict[str, Any], message: str) -> str:
+    """``key=value`` of the env kwargs that ``message`` names (all of them when it names none)."""
+    named = {key: value for key, value in env_kwargs.items() if key in message} or env_kwargs
+    return "env_kwargs " + ", ".join(f"{key}={value!r}" for key, value in named.items())
 
 
 def check_env_groups(env_id: str, num_envs: int, groups: int) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.checkpoint import write_text_atomic
+from rlkit.config import MAX_SEED
 from rlkit.errors import RLKitError
 
 EXIT_USER_ERROR = 2
@@ -28,13 +29,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise RLKitError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def at_least(low: int) -> Any:
-    """argparse type: an int >= ``low`` (else a one-line usage error naming the option)."""
+def at_least(low: int, high: int | None = None) -> Any:
+    """argparse type: an int >= ``low`` (and <= ``high``), else a one-line usage error naming the option."""
 
     def parse(text: str) -> int:
         value = int(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
 
     parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
@@ -50,6 +53,8 @@ def fraction(text: str) -> float:
 
 
 fraction.__name__ = "float"
+seed_number = at_least(0, MAX_SEED)
+"""argparse type of ``--seed``: an int in [0, 2**31 - 1], what every seeded library takes."""
 
 
 def require_output_dir(path: str | None, option: str) -> None:
@@ -96,18 +101,52 @@ ARCHITECTURE_FIELDS = ("encoder", "encoder_kwargs", "dueling", "lstm_hidden", "l
 """Config fields that shape an agent's networks: ``--init-from`` takes them from the checkpoint's config."""
 
 
+def checkpoint_step(meta: dict[str, Any]) -> int | None:
+    """The env step a checkpoint was saved at (None where its metadata lacks it)."""
+    counters = meta.get("counters")
+    return counters.get("global_step") if isinstance(counters, dict) else None
+
+
 def init_source(algo: str, target: str) -> tuple[Path, dict[str, Any]]:
     """The checkpoint ``--init-from`` names (a run directory: its last checkpoint) and its metadata."""
     from rlkit.checkpoint import read_metadata
 
     path = resolve_checkpoint(target, "last")
     meta = read_metadata(path)
-    source_algo = meta.get("algo")
+    source_algo = checkpoint_algo(path, meta)
     if source_algo != algo:
         raise RLKitError(
             f"{path} holds a {source_algo} agent, not {algo}; use `rlkit train {source_algo} --init-from {target}`."
         )
     return path, meta
+
+
+def checkpoint_algo(path: Path, meta: dict[str, Any]) -> str:
+    """The algorithm of an agent checkpoint's metadata, checked to come with its config; a one-line error for
+    another rlkit checkpoint (a pretraining run's) or damaged metadata."""
+    algo = meta.get("algo")
+    if isinstance(algo, str) and isinstance(meta.get("config"), dict):
+        return algo
+    if "method" in meta:
+        raise RLKitError(f"{path} is a pretraining checkpoint ({meta['method']}), not an agent; pass a checkpoint of "
+                         "`rlkit train`, or start an agent from the pretraining run's encoder.safetensors with "
+                         "`rlkit train ALGO --encoder FILE`.")
+    raise RLKitError(f"{path} holds no agent (its metadata has no algo and config); pass a checkpoint written by "
+                     "`rlkit train`.")
+
+
+def load_agent_state(agent: Any, tensors: dict[str, Any], meta: dict[str, Any], checkpoint: Path, fix: str) -> None:
+    """``agent.load_state_dict``, with a one-line error (ending in ``fix``) for a checkpoint whose tensors do not
+    fit the agent's networks or that lacks an entry the agent restores."""
+    try:
+        agent.load_state_dict(tensors, meta)
+    except RuntimeError as exc:  # torch: missing, unexpected or differently shaped weights
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]
+        raise RLKitError(f"{checkpoint} does not fit the network this config builds ({detail}); {fix}.") from None
+    except KeyError as exc:
+        raise RLKitError(f"{checkpoint} lacks {exc.args[0]!r}, which a {meta.get('algo')} checkpoint holds; the file "
+                         "is damaged or from another rlkit version: use another checkpoint.") from None
 
 
 def build_train_config(algo: str, args: argparse.Namespace) -> tuple[Any, str | None, Path | None]:
@@ -155,7 +194,7 @@ def build_train_config(algo: str, args: argparse.Namespace) -> tuple[Any, str | 
         init_path, meta = init_source(algo, args.init_from)
         fields = {f.name for f in dataclasses.fields(agent_cls.Config)}
         for key in ARCHITECTURE_FIELDS:
-            if key in fields and key in meta.get("config", {}) and key not in chosen:
+            if key in fields and key in meta["config"] and key not in chosen:
                 values[key] = meta["config"][key]
     config = build_config(agent_cls.Config, values, source=f"{algo} config")
     return config, preset, init_path
@@ -179,11 +218,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "method" in saved:
             raise RLKitError(f"{args.resume} is a pretraining run ({saved['method']}); resume it with "
                              f"`rlkit pretrain --resume {args.resume}`.")
+        if not isinstance(saved["config"], dict):
+            raise RLKitError(f"{args.resume}/config.yaml has a damaged config (not a mapping of fields); restore it "
+                             "or start a new run.")
         lineage = saved.get("init_from")
         algo = saved["algo"]
         if args.algo and args.algo != algo:
             raise RLKitError(f"{args.resume} is a {algo} run, not {args.algo}; drop ALGO or use `rlkit train {algo}`.")
         agent_cls = AGENTS.get(algo)
+        check_resume_flags(args, saved, apply_overrides({}, args.set or [], agent_cls.Config))
         try:
             build_config(agent_cls.Config, saved["config"], source=f"{algo} config")
         except RLKitError as exc:
@@ -198,7 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint = run_dir / "checkpoints" / "last.safetensors"
         if not checkpoint.is_file():
             raise RLKitError(f"{run_dir} has no checkpoints/last.safetensors to resume from; start a new run.")
-        reached = read_metadata(checkpoint).get("counters", {}).get("global_step", 0)
+        reached = checkpoint_step(read_metadata(checkpoint)) or 0
         if reached >= config.total_steps:
             raise RLKitError(f"{run_dir} is already at step {reached} of total_steps {config.total_steps}; "
                              f"pass --total-steps above {reached} to train it further.")
@@ -212,6 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.algo:
             raise RLKitError("rlkit train needs ALGO (e.g. dqn) or --resume RUN_DIR; see `rlkit train --help`.")
         agent_cls = AGENTS.get(args.algo)
+        require_output_dir(args.run_dir, "--run-dir")
         if args.help:
             print(f"usage: rlkit train {args.algo} --env ID [--preset NAME] [--set key=value ...] [--seed N]")
             print("       [--total-steps N] [--run-dir DIR] [--resume RUN_DIR] [--init-from RUN_DIR|CHECKPOINT]")
@@ -244,15 +288,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     pretrained = checkpoint is None and agent.load_pretrained_encoder()
     if checkpoint is not None:
         tensors, meta = load_checkpoint(checkpoint)
-        try:
-            agent.load_state_dict(tensors, meta)
-        except RuntimeError as exc:  # torch: missing, unexpected or differently shaped weights
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]
-            raise RLKitError(
-                f"{checkpoint} does not fit the network this config builds ({detail}); resume without changing "
-                "network settings (dueling, encoder, encoder_kwargs, ...)."
-            ) from None
+        load_agent_state(agent, tensors, meta, checkpoint,
+                         "resume without changing network settings (dueling, encoder, encoder_kwargs, ...)")
         agent.restore_buffer(checkpoint.parent)
         best_file = checkpoint.parent / "best.safetensors"
         if best_file.is_file():  # a best saved after last.safetensors (then the run was killed) still counts
@@ -268,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lineage = {
             "checkpoint": str(init_path.resolve()),
             "env_id": meta["config"].get("env_id"),
-            "global_step": meta["counters"]["global_step"],
+            "global_step": checkpoint_step(meta),
         }
     record = {"algo": algo, "preset": preset, "config": dataclasses.asdict(config), "env_settings": env_settings}
     if lineage:
@@ -308,16 +345,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """One-line errors for ``rlkit train --resume`` flags the resumed run cannot honour: it keeps its env, seed,
+    preset and directory (``--total-steps`` and the other ``--set`` fields may change). ``overrides``: the ``--set``
+    fields."""
+    run, config = args.resume, saved["config"]
+    kept = (("--env", args.env, "env_id", config.get("env_id")), ("--seed", args.seed, "seed", config.get("seed")),
+            ("--set env_id", overrides.get("env_id"), "env_id", config.get("env_id")),
+            ("--set seed", overrides.get("seed"), "seed", config.get("seed")),
+            ("--preset", args.preset, "preset", saved.get("preset")))
+    for flag, given, name, own in kept:
+        if given is not None and given != own:
+            raise RLKitError(f"{run} was trained with {name} {own}, and a resume keeps it: drop {flag} ({given}), or "
+                             "start a new run.")
+    if args.run_dir and Path(args.run_dir).resolve() != Path(run).resolve():
+        raise RLKitError(f"a resume continues in the run's own directory {run}: drop --run-dir ({args.run_dir}).")
+    if args.seeds:
+        raise RLKitError(f"a resume continues one run ({run}, seed {config.get('seed')}): drop --seeds "
+                         f"({args.seeds}), and resume each seed's run directory on its own.")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' or '0-4' -> list of seeds."""
+    """'0,1,2' or '0-4' -> list of distinct seeds in [0, MAX_SEED] (else a one-line error)."""
+    span = "-" in text and "," not in text  # "0-4": the first and the last seed
     try:
-        if "-" in text and "," not in text:
-            low, high = (int(x) for x in text.split("-"))
-            seeds = list(range(low, high + 1))
-        else:
-            seeds = [int(x) for x in text.split(",") if x.strip()]
+        named = [int(x) for x in text.split("-")] if span else [int(x) for x in text.split(",") if x.strip()]
+        if span:
+            low, high = named
     except ValueError:
         raise RLKitError(f"--seeds {text!r} is not a list of integers; write e.g. 0,1,2 or 0-4.") from None
+    outside = [seed for seed in named if not 0 <= seed <= MAX_SEED]
+    if outside:
+        raise RLKitError(f"--seeds {text!r}: seed {outside[0]} is out of range; seeds are in [0, {MAX_SEED}].")
+    seeds = list(range(low, high + 1)) if span else named
     if not seeds or len(set(seeds)) != len(seeds):
         raise RLKitError(f"--seeds {text!r} must name distinct seeds, e.g. --seeds 0,1,2.")
     return seeds
@@ -449,6 +509,10 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
     """(agent, config-like object with env_id/env_kwargs, checkpoint path, description) for ``rlkit eval``."""
     from types import SimpleNamespace
 
+    given = args.sb3 or args.target
+    if args.checkpoint and given and Path(given).is_file():
+        raise RLKitError(f"--checkpoint picks a checkpoint of a run directory, and {given} is a file already; "
+                         "drop --checkpoint, or pass the run directory.")
     if args.sb3:
         from rlkit.sb3 import SB3Agent
 
@@ -461,7 +525,7 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
         return agent, config, Path(args.sb3), {**agent.describe(), "step": None, "config": None}
     if not args.target:
         raise RLKitError("rlkit eval needs RUN_DIR or CHECKPOINT (or --sb3 MODEL.zip --env ID).")
-    return load_agent(args.target, args.checkpoint, args.env)
+    return load_agent(args.target, args.checkpoint or "best", args.env)
 
 
 def load_agent(target: str, which: str = "best", env_id: str | None = None) -> tuple[Any, Any, Path, dict]:
@@ -475,12 +539,13 @@ def load_agent(target: str, which: str = "best", env_id: str | None = None) -> t
 
     checkpoint = resolve_checkpoint(target, which)
     tensors, meta = load_checkpoint(checkpoint)
-    agent_cls = AGENTS.get(meta["algo"])
+    algo = checkpoint_algo(checkpoint, meta)
+    agent_cls = AGENTS.get(algo)
     try:
         config = build_config(agent_cls.Config, meta["config"], source="checkpoint config")
     except RLKitError as exc:
         raise RLKitError(
-            f"{checkpoint} says it holds a {meta['algo']} agent but its config does not fit {meta['algo']} ({exc}); "
+            f"{checkpoint} says it holds a {algo} agent but its config does not fit {algo} ({exc}); "
             "the file is corrupt or from another rlkit version."
         ) from None
     if env_id and env_id != config.env_id:
@@ -490,8 +555,8 @@ def load_agent(target: str, which: str = "best", env_id: str | None = None) -> t
     _set_threads(config.torch_threads)
     observation_space, action_space, _ = _probe_env(config.env_id, config.env_kwargs, mode="eval")
     agent = agent_cls(config, observation_space, action_space)
-    agent.load_state_dict(tensors, meta)
-    info = {"algo": meta["algo"], "step": meta["counters"]["global_step"], "config": dataclasses.asdict(config)}
+    load_agent_state(agent, tensors, meta, checkpoint, "the file is damaged or from another rlkit version")
+    info = {"algo": algo, "step": checkpoint_step(meta), "config": dataclasses.asdict(config)}
     return agent, config, checkpoint, info
 
 
@@ -632,6 +697,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     from rlkit.vision.pretrain import default_run_dir, method_class, pretrain_overrides, run_pretrain
 
+    require_output_dir(args.run_dir, "--run-dir")
     if args.method and not args.resume:
         method_class(args.method)  # unknown method: one-line error before anything else
         if not args.data:
@@ -748,6 +814,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from rlkit.results import find_runs
 
     formats = FigureCanvasBase.get_supported_filetypes()
+    if not Path(args.output).name:
+        raise RLKitError(f"-o {args.output} names no file; pass an image path, e.g. -o curves.png.")
     suffix = Path(args.output).suffix.lstrip(".").lower()
     if suffix and suffix not in formats:  # no suffix: matplotlib writes a png
         raise RLKitError(f"-o {args.output}: unknown image format {suffix!r}; end it with one of "
@@ -777,7 +845,7 @@ def make_parser() -> ArgumentParser:
     train.add_argument("--env", help="environment id, e.g. ALE/Pong-v5 (see `rlkit envs`)")
     train.add_argument("--preset", help="preset name (see `rlkit presets`); default depends on the env family")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    train.add_argument("--seed", type=at_least(0))
+    train.add_argument("--seed", type=seed_number)
     train.add_argument("--total-steps", type=int)
     train.add_argument("--run-dir", help="run directory (default runs/<env>__<algo>__<seed>__<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
@@ -796,7 +864,7 @@ def make_parser() -> ArgumentParser:
     ev.add_argument("target", nargs="?", metavar="RUN_DIR|CHECKPOINT")
     ev.add_argument("--sb3", metavar="MODEL.zip", help="evaluate a Stable-Baselines3 DQN/PPO/A2C model (needs --env)")
     ev.add_argument("--episodes", type=at_least(1), default=10)
-    ev.add_argument("--seed", type=at_least(0))
+    ev.add_argument("--seed", type=seed_number)
     ev.add_argument("--env", help="env id: required with --sb3; otherwise checked against the checkpoint's env")
     mode = ev.add_mutually_exclusive_group()
     mode.add_argument("--deterministic", action="store_true", help="greedy actions (default)")
@@ -805,7 +873,8 @@ def make_parser() -> ArgumentParser:
                            f"{STOCHASTIC_EPSILON} (value-based agents)")
     ev.add_argument("--epsilon", type=fraction,
                     help="exploration during evaluation (default: the config's eval_epsilon)")
-    ev.add_argument("--checkpoint", default="best", help="best | last | STEP (a periodic checkpoint's env step)")
+    ev.add_argument("--checkpoint", help="of a RUN_DIR: best (default, else last) | last | STEP (a periodic "
+                                         "checkpoint's env step)")
     ev.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
                     help="evaluate with a changed env setting, e.g. repeat_action_probability=0 (repeatable)")
     ev.add_argument("--video", action="store_true", help="write an mp4 of each of the first K episodes")
@@ -833,7 +902,7 @@ def make_parser() -> ArgumentParser:
     col.add_argument("--policy", default="random", metavar="random|RUN_DIR", help="uniform random or a trained run")
     col.add_argument("--epsilon", type=fraction, default=0.05, help="exploration of a RUN_DIR policy")
     col.add_argument("--out", metavar="DIR", help="dataset directory to create")
-    col.add_argument("--seed", type=at_least(0), default=0)
+    col.add_argument("--seed", type=seed_number, default=0)
     col.add_argument("--color", action="store_true", help="also store full-colour frames")
     col.add_argument("--chunk-size", type=at_least(1), default=1000, help="frames per chunk file")
     col.add_argument("--episode-steps", type=at_least(1), help="cut episodes after this many frames (more episodes)")
@@ -852,7 +921,7 @@ def make_parser() -> ArgumentParser:
     probe.add_argument("--data", metavar="DIR", help="dataset with labels (rlkit collect)")
     probe.add_argument("--encoder-name", help="architecture of a random encoder (e.g. nature_cnn)")
     probe.add_argument("--out", metavar="DIR", help="where probe.json goes (default: next to the encoder)")
-    probe.add_argument("--seed", type=at_least(0), default=0)
+    probe.add_argument("--seed", type=seed_number, default=0)
     probe.add_argument("--epochs", type=at_least(1), default=100, help="most probe epochs (early stopping on val)")
     probe.add_argument("--patience", type=at_least(1), default=10,
                        help="epochs without val improvement before stopping")

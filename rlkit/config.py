@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 from importlib import resources
@@ -163,16 +164,21 @@ class Bound:
     high_open: bool = False
 
     def admits(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def __str__(self) -> str:
+        low, high = (f"{end:g}" if isinstance(end, float) else str(end) for end in (self.low, self.high))
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
 
 
+MAX_SEED = 2**31 - 1
+"""The largest seed: every seed user (torch, numpy, ALE's int32 random_seed) takes it."""
 AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, FRACTION = Bound(1), Bound(0), Bound(0, low_open=True), Bound(0, 1)
 FIELD_BOUNDS: dict[str, Bound] = {
     # budgets, sizes, counts and intervals (0 where a field documents it as "off" or "only at the end")
@@ -183,20 +189,39 @@ FIELD_BOUNDS: dict[str, Bound] = {
         AT_LEAST_ONE,
     ),
     **dict.fromkeys(
-        ("seed", "eval_every", "checkpoint_every", "video_every", "torch_threads", "learning_starts",
+        ("eval_every", "checkpoint_every", "video_every", "torch_threads", "learning_starts",
          "exploration_steps", "env_groups", "augment_pad", "lr_step_every", "instance_noise_steps"),
         NON_NEGATIVE,
     ),
+    "seed": Bound(0, MAX_SEED),
     # rates and coefficients
     **dict.fromkeys(("lr", "adam_eps", "optimizer_eps", "per_eps", "lr_step_gamma", "target_kl"), POSITIVE),
     **dict.fromkeys(("weight_decay", "max_grad_norm", "per_alpha", "vf_coef", "clip_range", "lr_end"), NON_NEGATIVE),
     # discounts and probabilities
-    **dict.fromkeys(("gamma", "gae_lambda", "eval_epsilon", "per_beta_start"), FRACTION),
+    **dict.fromkeys(("gamma", "gae_lambda", "eval_epsilon", "per_beta_start", "exploration_start", "exploration_end"),
+                    FRACTION),
     "tau": Bound(0, 1, low_open=True),
     "momentum": Bound(0, 1, high_open=True),
 }
 """Ranges of config fields by name, checked by ``build_config`` for every config class that has the field (the
-names mean the same in every agent and pretraining method). A value outside would crash or hang a run later."""
+names mean the same in every agent and pretraining method). A value outside would crash or hang a run later.
+No float field takes NaN or infinity (a field that can be off says so with 0 or None)."""
+
+
+def field_bound(key: str, values: dict[str, Any]) -> Bound | None:
+    """The range of field ``key`` given the config's other ``values``: ``FIELD_BOUNDS``, except that the
+    exploration schedule of ``exploration=softmax`` (tabular agents) runs over temperatures, not epsilons."""
+    if key in ("exploration_start", "exploration_end") and values.get("exploration") == "softmax":
+        return NON_NEGATIVE
+    return FIELD_BOUNDS.get(key)
+
+
+def check_relations(config: Any) -> None:
+    """One-line errors for fields that are each in range but do not fit together."""
+    buffer_size, batch_size = getattr(config, "buffer_size", None), getattr(config, "batch_size", None)
+    if buffer_size is not None and batch_size is not None and buffer_size < batch_size:
+        raise RLKitError(f"buffer_size={buffer_size} is smaller than batch_size={batch_size}: every batch would "
+                         f"repeat transitions; raise buffer_size (--set buffer_size=...) or lower batch_size.")
 
 
 def build_config(cls: type, values: dict[str, Any], source: str = "config") -> Any:
@@ -211,17 +236,31 @@ def build_config(cls: type, values: dict[str, Any], source: str = "config") -> A
                 f"unknown {source} key {key!r}; valid keys: {', '.join(sorted(fields))}." + suggest(key, fields)
             )
         kwargs[key] = _coerce(key, hints[key], value)
-        bound = FIELD_BOUNDS.get(key)
-        if bound is not None and isinstance(kwargs[key], (int, float)) and not bound.admits(kwargs[key]):
+        if isinstance(kwargs[key], float) and not math.isfinite(kwargs[key]):
+            raise RLKitError(f"{key}={kwargs[key]!r} is not a finite number; give {key} a real value.")
+    config = cls(**kwargs)
+    resolved = vars(config)  # defaults included: a bound may depend on another field
+    for key, value in kwargs.items():
+        bound = field_bound(key, resolved)
+        if bound is not None and isinstance(value, (int, float)) and not bound.admits(value):
             default = fields[key].default
             example = f" (default {default!r})" if default is not dataclasses.MISSING else ""
-            raise RLKitError(f"{key}={kwargs[key]!r} is out of range: {key} must be {bound}{example}.")
-    return cls(**kwargs)
+            raise RLKitError(f"{key}={value!r} is out of range: {key} must be {bound}{example}.")
+    check_relations(config)
+    return config
+
+
+def _takes_mapping(tp: Any) -> bool:
+    """Whether a field of type ``tp`` holds a dict (``dict``, ``dict[str, Any]``, ``dict | None``)."""
+    if get_origin(tp) in (Union, types.UnionType):
+        return any(_takes_mapping(arg) for arg in get_args(tp))
+    return tp is dict or get_origin(tp) is dict
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str], cls: type) -> dict[str, Any]:
     """Apply ``key=value`` strings (``a.b=v`` sets a key inside a dict field) onto ``values``."""
     fields = {f.name for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
     values = dict(values)
     for item in overrides:
         if "=" not in item:
@@ -235,6 +274,12 @@ def apply_overrides(values: dict[str, Any], overrides: list[str], cls: type) -> 
                 + suggest(head, fields)
             )
         if sub:
+            if not _takes_mapping(hints[head]):
+                raise RLKitError(f"bad --set {item}: {head} is a {type_name(hints[head])} field and takes no "
+                                 f"sub-keys; write --set {head}=VALUE.")
+            if not isinstance(values.get(head) or {}, dict):
+                raise RLKitError(f"bad --set {item}: {head} is {values[head]!r}, not a mapping, so it has no key "
+                                 f"{sub!r}; set {head} to a mapping (e.g. --set '{head}={{{sub}: ...}}').")
             inner = dict(values.get(head) or {})
             inner[sub] = parse_value(text)
             values[head] = inner

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -333,6 +334,19 @@ def separate_torch_rng(seed: int, device: torch.device | None = None) -> Iterato
         yield
 
 
+def append_json_line(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` to a JSON-lines file as one line. A partial last line (a run killed while appending it,
+    then resumed) is cut off first, so every line before the last stays a whole record."""
+    with open(path, "a+b") as handle:  # writes go to the end; reads may look anywhere
+        end = handle.seek(0, os.SEEK_END)
+        if end:
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":
+                handle.seek(0)
+                handle.truncate(handle.read().rfind(b"\n") + 1)
+        handle.write((json.dumps(record) + "\n").encode())
+
+
 def evaluate_during_training(agent: Any, run: Any) -> float:
     """Periodic evaluation of a training agent: TensorBoard ``eval/*``, a line in ``eval/evaluations.jsonl``,
     and ``checkpoints/best.safetensors`` when the mean improves. Uses its own RNGs (numpy and torch), so evaluating
@@ -362,8 +376,7 @@ def evaluate_during_training(agent: Any, run: Any) -> float:
                      **{f"eval/{key}": value for key, value in extra.items()}}, step)
     record = {"step": step, **summary, "returns": result.returns, "lengths": result.lengths,
               "metrics": result.metrics}
-    with open(run.eval_dir / "evaluations.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_json_line(run.eval_dir / "evaluations.jsonl", record)
     improved = summary["mean"] > agent.best_eval
     if improved:
         agent.best_eval = summary["mean"]

@@ -11,7 +11,8 @@ from rlkit.errors import RLKitError
 
 
 def _finish(fig: Any, ax: Any, out: str | Path, ylabel: str, title: str) -> Path:
-    """Label the axes, save the figure as ``out`` (PNG) and close it."""
+    """Label the axes, save the figure as ``out`` and close it; returns the path written (a name without a
+    suffix gets matplotlib's default format, ``.png``)."""
     import matplotlib.pyplot as plt
 
     ax.set_xlabel("environment steps (agent steps; Atari frames = 4 x steps)")
@@ -21,6 +22,8 @@ def _finish(fig: Any, ax: Any, out: str | Path, ylabel: str, title: str) -> Path
     ax.legend(loc="lower right")
     fig.tight_layout()
     out = Path(out)
+    if not out.suffix:  # savefig would add the suffix itself: name the file it writes
+        out = out.with_name(f"{out.name}.{plt.rcParams['savefig.format']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)

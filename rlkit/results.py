@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,30 @@ def find_runs(target: str | Path) -> list[Path]:
     return runs
 
 
+def read_evaluations(file: Path) -> list[dict]:
+    """The records of an ``evaluations.jsonl``. An unreadable last line (a run killed while appending it) is
+    skipped with a one-line warning on stderr; an unreadable line before it is a one-line error."""
+    try:
+        lines = [(number, line) for number, line in enumerate(file.read_text().splitlines(), 1) if line.strip()]
+    except UnicodeDecodeError:
+        raise RLKitError(f"{file} is not text (binary or damaged); restore it or delete it.") from None
+    records = []
+    for position, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+        elif position == len(lines) - 1:
+            print(f"warning: {file}: skipped its unreadable last line {number} (a run stopped while writing it)",
+                  file=sys.stderr)
+        else:
+            raise RLKitError(f"{file} line {number} is not an evaluation record (damaged file); fix or delete "
+                             "that line.")
+    return records
+
+
 def load_run(path: Path, metric: str = "mean") -> RunResult | None:
     """The evaluations of a run (eval/evaluations.jsonl), or None when it has none yet.
 
@@ -49,7 +74,7 @@ def load_run(path: Path, metric: str = "mean") -> RunResult | None:
     file = path / "eval" / "evaluations.jsonl"
     if not file.is_file():
         return None
-    records = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    records = read_evaluations(file)
     if not records:
         return None
     missing = [r["step"] for r in records if metric not in r]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,36 @@ class SB3Policy(nn.Module):
         return self.body(self.features(x if isinstance(self.features, NatureCNN) else x.float()))
 
 
+def _mapping(value: Any) -> dict:
+    """``value`` if it is a JSON object, else an empty one (an entry a damaged ``data`` lacks)."""
+    return value if isinstance(value, dict) else {}
+
+
+def read_sb3_zip(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The ``data`` JSON object and the ``policy.pth`` state dict of an SB3 zip, or a one-line error. The state dict
+    is read with ``torch.load(weights_only=True)`` only: a file that needs more is not a model we load."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+            policy = archive.read("policy.pth")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError, OSError, zlib.error) as exc:
+        raise RLKitError(f"{path} is not a readable SB3 model zip ({exc}); pass a model.save() file.") from None
+    if not isinstance(data, dict):
+        raise RLKitError(f"{path} is not an SB3 model: its data is a JSON {type(data).__name__}, not an object; "
+                         "pass a model.save() file.")
+    try:
+        state = torch.load(io.BytesIO(policy), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
+        # (torch's own message would advise weights_only=False: never do that with a file from elsewhere)
+        raise RLKitError(f"{path}'s policy.pth is not a readable state dict ({type(exc).__name__}); pass a "
+                         "model.save() file.") from None
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise RLKitError(f"{path}'s policy.pth holds no state dict of tensors; pass a model.save() file.")
+    return data, state
+
+
 class SB3Agent:
     """A loaded SB3 model with rlkit's ``act`` interface (greedy / argmax-logit actions, or epsilon)."""
 
@@ -90,32 +122,45 @@ class SB3Agent:
         path = Path(path)
         if not path.is_file():
             raise RLKitError(f"SB3 model {path} does not exist; pass the .zip written by model.save().")
-        try:
-            archive = zipfile.ZipFile(path)
-            data = json.loads(archive.read("data"))
-            state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, RuntimeError) as exc:
-            raise RLKitError(f"{path} is not a readable SB3 model zip ({exc}); pass a model.save() file.") from None
-        module = data.get("policy_class", {}).get("__module__", "?")
+        data, state = read_sb3_zip(path)
+        module = _mapping(data.get("policy_class")).get("__module__", "?")
         if module not in SUPPORTED:
-            algo = module.split(".")[1] if module.count(".") >= 2 else module
+            algo = module.split(".")[1] if isinstance(module, str) and module.count(".") >= 2 else module
             raise RLKitError(
                 f"{path} is an SB3 {algo} model; rlkit eval --sb3 supports DQN, PPO and A2C with discrete actions."
             )
         self.kind = SUPPORTED[module]
-        action = data.get("action_space", {})
-        if "Discrete" not in action.get(":type:", ""):
+        action = _mapping(data.get("action_space"))
+        if "Discrete" not in str(action.get(":type:", "")):
             raise RLKitError(f"{path} has action space {action.get(':type:')}; only Discrete actions are supported.")
-        self.n_actions = int(action["n"])  # SB3 writes these as JSON numbers or strings
-        obs = data.get("observation_space", {})
-        shape = obs.get("_shape", [])
-        self.observation_shape = tuple(json.loads(shape) if isinstance(shape, str) else shape)
-        self.observation_dtype = np.dtype(obs.get("dtype", "float32"))
+        obs = _mapping(data.get("observation_space"))
+        try:
+            self.n_actions = int(action["n"])  # SB3 writes these as JSON numbers or strings
+            shape = obs.get("_shape", [])
+            self.observation_shape = tuple(int(n) for n in (json.loads(shape) if isinstance(shape, str) else shape))
+            self.observation_dtype = np.dtype(obs.get("dtype", "float32"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RLKitError(f"{path} has a damaged data entry (action_space n or observation_space shape/dtype: "
+                             f"{exc}); pass a model.save() file.") from None
         self.algo = "dqn" if self.kind == "dqn" else ("ppo" if "clip_range" in data else "a2c")
         space = gym.spaces.Box(0, 255, self.observation_shape, np.uint8) if self.observation_dtype == np.uint8 else (
             gym.spaces.Box(-np.inf, np.inf, self.observation_shape, np.float32)
         )
-        self.policy = SB3Policy(state, self.kind, space).eval()
+        try:
+            self.policy = SB3Policy(state, self.kind, space).eval()
+            with torch.no_grad():
+                outputs = self.policy(torch.as_tensor(np.zeros((1, *space.shape), space.dtype))).shape
+        except KeyError as exc:
+            raise RLKitError(f"{path}'s policy.pth lacks tensor {exc.args[0]!r}; pass a complete model.save() "
+                             "file.") from None
+        except (RuntimeError, ValueError, IndexError) as exc:  # tensors of shapes that do not chain up
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise RLKitError(f"{path}'s policy.pth does not make a network for observations "
+                             f"{self.observation_shape} ({detail}); pass a model.save() file.") from None
+        if tuple(outputs) != (1, self.n_actions):
+            raise RLKitError(f"{path}'s policy.pth gives {outputs[-1] if len(outputs) == 2 else tuple(outputs)} "
+                             f"outputs per observation, but its action space has {self.n_actions} actions; the file "
+                             "is damaged: pass a model.save() file.")
         self.rng = np.random.default_rng(0)
 
     def check_env(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, env_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from pathlib import Path
 
 import gymnasium as gym
@@ -358,3 +359,219 @@ def test_more_ppo_minibatches_than_transitions_is_a_user_error(capsys):
     line = one_line_error(capsys, "train", "ppo", "--env", "CartPole-v1", "--set", "num_envs=2", "--set",
                           "rollout_steps=8", "--set", "minibatches=17")
     assert "minibatches=17 is more than a rollout's 16 transitions" in line
+
+
+# ---- review s27: bad input that used to end in a traceback (or was silently accepted) -------------------------
+
+
+def test_eval_and_collect_of_a_checkpoint_whose_tensors_do_not_fit(capsys, dqn_run, tmp_path):
+    # was `RuntimeError: Error(s) in loading state_dict for QNetwork: Missing key(s) ...`, exit 1
+    last = dqn_run / "checkpoints" / "last.safetensors"
+    tensors, meta = load_checkpoint(last)
+    del tensors["q_net.head.weight"]
+    save_checkpoint(last, tensors, meta)
+    assert_user_error(capsys, ["eval", str(last), "--episodes", "1"], "does not fit the network", "head.weight",
+                      "damaged")
+    assert_user_error(capsys, ["collect", "--env", "CartPole-v1", "--policy", str(dqn_run), "--steps", "10", "--out",
+                               str(tmp_path / "data")], "does not fit the network")
+
+
+def test_eval_of_a_checkpoint_missing_an_entry_the_agent_restores(capsys, dqn_run):
+    last = dqn_run / "checkpoints" / "last.safetensors"
+    tensors, meta = load_checkpoint(last)
+    del tensors["rng.torch"]
+    save_checkpoint(last, tensors, meta)
+    assert_user_error(capsys, ["eval", str(last), "--episodes", "1"], "rng.torch")
+
+
+def test_pretraining_checkpoint_is_no_agent_for_eval_or_init_from(capsys, tmp_path):
+    # eval was `KeyError: 'algo'`; --init-from said "holds a None agent ... use `rlkit train None --init-from`"
+    pretraining = tmp_path / "pre.safetensors"
+    save_checkpoint(pretraining, {"x": torch.zeros(1)}, {"method": "mae", "step": 1, "config": {}})
+    for argv in (["eval", str(pretraining)], ["collect", "--env", "CartPole-v1", "--policy", str(pretraining),
+                                               "--out", str(tmp_path / "data")],
+                 ["train", "dqn", "--env", "CartPole-v1", "--init-from", str(pretraining)]):
+        line = one_line_error(capsys, *argv)
+        assert "is a pretraining checkpoint (mae), not an agent" in line and "None" not in line
+    nothing = tmp_path / "nothing.safetensors"
+    save_checkpoint(nothing, {"x": torch.zeros(1)}, {"algo": "dqn"})  # no config
+    assert "holds no agent" in one_line_error(capsys, "eval", str(nothing))
+
+
+def test_nested_set_of_a_field_without_sub_keys(capsys, dqn_run):
+    # was `TypeError: 'float' object is not iterable` (config.py apply_overrides), exit 1
+    line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--set", "lr.x=1")
+    assert "lr is a float field and takes no sub-keys" in line and "--set lr=VALUE" in line
+    line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--set", "env_kwargs=5", "--set",
+                          "env_kwargs.a=1")
+    assert "env_kwargs is 5, not a mapping" in line
+    assert "takes no sub-keys" in one_line_error(capsys, "train", "--resume", str(dqn_run), "--set", "gamma.a=1")
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [(["--env", "Acrobot-v1"], "trained with env_id CartPole-v1, and a resume keeps it: drop --env (Acrobot-v1)"),
+     (["--seed", "7"], "trained with seed 0, and a resume keeps it: drop --seed (7)"),
+     (["--set", "seed=3"], "drop --set seed (3)"),
+     (["--set", "env_id=Acrobot-v1"], "drop --set env_id (Acrobot-v1)"),
+     (["--preset", "classic"], "trained with preset None, and a resume keeps it: drop --preset (classic)"),
+     (["--seeds", "0,1"], "drop --seeds (0,1)"),
+     (["--run-dir", "elsewhere"], "own directory")],
+)
+def test_resume_rejects_flags_the_run_cannot_honour(capsys, dqn_run, flags, needle):
+    # each was accepted and silently ignored: the run went on with its own env, seed and directory, exit 0
+    assert needle in one_line_error(capsys, "train", "--resume", str(dqn_run), "--total-steps", "64", *flags)
+
+
+def test_resume_still_takes_the_run_s_own_values_total_steps_and_set(capsys, dqn_run):
+    code, out, err = run_cli(capsys, "train", "--resume", str(dqn_run), "--env", "CartPole-v1", "--seed", "0",
+                             "--run-dir", str(dqn_run), "--total-steps", "64", "--set", "eval_episodes=1")
+    assert code == 0, err
+    saved = yaml.safe_load((dqn_run / "config.yaml").read_text())["config"]
+    assert (saved["total_steps"], saved["eval_episodes"]) == (64, 1)
+
+
+def test_resume_of_a_config_yaml_whose_config_is_no_mapping(capsys, dqn_run):
+    # was `AttributeError: 'list' object has no attribute 'items'`
+    (dqn_run / "config.yaml").write_text(yaml.safe_dump({"algo": "dqn", "config": [1, 2]}))
+    assert "damaged config (not a mapping" in one_line_error(capsys, "train", "--resume", str(dqn_run))
+
+
+def test_env_kwarg_value_that_gymnasium_rejects(capsys, dqn_run, tmp_path):
+    # was `ValueError: Expect the `max_episode_steps` to be positive, actually: 0`, exit 1
+    needles = ("CartPole-v1 rejects env_kwargs max_episode_steps=0", "to be positive")
+    assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--set", "env_kwargs.max_episode_steps=0",
+                               "--run-dir", str(tmp_path / "r")], *needles)
+    assert_user_error(capsys, ["eval", str(dqn_run), "--episodes", "1", "--env-kwarg", "max_episode_steps=0"], *needles)
+
+
+@pytest.mark.parametrize("hidden", ["[-1]", "[0]", "[64, 0]"])
+def test_encoder_widths_below_one(capsys, tmp_path, hidden):
+    # [-1] was `RuntimeError: Trying to create tensor with negative dimension -1`; [0] built a 0-feature network
+    line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", "--set", f"encoder_kwargs.hidden={hidden}",
+                          "--run-dir", str(tmp_path / "r"))
+    assert "option hidden=" in line and "layer widths must be >= 1" in line
+
+
+def _sb3_zip(path: Path, data: object = None, state: object = None, policy: bytes | None = None) -> Path:
+    """An SB3 DQN MlpPolicy zip for CartPole written by hand (``data`` / ``state`` / raw ``policy`` bytes replace
+    the valid ones)."""
+    import io
+    import json
+    import zipfile
+
+    if data is None:
+        data = {"policy_class": {"__module__": "stable_baselines3.dqn.policies"},
+                "action_space": {":type:": "<class 'gymnasium.spaces.discrete.Discrete'>", "n": 2},
+                "observation_space": {"_shape": [4], "dtype": "float32"}}
+    if state is None:
+        state = {"q_net.q_net.0.weight": torch.zeros(8, 4), "q_net.q_net.0.bias": torch.zeros(8),
+                 "q_net.q_net.2.weight": torch.zeros(2, 8), "q_net.q_net.2.bias": torch.zeros(2)}
+    if policy is None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        policy = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data", data if isinstance(data, (str, bytes)) else json.dumps(data))
+        archive.writestr("policy.pth", policy)
+    return path
+
+
+def test_sb3_hand_written_zip_evaluates(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "eval", "--sb3", str(_sb3_zip(tmp_path / "ok.zip")), "--env", "CartPole-v1",
+                           "--episodes", "1")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("variant", "needle"),
+    [({"policy": np.random.default_rng(0).bytes(512)}, "policy.pth is not a readable state dict"),
+     ({"policy": b""}, "policy.pth is not a readable state dict"),
+     ({"state": {"when": datetime.datetime(2020, 1, 1)}}, "policy.pth is not a readable state dict"),
+     ({"state": {}}, "holds no state dict of tensors"),
+     ({"data": [], "policy": b""}, "data is a JSON list, not an object"),
+     ({"data": b"\x80\x81"}, "not a readable SB3 model zip"),
+     ({"state": {"q_net.q_net.0.weight": torch.zeros(2, 4)}}, "lacks tensor 'q_net.q_net.0.bias'"),
+     ({"state": {"q_net.q_net.0.weight": torch.zeros(3, 4), "q_net.q_net.0.bias": torch.zeros(3)}},
+      "gives 3 outputs per observation, but its action space has 2 actions"),
+     ({"state": {"q_net.q_net.0.weight": torch.zeros(2, 5), "q_net.q_net.0.bias": torch.zeros(2)}},
+      "does not make a network for observations (4,)")],
+)
+def test_sb3_zip_that_is_no_valid_model(capsys, tmp_path, variant, needle):
+    # the first three were UnpicklingError (advising weights_only=False), EOFError and UnpicklingError; a list as
+    # data was AttributeError, a missing bias KeyError, and an empty state an identity network that stepped
+    # CartPole with action 3 (AssertionError)
+    line = one_line_error(capsys, "eval", "--sb3", str(_sb3_zip(tmp_path / "m.zip", **variant)), "--env",
+                          "CartPole-v1", "--episodes", "1")
+    assert needle in line and "weights_only" not in line
+
+
+def test_compare_and_plot_skip_a_partial_last_evaluation_line(capsys, tmp_path):
+    # a run killed while appending an evaluation: was `json.decoder.JSONDecodeError: Unterminated string`, exit 1
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "dqn", "config": {"env_id": "CartPole-v1"}}))
+    records = "".join(f'{{"step": {step}, "mean": {step / 10}}}\n' for step in (100, 200))
+    (run / "eval" / "evaluations.jsonl").write_text(records + '{"step": 300, "mean": 2')
+    code, out, err = run_cli(capsys, "compare", str(run), "--reps", "10")
+    assert code == 0 and "20.00" in out
+    assert err.count("\n") == 1 and err.startswith("warning: ") and "last line 3" in err
+    code, out, err = run_cli(capsys, "plot", str(run), str(run), "-o", str(tmp_path / "curve.png"))
+    assert code == 0 and (tmp_path / "curve.png").is_file() and "warning: " in err
+    (run / "eval" / "evaluations.jsonl").write_text('{"step": 100, "mean": 1}\n{"step": 2\n{"step": 300, "mean": 3}\n')
+    line = one_line_error(capsys, "compare", str(run))
+    assert "evaluations.jsonl line 2 is not an evaluation record" in line
+
+
+def test_plot_prints_the_file_it_wrote(capsys, tmp_path):
+    # `-o NAME` without a suffix printed NAME, while matplotlib wrote NAME.png
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "dqn", "config": {"env_id": "CartPole-v1"}}))
+    (run / "eval" / "evaluations.jsonl").write_text('{"step": 100, "mean": 1}\n{"step": 200, "mean": 2}\n')
+    code, out, err = run_cli(capsys, "plot", str(run), str(run), "-o", str(tmp_path / "curves"))
+    assert code == 0, err
+    assert out.strip() == f"wrote {tmp_path / 'curves.png'}" and (tmp_path / "curves.png").is_file()
+
+
+def test_run_dir_that_is_a_file_fails_up_front(capsys, tmp_path):
+    # train was `FileExistsError: [Errno 17] File exists` after building the agent
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for argv in (["train", "dqn", "--env", "CartPole-v1", "--run-dir", str(afile)],
+                 ["train", "dqn", "--env", "CartPole-v1", "--seeds", "0,1", "--run-dir", str(afile)],
+                 ["pretrain", "mae", "--data", str(tmp_path), "--run-dir", str(afile)]):
+        assert f"--run-dir {afile} is a file; pass a directory" in one_line_error(capsys, *argv)
+
+
+def test_seeds_out_of_range_fail_before_any_process(capsys, tmp_path):
+    # --seed 1e20 was `ValueError: Overflow when unpacking long long` (torch.manual_seed); --seeds=-2,-1 started two
+    # processes that failed, and left the group directory behind
+    huge = str(10**20)
+    assert "argument --seed: must be <= 2147483647" in one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1",
+                                                                       "--seed", huge)
+    assert "seed=100000000000000000000 is out of range: seed must be in [0, 2147483647]" in one_line_error(
+        capsys, "train", "dqn", "--env", "CartPole-v1", "--set", f"seed={huge}")
+    group = tmp_path / "grp"
+    for seeds in ("-2,-1", f"0-{2**31}"):
+        line = one_line_error(capsys, "train", "dqn", "--env", "CartPole-v1", f"--seeds={seeds}", "--run-dir",
+                              str(group))
+        assert "is out of range; seeds are in [0, 2147483647]" in line
+        assert not group.exists()
+
+
+def test_eval_checkpoint_option_with_a_checkpoint_file(capsys, dqn_run):
+    # --checkpoint was silently ignored when the target is a file
+    line = one_line_error(capsys, "eval", str(dqn_run / "checkpoints" / "last.safetensors"), "--checkpoint", "last")
+    assert "--checkpoint picks a checkpoint of a run directory" in line
+
+
+def test_an_evaluation_appended_after_a_partial_line_starts_a_line_of_its_own(tmp_path):
+    from rlkit.evaluation import append_json_line
+
+    file = tmp_path / "evaluations.jsonl"
+    append_json_line(file, {"step": 1})
+    with open(file, "a") as handle:
+        handle.write('{"step": 2, "me')  # killed mid-append, then resumed
+    append_json_line(file, {"step": 3})
+    assert file.read_text() == '{"step": 1}\n{"step": 3}\n'

@@ -208,7 +208,7 @@ def test_defaults_of_every_agent_and_pretraining_method_are_in_range():
     ("key", "value", "rule"),
     [("train_freq", 0, ">= 1"), ("target_update_interval", 0, ">= 1"), ("total_steps", -5, ">= 1"),
      ("gamma", 1.5, "in [0, 1]"), ("lr", -1.0, "> 0"), ("tau", 0.0, "in (0, 1]"), ("eval_episodes", 0, ">= 1"),
-     ("batch_size", 0, ">= 1"), ("seed", -1, ">= 0")],
+     ("batch_size", 0, ">= 1"), ("seed", -1, "in [0, 2147483647]")],
 )
 def test_out_of_range_values_are_one_line_errors(key, value, rule):
     with pytest.raises(RLKitError) as info:
@@ -221,3 +221,42 @@ def test_range_ends_that_mean_off_or_certainty_are_accepted():
     config = build_config(DQNConfig, {"gamma": 1.0, "tau": 1.0, "eval_every": 0, "checkpoint_every": 0,
                                       "max_grad_norm": 0.0, "learning_starts": 0, "exploration_end": 0.0})
     assert (config.gamma, config.tau, config.eval_every) == (1.0, 1.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [({"lr": float("nan")}, "lr=nan is not a finite number"),
+     ({"lr": float("inf")}, "lr=inf is not a finite number"),
+     ({"max_grad_norm": float("nan")}, "max_grad_norm=nan is not a finite number"),
+     ({"stop_at_return": float("-inf")}, "stop_at_return=-inf is not a finite number"),
+     ({"exploration_end": 5}, "exploration_end=5.0 is out of range: exploration_end must be in [0, 1]"),
+     ({"exploration_start": -3}, "exploration_start=-3.0 is out of range"),
+     ({"seed": 2**31}, "seed=2147483648 is out of range: seed must be in [0, 2147483647]"),
+     ({"buffer_size": 4, "batch_size": 64}, "buffer_size=4 is smaller than batch_size=64")],
+)
+def test_nonsense_values_are_one_line_errors(values, needle):
+    # review s27: each was accepted (NaN passed every Bound, exploration_* had no bounds, a buffer below the batch
+    # trained to completion)
+    with pytest.raises(RLKitError) as info:
+        build_config(DQNConfig, values)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bound_rejects_nan_and_softmax_temperatures_may_exceed_one():
+    from rlkit.agents.tabular import TabularConfig
+    from rlkit.config import FIELD_BOUNDS
+
+    assert not FIELD_BOUNDS["gamma"].admits(float("nan")) and not FIELD_BOUNDS["lr"].admits(float("nan"))
+    config = build_config(TabularConfig, {"exploration": "softmax", "exploration_start": 5.0})
+    assert config.exploration_start == 5.0
+    with pytest.raises(RLKitError, match="exploration_start=5.0 is out of range"):
+        build_config(TabularConfig, {"exploration_start": 5.0})
+
+
+def test_nested_override_of_a_field_without_sub_keys():
+    # review s27: was `TypeError: 'float' object is not iterable`
+    with pytest.raises(RLKitError, match=r"bad --set lr.x=1: lr is a float field and takes no sub-keys"):
+        apply_overrides({}, ["lr.x=1"], DQNConfig)
+    with pytest.raises(RLKitError, match="env_kwargs is 5, not a mapping"):
+        apply_overrides({}, ["env_kwargs=5", "env_kwargs.a=1"], DQNConfig)
+    assert apply_overrides({"env_kwargs": None}, ["env_kwargs.a=1"], DQNConfig)["env_kwargs"] == {"a": 1}

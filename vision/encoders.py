@@ -311,6 +311,10 @@ def encoder_options(name: str) -> list[str]:
     return [p for p in params if p not in ("self", "observation_space")]
 
 
+WIDTH_OPTIONS = frozenset({"hidden", "channels", "widths", "width", "heads", "features_dim"})
+"""Encoder options that give layer widths (a number or a list of numbers): each must be at least 1."""
+
+
 def make_encoder(name: str, observation_space: gym.spaces.Space, **kwargs: Any) -> Encoder:
     """Build registered encoder ``name`` for ``observation_space`` with options ``kwargs`` (checked by name)."""
     cls = ENCODERS.get(name)
@@ -321,6 +325,12 @@ def make_encoder(name: str, observation_space: gym.spaces.Space, **kwargs: Any) 
                 f"encoder {name!r} has no option {key!r}; its options: {', '.join(options) or 'none'}."
                 + suggest(key, options)
             )
+    for key in WIDTH_OPTIONS.intersection(kwargs):
+        widths = kwargs[key] if isinstance(kwargs[key], (list, tuple)) else [kwargs[key]]
+        bad = [w for w in widths if isinstance(w, (int, float)) and not isinstance(w, bool) and not w >= 1]
+        if bad:
+            raise RLKitError(f"encoder {name!r} option {key}={kwargs[key]!r} has a width of {bad[0]!r}; layer "
+                             "widths must be >= 1 (fix encoder_kwargs).")
     try:
         encoder = cls(observation_space, **kwargs)
     except (TypeError, ValueError) as exc:
