@@ -17,6 +17,15 @@ import numpy as np
 
 from rlkit.errors import RLKitError
 
+ALE_SEED_LIMIT = 2**31
+"""ALE takes seeds of a signed 32-bit int."""
+
+
+def ale_seed(seed: int, games: int) -> int:
+    """``seed`` folded so that the games' seeds ``seed + i`` (i < ``games``) fit ALE: unchanged below the limit,
+    wrapped above it (a run seed near 2**31 plus the evaluation offsets would overflow)."""
+    return seed % (ALE_SEED_LIMIT - games)
+
 RAW_HEIGHT, RAW_WIDTH = 210, 160
 
 
@@ -86,6 +95,7 @@ class ALEPool:
         """Reset every game; game i gets ``seed + i`` for ALE (sticky actions) and its noop draws."""
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        seed = ale_seed(seed, self.num_envs)
         for i in range(self.num_envs):
             self._reset_game(i, seed + i)
         return self.obs.copy(), self._info()

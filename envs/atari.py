@@ -191,6 +191,10 @@ class AtariVecEnv(VectorEnv):
         return np.asarray(actions, dtype=np.int64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        if seed is not None:
+            from rlkit.envs.ale_pool import ale_seed
+
+            seed = ale_seed(seed, self.num_envs)
         obs, info = self.ale_env.reset(seed=seed, options=options)
         self._game_return[:] = 0
         self._game_length[:] = 0

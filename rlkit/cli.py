@@ -340,6 +340,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 run.print(f"lr_schedule={config.lr_schedule} spans total_steps, now {config.total_steps} (was "
                           f"{saved_total}): the learning rate moves from {before:.3g} to "
                           f"{scheduled_lr(config, agent.global_step):.3g} at this step")
+            if getattr(config, "prioritized", False) and saved_total != config.total_steps:
+                from rlkit.agents.schedules import linear_schedule
+
+                beta_before, beta_now = (linear_schedule(config.per_beta_start, 1.0, total, agent.global_step)
+                                         for total in (saved_total, config.total_steps))
+                run.print(f"prioritized replay's beta anneals to 1 over total_steps, now {config.total_steps} (was "
+                          f"{saved_total}): it moves from {beta_before:.3g} to {beta_now:.3g} at this step")
         agent.learn(run)
         run.print(f"run directory: {run.dir}")
     return 0

@@ -101,3 +101,23 @@ def test_in_process_games_reject_bad_actions() -> None:
 def test_atari_settings_are_type_checked(setting: dict, message: str) -> None:
     with pytest.raises(RLKitError, match=message):
         make_vec_env("ALE/Pong-v5", 1, env_kwargs=setting)
+
+
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_seeds_beyond_ales_32_bits_wrap_instead_of_crashing(num_envs: int) -> None:
+    """A run seed near 2**31 plus the evaluation offsets went past ALE's signed 32-bit seed (a TypeError from
+    both backends); such seeds wrap, and the wrapped seed plays the same games as seeding with it directly."""
+    from rlkit.envs.ale_pool import ale_seed
+
+    big = 2**31 + 5
+    assert ale_seed(big, num_envs) == big - (2**31 - num_envs) and ale_seed(12345, num_envs) == 12345
+    envs = make_vec_env("ALE/Pong-v5", num_envs=num_envs, seed=0)
+    try:
+        wrapped, _ = envs.reset(seed=big)
+        frames = [envs.step(np.full(num_envs, 2))[0] for _ in range(40)]
+        direct, _ = envs.reset(seed=ale_seed(big, num_envs))
+        np.testing.assert_array_equal(wrapped, direct)
+        for expected in frames:
+            np.testing.assert_array_equal(envs.step(np.full(num_envs, 2))[0], expected)
+    finally:
+        envs.close()

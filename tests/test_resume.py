@@ -274,6 +274,16 @@ def test_extending_a_scheduled_run_says_how_the_rate_moves(tmp_path, capsys):
     assert "lr_schedule=linear spans total_steps, now 1200 (was 600): the learning rate moves from 0 to 0.0005" in out
 
 
+def test_extending_a_prioritized_run_says_how_beta_moves(tmp_path, capsys):
+    run = tmp_path / "per-beta"
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "prioritized=true", "--set", "per_beta_start=0.4",
+          "--total-steps", "600", "--run-dir", str(run))
+    capsys.readouterr()
+    train("--resume", str(run), "--total-steps", "1200")
+    out = capsys.readouterr().out
+    assert "beta anneals to 1 over total_steps, now 1200 (was 600): it moves from 1 to 0.7 at this step" in out
+
+
 def test_atomic_writes_keep_the_usual_file_permissions(tmp_path):
     """Temp file + rename must not leave results readable by the owner only (mkstemp's 0600)."""
     from rlkit.checkpoint import write_text_atomic
