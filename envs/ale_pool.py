@@ -5,7 +5,9 @@ the last two screens (grayscale or RGB), ``INTER_AREA`` resize, frame stack, noo
 truncation after ``max_episode_frames`` frames, next-step autoreset), without its per-step hand-off to a worker
 thread, which on a small CPU costs more than the preprocessing (docs/benchmarks.md): the fastest way to play
 one game. With ``noop_max=0`` its observations, rewards and flags equal ale-py's step for step
-(tests/test_ale_pool.py); the noop counts are drawn from numpy's generator rather than C++'s mt19937.
+(tests/test_ale_pool.py), and with noop starts too: the noop counts are drawn as ale-py draws them
+(``StdUniformInt``: C++'s ``std::mt19937`` seeded with the game's seed, ``uniform_int_distribution`` as libstdc++
+computes it), so both backends play the same games for the same seed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,34 @@ from rlkit.errors import RLKitError
 
 ALE_SEED_LIMIT = 2**31
 """ALE takes seeds of a signed 32-bit int."""
+
+
+class StdUniformInt:
+    """The draws of C++'s ``std::uniform_int_distribution<int>(0, n - 1)`` on ``std::mt19937(seed)``, as
+    libstdc++ computes them (Lemire's multiply-and-shift with rejection on 32-bit outputs); ale-py's vector env
+    draws its noop counts this way. numpy's MT19937 is the same generator: only its seeding (``init_genrand``)
+    is done here, and its state set through the public ``state`` property."""
+
+    def __init__(self, seed: int) -> None:
+        key = np.empty(624, dtype=np.uint32)
+        value = seed & 0xFFFFFFFF
+        key[0] = value
+        for i in range(1, 624):
+            value = (1812433253 * (value ^ (value >> 30)) + i) & 0xFFFFFFFF
+            key[i] = value
+        self._bits = np.random.MT19937()
+        self._bits.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": 624}}
+
+    def integers(self, n: int) -> int:
+        """One draw from {0, ..., n - 1} (``n`` >= 1)."""
+        product = int(self._bits.random_raw()) * n
+        low = product & 0xFFFFFFFF
+        if low < n:
+            threshold = ((1 << 32) - n) % n
+            while low < threshold:
+                product = int(self._bits.random_raw()) * n
+                low = product & 0xFFFFFFFF
+        return product >> 32
 
 
 def ale_seed(seed: int, games: int) -> int:
@@ -82,7 +112,7 @@ class ALEPool:
         raw_shape = (RAW_HEIGHT, RAW_WIDTH) if settings.grayscale else (RAW_HEIGHT, RAW_WIDTH, 3)
         self.raw = np.zeros((num_envs, 2, *raw_shape), dtype=np.uint8)
         self.read_screen = ALEInterface.getScreenGrayscale if settings.grayscale else ALEInterface.getScreenRGB
-        self.rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self.rngs = [StdUniformInt(0) for _ in range(num_envs)]  # reseeded by every seeded reset
         self.elapsed = [0] * num_envs  # frames played in the current episode
         self.previous_lives = [0] * num_envs
         self.needs_reset = [True] * num_envs
@@ -161,7 +191,7 @@ class ALEPool:
         if seed is not None:
             ale.setInt("random_seed", seed)
             ale.loadROM(settings.rom_path)
-            self.rngs[i] = np.random.default_rng(seed)
+            self.rngs[i] = StdUniformInt(seed)
         ale.reset_game()
         if self.fire:
             ale.act(self.fire_action)

@@ -70,6 +70,13 @@ def atari_settings(mode: str, env_kwargs: dict[str, Any]) -> AtariSettings:
             raise RLKitError(f"Atari env setting {key} must be an integer, not {value!r}.")
         elif expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise RLKitError(f"Atari env setting {key} must be a number, not {value!r}.")
+    for key, low in (("frame_skip", 1), ("frame_stack", 1), ("screen_size", 1), ("noop_max", 0),
+                     ("max_episode_frames", 1)):
+        if key in env_kwargs and env_kwargs[key] < low:
+            raise RLKitError(f"Atari env setting {key} must be at least {low}, not {env_kwargs[key]}.")
+    probability = env_kwargs.get("repeat_action_probability", 0.0)
+    if not 0.0 <= probability <= 1.0:
+        raise RLKitError(f"Atari env setting repeat_action_probability must be in [0, 1], not {probability}.")
     values = dict(TRAIN_DEFAULTS) if mode == "train" else {}
     values.update(env_kwargs)
     if mode == "eval":
@@ -149,6 +156,11 @@ class AtariVecEnv(VectorEnv):
     next-step autoreset, as consumers of a Gymnasium vector env expect: the agent's action is replaced by
     FIRE (or NOOP) and its reward is reported as 0, while the game itself goes on with its remaining lives
     (the Nature / SB3 EpisodicLifeEnv + FireResetEnv behaviour). The reward still counts in the statistics.
+
+    Without ``episodic_life`` (evaluation) a lost life ends nothing, and with ``fire_reset`` the step after it
+    plays FIRE in place of the agent's action (reward and step counted as usual): an agent trained with
+    episodic life never chose the action that relaunches the ball, since the env pressed FIRE for it, and
+    greedy play would otherwise stall until the time limit after its first lost life (Breakout).
     """
 
     def __init__(
@@ -183,6 +195,9 @@ class AtariVecEnv(VectorEnv):
 
         fire = settings.fire_reset and Action.FIRE in action_set
         self._life_reset_action = action_set.index(Action.FIRE) if fire else 0
+        self._fire_after_life_loss = fire and not settings.episodic_life
+        self._lives = np.zeros(num_envs, dtype=np.int64)
+        self._fire_next = np.zeros(num_envs, dtype=bool)
         # Frames are stacked along the first observation axis, newest last (for frame-deduplicating replay).
         self.frames_stacked = settings.frame_stack > 1
 
@@ -196,6 +211,8 @@ class AtariVecEnv(VectorEnv):
 
             seed = ale_seed(seed, self.num_envs)
         obs, info = self.ale_env.reset(seed=seed, options=options)
+        self._lives[:] = info["lives"]
+        self._fire_next[:] = False
         self._game_return[:] = 0
         self._game_length[:] = 0
         self._resetting[:] = False
@@ -214,6 +231,8 @@ class AtariVecEnv(VectorEnv):
             raise RLKitError(f"expected {self.num_envs} actions, got shape {actions.shape}.")
         if self._any_pending:
             actions[self._life_reset] = self._life_reset_action
+        if self._fire_after_life_loss:
+            actions[self._fire_next] = self._life_reset_action
         self.ale_env.send(actions)
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -221,6 +240,10 @@ class AtariVecEnv(VectorEnv):
         obs, reward, terminated, truncated, info = self.ale_env.recv()
         reward = reward.astype(np.float32)
         info = dict(info)
+        if self._fire_after_life_loss:  # a life lost in a game that goes on: FIRE next (a new game FIREs itself)
+            lives = info["lives"]
+            self._fire_next = (lives < self._lives) & ~terminated & ~truncated
+            self._lives[:] = lives
         if not self._any_pending and not np.count_nonzero(terminated) and not np.count_nonzero(truncated):
             # The usual step: no env ends, resets or lost a life (the full path below gives the same result).
             self._game_return += reward
@@ -313,7 +336,8 @@ def make_atari_single_env(env_id: str, settings: AtariSettings, render_mode: str
     ``FrameStackObservation``), for code that must read the console (RAM labels) after every step.
 
     Same settings as ``AtariVecEnv`` except FIRE on reset, which callers do themselves (``fire_reset``); the
-    84x84 frames are resized by cv2 INTER_AREA in both, so they match up to rounding.
+    84x84 frames are resized by cv2 INTER_AREA in both, so they match up to rounding, and a new episode's
+    stack is padded with zero frames in both (gymnasium's default repeats the reset frame).
     """
     from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
@@ -336,7 +360,9 @@ def make_atari_single_env(env_id: str, settings: AtariSettings, render_mode: str
         grayscale_obs=settings.grayscale,
         scale_obs=False,
     )
-    return FrameStackObservation(env, settings.frame_stack) if settings.frame_stack > 1 else env
+    if settings.frame_stack == 1:
+        return env
+    return FrameStackObservation(env, settings.frame_stack, padding_type="zero")
 
 
 def fire_reset(env: gym.Env, seed: int | None = None) -> tuple[np.ndarray, dict]:

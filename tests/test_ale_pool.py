@@ -35,9 +35,10 @@ def play(backend: str, env_id: str, num_envs: int, steps: int, seed: int, **sett
     ],
 )
 def test_in_process_games_equal_ale_vector_env_step_for_step(env_id: str, settings: dict) -> None:
-    # noop_max=0: the only randomness left is ALE's sticky actions, seeded the same way by both backends
-    reference = play("ale_vector", env_id, 3, 400, seed=7, noop_max=0, **settings)
-    ours = play("in_process", env_id, 3, 400, seed=7, noop_max=0, **settings)
+    # the default noop starts (up to 30): both backends draw them from std::mt19937 seeded with the game's seed,
+    # and ALE's sticky actions are seeded the same way (numpy's generator once drew other noop counts)
+    reference = play("ale_vector", env_id, 3, 400, seed=7, **settings)
+    ours = play("in_process", env_id, 3, 400, seed=7, **settings)
     for step, (theirs, mine) in enumerate(zip(reference, ours)):
         for name, a, b in zip(("obs", "reward", "terminated", "truncated", "lives"), theirs, mine):
             assert np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)), (step, name)
@@ -51,6 +52,18 @@ def test_in_process_games_equal_ale_vector_env_step_for_step(env_id: str, settin
         lives = np.array([lv for *_, lv in ours])
         assert terminated.any() and truncated.any()  # both flags and the autoreset after them were exercised
         assert (np.diff(lives, axis=0) < 0).any()
+
+
+def test_noop_count_draws_are_cpp_uniform_int_on_mt19937() -> None:
+    """std::mt19937(5489)'s first outputs (the C++ standard's default seed; its 10,000th is 4123659995) and
+    the multiply-and-shift draws libstdc++ makes from them."""
+    from rlkit.envs.ale_pool import StdUniformInt
+
+    draws = StdUniformInt(5489)
+    raw = [int(draws._bits.random_raw()) for _ in range(10_000)]
+    assert raw[0] == 3499211612 and raw[-1] == 4123659995
+    again = StdUniformInt(5489)
+    assert [again.integers(30) for _ in range(5)] == [(x * 30) >> 32 for x in raw[:5]]
 
 
 def test_noop_reset_is_seeded_and_bounded() -> None:
@@ -96,6 +109,10 @@ def test_in_process_games_reject_bad_actions() -> None:
         ({"frame_skip": 2.5}, "frame_skip must be an integer"),
         ({"clip_rewards": 1}, "clip_rewards must be true or false"),
         ({"repeat_action_probability": "high"}, "repeat_action_probability must be a number"),
+        ({"frame_skip": 0}, "frame_skip must be at least 1, not 0"),
+        ({"noop_max": -1}, "noop_max must be at least 0, not -1"),
+        ({"frame_stack": 0}, "frame_stack must be at least 1, not 0"),
+        ({"repeat_action_probability": 1.5}, r"repeat_action_probability must be in \[0, 1\], not 1.5"),
     ],
 )
 def test_atari_settings_are_type_checked(setting: dict, message: str) -> None:
@@ -121,3 +138,41 @@ def test_seeds_beyond_ales_32_bits_wrap_instead_of_crashing(num_envs: int) -> No
             np.testing.assert_array_equal(envs.step(np.full(num_envs, 2))[0], expected)
     finally:
         envs.close()
+
+
+
+@pytest.mark.parametrize("backend", ["in_process", "ale_vector"])
+def test_evaluation_presses_fire_after_a_lost_life(backend: str) -> None:
+    """Eval settings (no episodic life): a policy that never presses FIRE must still play Breakout to its game
+    over, because the env relaunches the ball after each lost life as training did; it used to stall after
+    the first lost life until the 27,000-step limit. The lost lives end nothing."""
+    from rlkit.envs.atari import atari_settings
+
+    env = AtariVecEnv("ALE/Breakout-v5", 1, AtariSettings(**{**vars(atari_settings("eval", {})), "backend": backend}))
+    env.reset(seed=3)
+    lives, ended_at = [], None
+    for step in range(3000):
+        _, _, terminated, truncated, info = env.step(np.array([0]))  # NOOP, always
+        lives.append(int(info["lives"][0]))
+        if terminated[0] or truncated[0]:
+            ended_at = step
+            break
+    env.close()
+    assert ended_at is not None and not truncated[0], "the game stalled after a lost life"
+    assert lives[-1] == 0 and sorted(set(lives), reverse=True)[:2] == [5, 4]
+
+
+def test_single_env_stack_starts_with_zero_frames_as_the_vector_env() -> None:
+    """``rlkit collect``'s single env pads a new episode's stack the way the agent's vector env does."""
+    from rlkit.envs.atari import atari_settings, make_atari_single_env
+
+    settings = atari_settings("eval", {"noop_max": 0})
+    single = make_atari_single_env("ALE/Pong-v5", settings)
+    obs, _ = single.reset(seed=0)
+    single.close()
+    vector = AtariVecEnv("ALE/Pong-v5", 1, AtariSettings(**{**vars(settings), "fire_reset": False}))
+    vector_obs, _ = vector.reset(seed=0)
+    vector.close()
+    assert obs.shape == vector_obs.shape[1:] == (4, 84, 84)
+    assert not obs[:3].any() and obs[3].any()
+    assert not vector_obs[0, :3].any()
