@@ -210,6 +210,8 @@ class DrivingEnv(gym.Env):
 
         self._client: bullet_client.BulletClient | None = None
         self._mesh_dir: tempfile.TemporaryDirectory | None = None
+        self._mesh_files: list[str] = []  # EGL road meshes of the current episode
+        self._mesh_resets = 0  # names them: PyBullet caches OBJ files by path, so every reset needs new names
         self._egl_plugin = -1
         self.track: Track | None = None
         self._proj = p.computeProjectionMatrixFOV(_CAM_FOV, 1.0, 0.05, 30.0)
@@ -268,6 +270,12 @@ class DrivingEnv(gym.Env):
         s = track.s[::step]
         half = track.width / 2.0
         self._mesh_bodies = []
+        if self.renderer == "egl":  # the previous episode's bodies went with resetSimulation: drop their files
+            for path in self._mesh_files:
+                if os.path.exists(path):
+                    os.remove(path)
+            self._mesh_files = []
+            self._mesh_resets += 1
         for lo, hi, rgba, z in ((-half, half, _ROAD_RGBA, 0.002), (half - 0.06, half, _BORDER_RGBA, 0.004),
                                 (-half, -half + 0.06, _BORDER_RGBA, 0.004)):
             left, right = track.point_at(s, hi), track.point_at(s, lo)
@@ -312,9 +320,13 @@ class DrivingEnv(gym.Env):
         return obstacles
 
     def _write_obj(self, verts: np.ndarray, indices: list[int], k: int) -> str:
+        """Write road mesh ``k`` of this reset to an OBJ file and return its path. Names are unique per reset
+        (``mesh{reset}_{k}.obj``): PyBullet caches OBJ files by path (``enableFileCaching=0`` does not stop it),
+        so a rewritten file under an old name would keep drawing the first episode's road."""
         if self._mesh_dir is None:
             self._mesh_dir = tempfile.TemporaryDirectory(prefix="rlkit-driving-")
-        path = os.path.join(self._mesh_dir.name, f"mesh{k}.obj")
+        path = os.path.join(self._mesh_dir.name, f"mesh{self._mesh_resets}_{k}.obj")
+        self._mesh_files.append(path)
         with open(path, "w") as f:
             f.writelines(f"v {x:.5f} {y:.5f} {z:.5f}\n" for x, y, z in verts)
             f.write("vn 0 0 1\n")
@@ -529,6 +541,7 @@ class DrivingEnv(gym.Env):
         if self._mesh_dir is not None:
             self._mesh_dir.cleanup()
             self._mesh_dir = None
+        self._mesh_files = []
 
 
 class DrivingExpert:

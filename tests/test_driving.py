@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import gymnasium as gym
@@ -183,4 +184,30 @@ def test_egl_renderer_on_request_draws_the_road():
         assert np.all(np.abs(road[:, 0].astype(int) - road[:, 1]) < 8)
     finally:
         env.close()
+
+
+def test_egl_renderer_draws_the_new_road_after_a_reset():
+    """Every reset writes new road meshes; the camera must draw them, not the first episode's (PyBullet caches
+    OBJ files by path), and the previous episode's files are removed."""
+    envs = []
+    try:
+        try:
+            for seed in (0, 1):
+                envs.append(DrivingEnv(obs_type="rgb", renderer="egl"))
+                envs[-1].reset(seed=seed)
+        except RLKitError as exc:  # no EGL plugin on this machine
+            pytest.skip(str(exc))
+        reused, fresh = envs  # reset with seed 0 and seed 1
+        expected, _ = fresh.reset(seed=1)
+        obs, _ = reused.reset(seed=1)
+        assert np.array_equal(obs, expected)
+        mesh_dir = reused._mesh_dir.name
+        before = sorted(os.listdir(mesh_dir))
+        obs0, _ = reused.reset(seed=0)
+        assert not np.array_equal(obs0, expected)  # a different track looks different
+        after = sorted(os.listdir(mesh_dir))
+        assert len(after) == len(before) == 3 and not set(before) & set(after)
+    finally:
+        for env in envs:
+            env.close()
         env.close()

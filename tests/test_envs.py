@@ -234,6 +234,28 @@ def test_fake_image_reward_follows_newest_frame_brightness():
     env.close()
 
 
+@pytest.mark.parametrize("n_actions", [31, 42, 254])
+def test_fake_image_env_supports_many_actions(n_actions):
+    """Levels below 8 or above 248 (n_actions > 30) are clipped, not overflowed or wrapped: the newest frame's
+    mean still tells the class."""
+    env = make_env("rlkit/FakeImage-v0", seed=1, size=84, n_actions=n_actions)
+    levels = (np.arange(n_actions) + 1) * 255 // (n_actions + 1)
+    means = np.clip(levels[:, None] + np.arange(-8, 8), 0, 255).mean(axis=1)  # noise is uniform in [-8, 7]
+    assert np.all(np.diff(means) > 0)
+    obs, _ = env.reset(seed=1)
+    for _ in range(200):
+        target = int(np.argmin(np.abs(obs[-1].mean() - means)))
+        obs, reward, *_ = env.step(target)
+        assert reward == 1.0
+    env.close()
+
+
+@pytest.mark.parametrize("n_actions", [0, 255, 2.0, True])
+def test_fake_image_env_rejects_unusable_action_counts(n_actions):
+    with pytest.raises(RLKitError, match=r"n_actions must be an integer in \[1, 254\]"):
+        make_env("rlkit/FakeImage-v0", n_actions=n_actions)
+
+
 def test_life_loss_step_is_a_reset_step_that_fires_and_pays_nothing():
     """After a lost life (episodic_life) the next step replaces the action by FIRE and reports reward 0,
     while the game goes on with its remaining lives (no real reset)."""
