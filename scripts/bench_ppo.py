@@ -191,7 +191,8 @@ def bench_sb3(args: argparse.Namespace) -> dict[str, Any]:
     env = VecFrameStack(env, n_stack=4)
     # vf_coef 0.25: SB3's value loss is the mean squared error, rlkit's (vf_coef 0.5) is half of it
     model = PPO("CnnPolicy", env, n_steps=ROLLOUT, n_epochs=EPOCHS, batch_size=NUM_ENVS * ROLLOUT // MINIBATCHES,
-                learning_rate=lambda remaining: 2.5e-4 * remaining, clip_range=0.1, ent_coef=0.01, vf_coef=0.25,
+                learning_rate=lambda remaining: 2.5e-4 * remaining, clip_range=0.1, clip_range_vf=0.1,
+                ent_coef=0.01, vf_coef=0.25,
                 max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, device="cpu", seed=args.seed, verbose=0)
     timer = PhaseTimer()
 
