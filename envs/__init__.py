@@ -190,7 +190,7 @@ def make_atari_env_groups(
     per_group = num_envs // groups
     env_kwargs = dict(env_kwargs or {})
     if env_kwargs.get("backend", "auto") == "auto":  # C++ threads even for 1 game a group: they overlap the learner,
-        env_kwargs["backend"] = "ale_vector"  # and the games get the no-op draws one vector env would give them
+        env_kwargs["backend"] = "ale_vector"  # (the games are the same on either backend)
     threads = max(1, min(per_group, (os.cpu_count() or 1) // groups))
     return [make_vec_env(env_id, per_group, mode=mode, env_kwargs=env_kwargs, ale_threads=threads)
             for _ in range(groups)]

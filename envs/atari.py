@@ -42,7 +42,7 @@ class AtariSettings:
     """Who plays the games: in_process = rlkit's ``ALEPool`` in the calling process (no per-step hand-off to a
     thread; one core); ale_vector = ale-py's C++ ``AtariVectorEnv`` threads (one per core); auto = in_process
     for a single env, ale_vector for more (the faster of the two in each case, docs/benchmarks.md). The game
-    logic is the same; only the noop-reset draws differ. pong_pixels always uses ale_vector."""
+    logic and the noop-reset draws are the same (tests/test_ale_pool.py). pong_pixels always uses ale_vector."""
 
 
 TRAIN_DEFAULTS = {"episodic_life": True, "clip_rewards": True}
