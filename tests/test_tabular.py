@@ -138,6 +138,27 @@ def test_expected_sarsa_learns_the_epsilon_greedy_optimum_not_q_star(tmp_path):
     assert sum(not (best_soft[s] & best_star[s]) for s in checked) > 10  # the two references differ (cliff rows)
 
 
+@pytest.mark.slow
+def test_sarsa_learns_the_epsilon_greedy_optimum(tmp_path):
+    """SARSA (on-policy, sampled next action) converges to the same epsilon-greedy optimum as Expected SARSA, more
+    slowly: the sampled next action adds variance, so it takes a visit-count step size (lr / n^0.51) and 400k
+    steps to get every reachable CliffWalking state with a clear best action (lead > 0.1) right."""
+    epsilon = 0.2
+    run = tmp_path / "run"
+    assert main(["train", "sarsa", "--env", "CliffWalking-v1", "--total-steps", "400000", "--run-dir", str(run),
+                 "--set", "eval_every=0", "--set", "eval_episodes=1", "--set", "lr_schedule=visits", "--set", "lr=1.0",
+                 "--set", "lr_power=0.51", "--set", f"exploration_start={epsilon}",
+                 "--set", f"exploration_end={epsilon}", "--set", "gamma=0.95"]) == 0
+    q = load_checkpoint(run / "checkpoints" / "last.safetensors")[0]["q"].numpy()
+    env = gym.make("CliffWalking-v1")
+    q_soft = value_iteration(env.unwrapped.P, env.observation_space.n, env.action_space.n, gamma=0.95,
+                             epsilon=epsilon)
+    best_soft, ranked = optimal_actions(q_soft), np.sort(q_soft, axis=1)
+    checked = [s for s in sorted(reachable_states(env)) if ranked[s, -1] - ranked[s, -2] > 0.1]
+    wrong = [s for s in checked if int(q[s].argmax()) not in best_soft[s]]
+    assert len(checked) > 30 and wrong == [], f"{len(wrong)} of {len(checked)} states differ: {wrong[:10]}"
+
+
 def test_tabular_rejects_box_observations(capsys):
     assert_user_error(capsys, ["train", "q_learning", "--env", "CartPole-v1", "--total-steps", "10"],
                       "Discrete observations", "dqn")
