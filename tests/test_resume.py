@@ -264,24 +264,22 @@ def test_replay_file_of_another_step_is_not_restored(tmp_path, capsys):
     assert "restored replay buffer" in capsys.readouterr().out
 
 
-def test_extending_a_scheduled_run_says_how_the_rate_moves(tmp_path, capsys):
-    run = tmp_path / "sched"
-    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "lr_schedule=linear", "--set", "lr=1e-3",
-          "--total-steps", "600", "--run-dir", str(run))
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (("lr_schedule=linear", "lr=1e-3"),
+         "lr_schedule=linear spans total_steps, now 1200 (was 600): the learning rate moves from 0 to 0.0005"),
+        (("prioritized=true", "per_beta_start=0.4"),
+         "beta anneals to 1 over total_steps, now 1200 (was 600): it moves from 1 to 0.7 at this step"),
+    ],
+)
+def test_extending_a_run_says_how_its_schedules_move(tmp_path, capsys, settings, message):
+    run = tmp_path / "extended"
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
+    train("dqn", "--env", "CartPole-v1", *SMALL, *overrides, "--total-steps", "600", "--run-dir", str(run))
     capsys.readouterr()
     train("--resume", str(run), "--total-steps", "1200")
-    out = capsys.readouterr().out
-    assert "lr_schedule=linear spans total_steps, now 1200 (was 600): the learning rate moves from 0 to 0.0005" in out
-
-
-def test_extending_a_prioritized_run_says_how_beta_moves(tmp_path, capsys):
-    run = tmp_path / "per-beta"
-    train("dqn", "--env", "CartPole-v1", *SMALL, "--set", "prioritized=true", "--set", "per_beta_start=0.4",
-          "--total-steps", "600", "--run-dir", str(run))
-    capsys.readouterr()
-    train("--resume", str(run), "--total-steps", "1200")
-    out = capsys.readouterr().out
-    assert "beta anneals to 1 over total_steps, now 1200 (was 600): it moves from 1 to 0.7 at this step" in out
+    assert message in capsys.readouterr().out
 
 
 def test_atomic_writes_keep_the_usual_file_permissions(tmp_path):
