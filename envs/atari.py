@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from rlkit.envs.ale_pool import ale_seed
 from rlkit.errors import RLKitError
 
 
@@ -207,8 +208,6 @@ class AtariVecEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         if seed is not None:
-            from rlkit.envs.ale_pool import ale_seed
-
             seed = ale_seed(seed, self.num_envs)
         obs, info = self.ale_env.reset(seed=seed, options=options)
         self._lives[:] = info["lives"]
