@@ -902,6 +902,66 @@ def test_gan_next_frame_condition(tmp_path):
         GANPretrainer(config, single, None, torch.device("cpu"))
 
 
+def test_gan_label_condition_projects_labels_onto_the_features(tmp_path):
+    """condition=labels: the generator draws a stack for given labels, the discriminator's logit is the
+    unconditional one plus the inner product of the labels' embeddings with the flattened trunk map
+    (projection discriminator), and only the rows of the labels in the batch move."""
+    from rlkit.errors import RLKitError
+    from rlkit.vision.gan import GANConfig, GANPretrainer, LabelGenerator, to_gan_range
+
+    generator = LabelGenerator(4, labels=2, width=4, z_dim=8, embedding=3)
+    z = torch.randn(2, 8)
+    same = generator(z, torch.tensor([[1, 2], [1, 2]]))
+    assert same.shape == (2, 4, 64, 64)
+    generator.eval()  # BatchNorm in eval mode: each row's output depends on its own inputs only
+    a, b = generator(z[:1], torch.tensor([[1, 2]])), generator(z[:1], torch.tensor([[1, 3]]))
+    assert not torch.allclose(a, b) and torch.equal(a, generator(z[:1], torch.tensor([[1, 2]])))
+
+    data = FrameDataset(make_dataset(tmp_path / "d", frames=20, episodes=4), "train")
+    config = GANConfig(encoder_kwargs={"width": 4}, batch_size=4, fd_samples=8, condition="labels",
+                       label_embedding=3)
+    trainer = GANPretrainer(config, data, None, torch.device("cpu"))
+    table = trainer.label_projection.table.weight
+    assert table.shape == (2 * 256, 4 * 8 * 16) and not table.any()  # starts as the unconditional DCGAN
+    indices, extras = trainer.global_batch(0)
+    obs, labels = data.batch(indices)
+    features = trainer.disc.trunk_map(to_gan_range(obs))
+    with torch.no_grad():
+        table.normal_()
+        unconditional = trainer.disc_head(features).view(-1)
+        by_hand = unconditional + torch.stack([
+            sum(table[label * 256 + value] for label, value in enumerate(row.tolist())) @ features[i].flatten()
+            for i, row in enumerate(labels)
+        ])
+        torch.testing.assert_close(trainer.head_logits(features, labels), by_hand)
+        table.zero_()
+    metrics = trainer.train_step(0)
+    assert np.isfinite(metrics["d"]) and np.isfinite(metrics["g"])
+    used = {label * 256 + value for row in labels.tolist() for label, value in enumerate(row)}
+    moved = set(torch.nonzero(table.abs().sum(1)).flatten().tolist())
+    assert moved == used  # the rows of the labels in the batch, and no others
+    assert trainer.samples(6).shape == (6, 4, 64, 64)  # conditioned on the labels of fixed dataset frames
+
+    unlabeled = tmp_path / "nolabels"
+    writer = ChunkWriter(unlabeled, 10, {"env_id": "synthetic", "labels": [], "color": False})
+    for i in range(8):
+        writer.add(obs=np.zeros((4, 84, 84), np.uint8), labels=np.zeros(0, np.int64), episode=i // 4, step=i % 4,
+                   action=np.int64(0), reward=np.float32(0))
+    writer.close({"obs_shape": [4, 84, 84], "obs_dtype": "uint8",
+                  "episodes": [{"id": e, "frames": 4, "split": "train"} for e in range(2)]})
+    with pytest.raises(RLKitError, match="needs ground-truth labels"):
+        GANPretrainer(config, FrameDataset(unlabeled, "train"), None, torch.device("cpu"))
+    wide = tmp_path / "wide"
+    writer = ChunkWriter(wide, 10, {"env_id": "synthetic", "labels": ["x"], "color": False})
+    for i in range(8):
+        writer.add(obs=np.zeros((4, 84, 84), np.uint8), labels=np.array([300 * i]), episode=i // 4, step=i % 4,
+                   action=np.int64(0), reward=np.float32(0))
+    writer.close({"obs_shape": [4, 84, 84], "obs_dtype": "uint8",
+                  "episodes": [{"id": e, "frames": 4, "split": "train"} for e in range(2)]})
+    with pytest.raises(RLKitError, match="label values in 0-255"):
+        GANPretrainer(config, FrameDataset(wide, "train"), None, torch.device("cpu"))
+
+
 def test_gan_discriminator_reconstruction_and_its_ablation(tmp_path):
     from rlkit.errors import RLKitError
     from rlkit.vision.gan import GANConfig, GANPretrainer, reconstruction_loss

@@ -19,11 +19,12 @@ defaults the generator draws the court, but collapses to one frame without paddl
 discriminator features still do not beat a random init on the Pong probe (docs/vision.md).
 
 Further options, off by default, each measured on Pong in docs/vision.md (round 6): ``condition=past``
-(adversarial next-frame prediction: a U-Net generator draws the newest frame from the older ones), ``recon_weight``
-(FastGAN's reconstructing discriminator; ``adversarial=false`` is its autoencoder ablation), ``info_codes``
-(InfoGAN), ``ortho_weight`` (orthogonal filters in the discriminator trunk), ``uniformity_weight`` (Wang &
-Isola's uniformity loss on the trunk's real-frame features) and ``contrastive_weight`` (ContraD's SimCLR loss
-on the discriminator trunk, Jeong & Shin 2021).
+(adversarial next-frame prediction: a U-Net generator draws the newest frame from the older ones),
+``condition=labels`` (a conditional GAN on the dataset's ground-truth labels with a projection discriminator),
+``recon_weight`` (FastGAN's reconstructing discriminator; ``adversarial=false`` is its autoencoder ablation),
+``info_codes`` (InfoGAN), ``ortho_weight`` (orthogonal filters in the discriminator trunk),
+``uniformity_weight`` (Wang & Isola's uniformity loss on the trunk's real-frame features) and
+``contrastive_weight`` (ContraD's SimCLR loss on the discriminator trunk, Jeong & Shin 2021).
 
 Sample quality: Fréchet distance between features of real val frames and of samples, computed with a fixed
 *randomly initialised* conv net (seed 0). It is NOT the standard Inception FID and is not comparable with
@@ -53,6 +54,8 @@ from rlkit.vision.pretrain import PretrainConfig, Pretrainer, recalibrated_batch
 
 SIZE = 64
 """the default side of the GAN's frames (DCGAN's natural size)"""
+LABEL_VALUES = 256
+"""values a label can take: rlkit collect stores each label as one byte"""
 
 # Per side: the discriminator's four (kernel, stride, padding) convolutions. The generator runs them in reverse
 # as transposed convolutions from a z projection of the last layer's grid.
@@ -332,6 +335,39 @@ class NextFrameGenerator(nn.Module):
         return torch.tanh(torch.atanh(last) + self.out(x))
 
 
+class LabelGenerator(nn.Module):
+    """Conditional generator for ``condition=labels`` (a class-conditional GAN over the dataset's ground-truth
+    labels, Mirza & Osindero 2014): each of the L labels (a byte value 0-255, e.g. an Atari RAM variable) picks
+    a learned ``embedding``-wide vector; the L vectors are concatenated to z and DCGAN's generator draws the
+    whole stack from them."""
+
+    def __init__(self, channels: int, labels: int, width: int = 64, z_dim: int = 100, size: int = SIZE,
+                 embedding: int = 16) -> None:
+        super().__init__()
+        self.embed = LabelEmbedding(labels, embedding)
+        self.body = Generator(channels, width, z_dim + labels * embedding, size)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, z_dim) noise and (N, L) int labels in [0, 255] -> (N, C, S, S) in [-1, 1]."""
+        return self.body(torch.cat([z, self.embed(labels).flatten(1)], dim=1))
+
+
+class LabelEmbedding(nn.Module):
+    """One learned vector per (label, byte value): (N, L) ints in [0, 255] -> (N, L, dim)."""
+
+    def __init__(self, labels: int, dim: int, init_zero: bool = False) -> None:
+        super().__init__()
+        self.table = nn.Embedding(labels * LABEL_VALUES, dim)
+        if init_zero:
+            nn.init.zeros_(self.table.weight)
+        else:
+            nn.init.normal_(self.table.weight, 0.0, 1.0)
+        self.register_buffer("offsets", torch.arange(labels) * LABEL_VALUES, persistent=False)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.table(labels.long() + self.offsets)
+
+
 class ReconDecoder(nn.Module):
     """The discriminator's self-supervision decoder (FastGAN, Liu et al. 2021): the trunk's 4x4x8k map ->
     C x 64 x 64 frames, the generator's transposed convs 4k, 2k, k, C (BatchNorm, ReLU, tanh). It trains with
@@ -504,9 +540,14 @@ class GANConfig(PretrainConfig):
     fd_samples: int = 1000
     """samples for the Fréchet distance (in-house features, not Inception FID)"""
     condition: str = "none"
-    """``none`` (DCGAN: the generator draws all stacked frames from z) or ``past`` (adversarial next-frame
+    """``none`` (DCGAN: the generator draws all stacked frames from z), ``past`` (adversarial next-frame
     prediction, Mathieu et al. 2016: the generator sees the older real frames and z and draws the newest; the
-    discriminator judges the whole stack, so it has to check that ball and paddles moved as the past implies)"""
+    discriminator judges the whole stack, so it has to check that ball and paddles moved as the past implies)
+    or ``labels`` (a conditional GAN on the dataset's ground-truth labels: the generator draws a stack for the
+    labels of a real one, and a projection discriminator (Miyato & Koyama 2018) scores each stack with its
+    labels, so it has to check that the frame shows what the labels say; needs a dataset with labels)"""
+    label_embedding: int = 16
+    """with ``condition=labels``: width of the generator's learned vector per label value"""
     recon_weight: float = 0.0
     """weight of the discriminator's self-supervised reconstruction loss (FastGAN, Liu et al. 2021): a small
     decoder rebuilds each real input frame from the trunk's 4x4x8k map, so the trunk must keep what the frame
@@ -586,8 +627,19 @@ class GANPretrainer(Pretrainer):
             raise RLKitError(
                 f"generator_loss={cfg.generator_loss!r} is not valid; choose one of: nonsaturating, feature_matching."
             )
-        if cfg.condition not in ("none", "past"):
-            raise RLKitError(f"condition={cfg.condition!r} is not valid; choose one of: none, past.")
+        if cfg.condition not in ("none", "past", "labels"):
+            raise RLKitError(f"condition={cfg.condition!r} is not valid; choose one of: none, past, labels.")
+        labels = len(self.data.label_names)
+        if cfg.condition == "labels":
+            if labels == 0:
+                raise RLKitError(f"condition=labels needs ground-truth labels, but {self.data.dir} has none "
+                                 "(collect with labels, or use condition=none).")
+            if cfg.label_embedding < 1:
+                raise RLKitError(f"label_embedding must be >= 1, got {cfg.label_embedding}.")
+            values = self.data.get_batch(np.arange(len(self.data)), "labels")
+            if values.min() < 0 or values.max() >= LABEL_VALUES:
+                raise RLKitError(f"condition=labels needs label values in 0-{LABEL_VALUES - 1} (one byte each, as "
+                                 f"rlkit collect writes them); {self.data.dir} has {values.min()}..{values.max()}.")
         whole_batch = [name for name, on in (
             ("minibatch_std", cfg.minibatch_std), ("generator_loss=feature_matching",
                                                    cfg.generator_loss == "feature_matching"),
@@ -646,6 +698,8 @@ class GANPretrainer(Pretrainer):
             nn.utils.parametrizations.spectral_norm(self.disc_head)
         parts: dict[str, nn.Module] = {"trunk": self.disc, "head": self.disc_head}
         last_dim = 8 * width * grid**2  # the trunk's flattened last map
+        if cfg.condition == "labels":  # the projection discriminator's inner product of labels and features
+            self.label_projection = parts["label_projection"] = LabelEmbedding(labels, last_dim, init_zero=True)
         if cfg.info_codes > 0:  # InfoGAN's Q: a linear read-out of the trunk's flattened 4x4x8k map
             self.info_head = parts["info"] = nn.Linear(last_dim, cfg.info_codes)
         if cfg.contrastive_weight > 0:  # SimCLR's projection head on the trunk's flattened map. Its BatchNorm
@@ -669,6 +723,9 @@ class GANPretrainer(Pretrainer):
         self.discriminator = nn.ModuleDict(parts)
         if cfg.condition == "past":
             self.generator: nn.Module = NextFrameGenerator(channels, width, cfg.z_dim + cfg.info_codes, size)
+        elif cfg.condition == "labels":
+            self.generator = LabelGenerator(channels, labels, width, cfg.z_dim + cfg.info_codes, size,
+                                            cfg.label_embedding)
         else:
             self.generator = Generator(channels, width, cfg.z_dim + cfg.info_codes, size)
         self.modules = {"generator": self.generator, "discriminator": self.discriminator}
@@ -750,22 +807,29 @@ class GANPretrainer(Pretrainer):
             x = cutout(x, extras["cutout"][:, which], self.size // 2)
         return x
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Discriminator logits (N,) of [-1, 1] inputs at ``size`` (one batch: all real or all generated)."""
-        return self.head_logits(self.disc.trunk_map(x))
+        return self.head_logits(self.disc.trunk_map(x), labels)
 
-    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits (N,) of the trunk's last maps (N, 8k, 4, 4 at 64) of one batch."""
-        if self.config.minibatch_std:
-            features = torch.cat([features, minibatch_std(features)], dim=1)
-        return self.disc_head(features).view(-1)
+    def head_logits(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Discriminator logits (N,) of the trunk's last maps (N, 8k, 4, 4 at 64) of one batch; with
+        ``condition=labels`` plus the projection term, the inner product of the labels' embeddings (summed over
+        labels) with the flattened map."""
+        logits = self.disc_head(torch.cat([features, minibatch_std(features)], dim=1)
+                                if self.config.minibatch_std else features).view(-1)
+        if self.config.condition == "labels":
+            logits = logits + (self.label_projection(labels).sum(1) * features.flatten(1)).sum(1)
+        return logits
 
-    def generate(self, z: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
-        """Generated stacks (N, C, S, S): from z alone, or with ``condition=past`` the older frames of ``real``
-        followed by a generated newest frame."""
+    def generate(self, z: torch.Tensor, real: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Generated stacks (N, C, S, S): from z alone, with ``condition=past`` the older frames of ``real``
+        followed by a generated newest frame, with ``condition=labels`` for those (N, L) labels."""
         if self.config.condition == "past":
             past = real[:, :-1]
             return torch.cat([past, self.generator(past, z)], dim=1)
+        if self.config.condition == "labels":
+            return self.generator(z, labels)
         return self.generator(z)
 
     def contrastive_loss(self, real: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
@@ -812,16 +876,17 @@ class GANPretrainer(Pretrainer):
             return {k: v.item() for k, v in named if v is not None}
         latent = extras["z"].to(self.device)
         with torch.set_grad_enabled(self.train_generator):  # no generator graph on critic-only steps
-            fake = self.generate(latent, real)
+            fake = self.generate(latent, real, labels)
         fake_in = self.augment(fake, extras, 1) + noise_fake  # the generator's pass below sees the same
         fake_features = self.disc.trunk_map(fake_in.detach())
-        real_logits, fake_logits = self.head_logits(real_features), self.head_logits(fake_features)
+        real_logits, fake_logits = self.head_logits(real_features, labels), self.head_logits(fake_features, labels)
         gp = None
         if cfg.loss == "hinge":
             loss_d = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
         elif cfg.loss == "wgan-gp":
             loss_d = fake_logits.mean() - real_logits.mean()
-            gp = gradient_penalty(self.logits, real_in.detach(), fake_in.detach(), extras["gp_mix"].to(self.device))
+            gp = gradient_penalty(lambda x: self.logits(x, labels), real_in.detach(), fake_in.detach(),
+                                  extras["gp_mix"].to(self.device))
             loss_d = loss_d + cfg.gp_weight * gp
         else:
             loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, cfg.real_label)) \
@@ -862,10 +927,10 @@ class GANPretrainer(Pretrainer):
                 real_features = self.disc.trunk_map(real_in.detach()).flatten(1)
             loss_g = feature_matching_loss(real_features, gen_features.flatten(1))
         elif cfg.loss == "bce":  # make the discriminator say 1 (non-saturating loss)
-            gen_logits = self.head_logits(gen_features)
+            gen_logits = self.head_logits(gen_features, labels)
             loss_g = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
         else:  # hinge and WGAN: raise the discriminator's score of the generated stacks
-            loss_g = -self.head_logits(gen_features).mean()
+            loss_g = -self.head_logits(gen_features, labels).mean()
         if cfg.info_codes > 0:
             loss_g = loss_g + cfg.info_weight * self.info_loss(gen_features, latent)
         l1 = None
@@ -881,23 +946,28 @@ class GANPretrainer(Pretrainer):
             metrics["l1"] = l1.item()
         return metrics
 
-    def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
-        """With ``condition=past``: n fixed real stacks (val, else train) in [-1, 1] to condition samples on."""
-        if self.config.condition != "past":
-            return None
+    def fixed_real(self, n: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
+        """n fixed real stacks (val, else train) in [-1, 1] and their (n, L) labels."""
         dataset = self.val if self.val is not None else self.data
         rng = np.random.default_rng(seed)
-        indices = np.sort(rng.choice(len(dataset), min(n, len(dataset)), replace=len(dataset) < n))
-        return to_gan_range(torch.from_numpy(dataset.get_batch(indices)), self.size)
+        indices = np.sort(rng.choice(len(dataset), n, replace=len(dataset) < n))
+        obs, labels = dataset.batch(indices)
+        return to_gan_range(obs, self.size), labels
+
+    def condition_frames(self, n: int, seed: int = 1234) -> torch.Tensor | None:
+        """With ``condition=past`` or ``labels``: the n fixed real stacks that samples are conditioned on
+        (their older frames, or their labels); else None."""
+        return self.fixed_real(n, seed)[0] if self.config.condition in ("past", "labels") else None
 
     @torch.no_grad()
     def samples(self, n: int, seed: int = 1234) -> torch.Tensor:
         """n generated stacks (N, C, S, S) in [-1, 1] (with ``condition=past``: on fixed real stacks)."""
         self.generator.eval()
         z = self.latent(n, torch.Generator().manual_seed(seed)).to(self.device)
-        real = self.condition_frames(n, seed)
+        real, labels = self.fixed_real(n, seed) if self.config.condition in ("past", "labels") else (None, None)
         out = torch.cat([
-            self.generate(z[i : i + 256], None if real is None else real[i : i + 256].to(self.device))
+            self.generate(z[i : i + 256], None if real is None else real[i : i + 256].to(self.device),
+                          None if labels is None else labels[i : i + 256].to(self.device))
             for i in range(0, n, 256)
         ])
         self.generator.train()
@@ -938,7 +1008,7 @@ class GANPretrainer(Pretrainer):
             out.mkdir(exist_ok=True)
             iio.imwrite(out / f"step_{self.step:07d}.png", grid)
         metrics = self.fd_score()
-        if real is not None:  # how far the prediction is from the truth, and from "nothing moved"
+        if real is not None and self.config.condition == "past":  # against the truth, and "nothing moved"
             metrics["eval/l1_newest"] = (samples[:, -1] - real[:, -1]).abs().mean().item()
             metrics["eval/l1_copy_last"] = (real[:, -2] - real[:, -1]).abs().mean().item()
             run.print(f"step {self.step}: newest-frame L1 {metrics['eval/l1_newest']:.4g} "
