@@ -942,24 +942,20 @@ def test_gan_label_condition_projects_labels_onto_the_features(tmp_path):
     assert moved == used  # the rows of the labels in the batch, and no others
     assert trainer.samples(6).shape == (6, 4, 64, 64)  # conditioned on the labels of fixed dataset frames
 
-    unlabeled = tmp_path / "nolabels"
-    writer = ChunkWriter(unlabeled, 10, {"env_id": "synthetic", "labels": [], "color": False})
-    for i in range(8):
-        writer.add(obs=np.zeros((4, 84, 84), np.uint8), labels=np.zeros(0, np.int64), episode=i // 4, step=i % 4,
-                   action=np.int64(0), reward=np.float32(0))
-    writer.close({"obs_shape": [4, 84, 84], "obs_dtype": "uint8",
-                  "episodes": [{"id": e, "frames": 4, "split": "train"} for e in range(2)]})
+    def blank_frames(path: Path, names: list[str], labels: list[list[int]]) -> FrameDataset:
+        writer = ChunkWriter(path, 10, {"env_id": "synthetic", "labels": names, "color": False})
+        for i, row in enumerate(labels):
+            writer.add(obs=np.zeros((4, 84, 84), np.uint8), labels=np.array(row, np.int64), episode=i // 4,
+                       step=i % 4, action=np.int64(0), reward=np.float32(0))
+        writer.close({"obs_shape": [4, 84, 84], "obs_dtype": "uint8",
+                      "episodes": [{"id": e, "frames": 4, "split": "train"} for e in range(len(labels) // 4)]})
+        return FrameDataset(path, "train")
+
     with pytest.raises(RLKitError, match="needs ground-truth labels"):
-        GANPretrainer(config, FrameDataset(unlabeled, "train"), None, torch.device("cpu"))
-    wide = tmp_path / "wide"
-    writer = ChunkWriter(wide, 10, {"env_id": "synthetic", "labels": ["x"], "color": False})
-    for i in range(8):
-        writer.add(obs=np.zeros((4, 84, 84), np.uint8), labels=np.array([300 * i]), episode=i // 4, step=i % 4,
-                   action=np.int64(0), reward=np.float32(0))
-    writer.close({"obs_shape": [4, 84, 84], "obs_dtype": "uint8",
-                  "episodes": [{"id": e, "frames": 4, "split": "train"} for e in range(2)]})
+        GANPretrainer(config, blank_frames(tmp_path / "none", [], [[]] * 8), None, torch.device("cpu"))
     with pytest.raises(RLKitError, match="label values in 0-255"):
-        GANPretrainer(config, FrameDataset(wide, "train"), None, torch.device("cpu"))
+        GANPretrainer(config, blank_frames(tmp_path / "wide", ["x"], [[300 * i] for i in range(8)]), None,
+                      torch.device("cpu"))
 
 
 def test_gan_discriminator_reconstruction_and_its_ablation(tmp_path):
