@@ -39,7 +39,7 @@ def fake_run(tmp_path_factory) -> Path:
     train(
         run_dir, "--env", "rlkit/FakeImage-v0", "--total-steps", "600", "--set", "learning_starts=200",
         "--set", "buffer_size=2000", "--set", "num_envs=2", "--set", "eval_episodes=2",
-        "--set", "env_kwargs.episode_length=50",
+        "--set", "env_kwargs.episode_length=50", "--set", "batch_size=16",  # the preset's 64: 4x the test time
     )
     return run_dir
 
@@ -50,6 +50,7 @@ def pong_run(tmp_path_factory) -> Path:
     train(
         run_dir, "--env", "ALE/Pong-v5", "--total-steps", "2000", "--set", "learning_starts=500",
         "--set", "buffer_size=5000", "--set", "num_envs=4", "--set", "eval_episodes=1", "--set", "eval_every=0",
+        "--set", "batch_size=16",
     )
     return run_dir
 
@@ -138,13 +139,14 @@ def test_pong_run(pong_run):
 
 def test_bf16_run_says_so_and_learns_finite(tmp_path, capsys):
     """precision=bf16 trains through the CLI, announces the arithmetic, and logs finite TD losses. The budget
-    is small (200 steps, batches of 8): on a CPU without bfloat16 instructions (AVX2 only) bf16 convolutions
-    are emulated, 0.5 s per NatureCNN update of 32, and the 400-step version of this test took 285 s there."""
+    is small (200 steps, 32 updates of batches of 8): on a CPU without bfloat16 instructions (AVX2 only) bf16
+    convolutions are emulated, 0.5 s per NatureCNN update of 32, and the 400-step version of this test took 285 s
+    there."""
     run_dir = tmp_path / "bf16"
     train(
         run_dir, "--env", "rlkit/FakeImage-v0", "--total-steps", "200", "--set", "learning_starts=100",
         "--set", "buffer_size=1000", "--set", "eval_episodes=1", "--set", "env_kwargs.episode_length=50",
-        "--set", "precision=bf16", "--set", "batch_size=8",
+        "--set", "precision=bf16", "--set", "batch_size=8", "--set", "gradient_steps=32",
     )
     assert "encoder arithmetic: bf16 autocast (precision=bf16)" in capsys.readouterr().out
     losses = [event.value for event in scalars(run_dir).Scalars("losses/td_loss")]
