@@ -199,6 +199,8 @@ class AtariVecEnv(VectorEnv):
         self._fire_after_life_loss = fire and not settings.episodic_life
         self._lives = np.zeros(num_envs, dtype=np.int64)
         self._fire_next = np.zeros(num_envs, dtype=bool)
+        self.played_actions = np.zeros(num_envs, dtype=np.int64)
+        """the ALE actions the last ``send`` played, after FIRE replaced the agent's where the env presses it"""
         # Frames are stacked along the first observation axis, newest last (for frame-deduplicating replay).
         self.frames_stacked = settings.frame_stack > 1
 
@@ -232,6 +234,7 @@ class AtariVecEnv(VectorEnv):
             actions[self._life_reset] = self._life_reset_action
         if self._fire_after_life_loss:
             actions[self._fire_next] = self._life_reset_action
+        self.played_actions = actions  # what the games play: a twin env (video) must play the same
         self.ale_env.send(actions)
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:

@@ -629,9 +629,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_table(summary))
     if args.out:
         out_dir = Path(args.out)
-    elif args.sb3:
+    elif args.sb3 or checkpoint.parent.name != "checkpoints":  # a model file outside a run: beside it
         out_dir = checkpoint.parent / f"{checkpoint.stem}_eval"
-    else:
+    else:  # a run's checkpoint: the run's eval/
         out_dir = checkpoint.parent.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
@@ -665,6 +665,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             episodes=args.video_episodes,
             label=run_label,
             gif=args.gif,
+            deterministic=deterministic,
         )
         for path in paths:
             print(f"wrote {path}")

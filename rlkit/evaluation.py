@@ -8,6 +8,7 @@ in ``EvalResult.metrics`` / ``summary()``, eval.json, the printed table and Tens
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -81,6 +82,11 @@ class AgentActor:
         actions, self.state = self.agent.act(obs, state=self.state, episode_start=episode_start, **self.act_kwargs)
         return actions
 
+    @property
+    def draws_randomness(self) -> bool:
+        """Whether its actions are drawn at random: epsilon exploration or a sampled (non-greedy) policy."""
+        return (self.act_kwargs.get("epsilon") or 0) > 0 or not self.act_kwargs.get("deterministic", True)
+
     def split(self, count: int) -> list[AgentActor] | None:
         """``count`` actors for groups of envs played concurrently, each drawing its exploration from its own
         generator (spawned from this actor's, or the agent's), so the results do not depend on thread timing.
@@ -129,13 +135,14 @@ def evaluate(
     is seeded with ``seed + i``. With next-step autoreset, an env's observation starts an episode after
     ``reset`` and after a step that follows an episode end (that step's action is ignored).
 
-    Atari games (the standard pipeline) are played in ``workers`` groups at once (default: one per core, at
-    least 2 games per group), each group in its own thread with one torch thread, each game in its own
-    one-env ALE vector env: ALE and torch release the GIL, so one group's network runs while another's games
-    step, and a game that has played its episodes stops stepping (a vector env would step every game until
-    the longest ends). The episodes are the same as with one vector env when ``act`` is an ``AgentActor``
-    that can be ``split``; other callables, recurrent or torch-sampling policies and other envs use one
-    vector env.
+    Atari games (the standard pipeline) are played in ``workers`` groups at once (default: one per core, at least 2
+    games per group; for an actor that draws random actions, 2 games per group whatever the cores, since each group
+    draws from its own generator and the results must not depend on the machine), each group in its own thread with
+    one torch thread, each game in its own one-env ``AtariVecEnv``: ALE and torch release the GIL, so one group's
+    network runs while another's games step, and a game that has played its episodes stops stepping (a vector env
+    would step every game until the longest ends). The episodes are the same as with one vector env when ``act`` is
+    a greedy ``AgentActor`` that can be ``split``; other callables, recurrent or torch-sampling policies and other envs
+    use one vector env.
 
     ``should_stop`` is polled every step (every 0.2 s for Atari groups); when it returns True the evaluation
     ends at once with ``EvaluationStopped``, so a stop request never waits for whole games.
@@ -143,13 +150,17 @@ def evaluate(
     num_envs = max(1, min(num_envs, episodes))
     targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
     if workers is None:
-        workers = min(os.cpu_count() or 1, num_envs // 2)
+        random_actor = isinstance(act, AgentActor) and act.draws_randomness
+        workers = num_envs // 2 if random_actor else min(os.cpu_count() or 1, num_envs // 2)
     workers = max(1, min(workers, num_envs))
     actors = act.split(workers) if workers > 1 and isinstance(act, AgentActor) else None
     if actors is None or not _per_game_atari(env_id, env_kwargs):
         played, keys = _play_vector_env(act, env_id, targets, seed, env_kwargs, max_steps, should_stop)
-    else:  # Atari has no episode metrics
-        played, keys = _play_groups(actors, env_id, targets, seed, env_kwargs, max_steps, should_stop), ()
+    else:  # Atari has no episode metrics. The seeds folded as one vector env of all the games folds them.
+        from rlkit.envs.ale_pool import ale_seed
+
+        base = ale_seed(seed, len(targets))
+        played, keys = _play_groups(actors, env_id, targets, base, env_kwargs, max_steps, should_stop), ()
     played.sort(key=lambda episode: (episode.env_index, episode.number))
     result = EvalResult(metrics={key: [] for key in keys})
     for episode in played:
@@ -222,46 +233,42 @@ def _play_games(
     stop: threading.Event,
 ) -> list[_Episode]:
     """Play ``targets[i]`` episodes of game ``i`` (seeded ``seed + i``; game ``offset + i`` of the evaluation),
-    each game in its own one-env ALE vector env, so only games with episodes left are stepped. Evaluation
-    mode has no life-loss episodes and no reward clipping, so ALE's own outputs are the episode statistics:
-    the same returns and lengths as ``AtariVecEnv`` reports."""
-    from rlkit.envs.atari import ale_vector_env, atari_settings
+    each game in its own one-env ``AtariVecEnv`` on ale-py's vector env, so only games with episodes left are
+    stepped. ``AtariVecEnv`` plays the evaluation settings as for one vector env of all the games: FIRE after
+    a lost life, unclipped full-game returns and lengths."""
+    from rlkit.envs.atari import AtariVecEnv, atari_settings
 
-    settings = atari_settings("eval", dict(env_kwargs or {}))
+    settings = dataclasses.replace(atari_settings("eval", dict(env_kwargs or {})), backend="ale_vector")
     count = len(targets)
     games, first_obs = [], []
     try:
         for i in range(count):  # building and seeded resets load the ROM with the GIL held: other groups wait
-            games.append(ale_vector_env(env_id, 1, settings, num_threads=1))
+            games.append(AtariVecEnv(env_id, 1, settings, num_threads=1))
             first_obs.append(games[-1].reset(seed=seed + i)[0])
         obs = np.concatenate(first_obs)
         played: list[_Episode] = []
-        counts, lengths = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
-        returns = np.zeros(count, dtype=np.float64)
+        counts = np.zeros(count, dtype=np.int64)
         starting, resetting = np.ones(count, dtype=bool), np.zeros(count, dtype=bool)
-        paddle_strength = np.ones(1, dtype=np.float32)
         active = [i for i in range(count) if targets[i] > 0]
         for _ in range(max_steps):
             if not active or stop.is_set():
                 break
             actions = np.asarray(act(obs[active], starting[active]), dtype=np.int64)
             for k, i in enumerate(active):
-                games[i].ale.send(actions[k : k + 1], paddle_strength)
+                games[i].send(actions[k : k + 1])
             still_playing = []
             for i in active:
-                frame, reward, terminated, truncated, _ = games[i].ale.recv()
+                frame, _, terminated, truncated, info = games[i].recv()
                 obs[i] = frame[0]
                 if resetting[i]:  # next-step autoreset: this step started the game's next episode
                     resetting[i], starting[i] = False, True
                     still_playing.append(i)
                     continue
                 starting[i] = False
-                returns[i] += float(reward[0])
-                lengths[i] += 1
                 if terminated[0] or truncated[0]:
-                    played.append(_Episode(offset + i, int(counts[i]), float(returns[i]), int(lengths[i]), {}))
+                    game = info["episode"]  # the whole game's score and agent steps
+                    played.append(_Episode(offset + i, int(counts[i]), float(game["r"][0]), int(game["l"][0]), {}))
                     counts[i] += 1
-                    returns[i], lengths[i] = 0.0, 0
                     resetting[i] = counts[i] < targets[i]
                     if not resetting[i]:
                         continue

@@ -1,8 +1,9 @@
 """Evaluation video: mp4 (H.264, yuv420p, browser-playable) of full episodes in full colour.
 
-Atari: the agent plays its usual 84x84 grayscale stack; a second ALE env with the same seed, settings and
-actions renders the full-colour 210x160 screen. Both consume the same random streams, so they stay in
-lockstep; rewards and episode ends are compared every step and a divergence is an error.
+Atari: the agent plays its usual 84x84 grayscale stack; a second ALE env with the same seed, settings and played
+actions (the agent's, or FIRE where the env presses it) renders the full-colour 210x160 screen. Both consume the
+same random streams, so they stay in lockstep; rewards and episode ends are compared every step and a divergence is
+an error.
 Other envs: Gymnasium's ``render_mode="rgb_array"``.
 """
 
@@ -53,6 +54,7 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
 
 
 def _atari_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.ndarray]:
+    from rlkit.envs.ale_pool import ale_seed
     from rlkit.envs.atari import AtariVecEnv, PongPixelsVecEnv, ale_vector_env, atari_settings
 
     # Both envs on ale-py's vector env: the same seed gives the same no-op starts and sticky-action draws (the
@@ -65,12 +67,12 @@ def _atari_episode(act: Act, config: Any, seed: int, max_steps: int) -> list[np.
     )
     try:
         obs, _ = agent_env.reset(seed=seed)
-        colour, _ = colour_env.reset(seed=seed)
+        colour, _ = colour_env.reset(seed=ale_seed(seed, 1))  # folded as agent_env folds it
         frames = [colour[0, 0]]
         for _ in range(max_steps):
             action = act(obs)
             obs, reward, terminated, truncated, _ = agent_env.step(action)
-            colour, colour_reward, colour_term, colour_trunc, _ = colour_env.step(agent_env.to_ale_actions(action))
+            colour, colour_reward, colour_term, colour_trunc, _ = colour_env.step(agent_env.played_actions)
             if reward[0] != colour_reward[0] or terminated[0] != colour_term[0] or truncated[0] != colour_trunc[0]:
                 raise RuntimeError("colour video env diverged from the agent's env")
             frames.append(colour[0, 0])
@@ -132,14 +134,21 @@ def record_video(
     max_steps: int = 100_000,
     label: str | None = None,
     gif: bool = False,
+    deterministic: bool = True,
 ) -> list[Path]:
     """Play ``episodes`` episodes and write one video each: the reset frame plus one frame per step,
-    named ``<label>__step<S>__ep<K>.mp4`` (never overwriting an existing file)."""
+    named ``<label>__step<S>__ep<K>.mp4`` (never overwriting an existing file). The policy is the evaluated
+    one (``deterministic``, ``epsilon``); episode K is seeded ``seed + K``, its exploration and any sampling
+    too, so a video does not depend on what was played before it."""
     atari = env_family(config.env_id) == "atari"
     label = label or config.env_id.replace("/", "-")
     paths = []
     for episode in range(episodes):
-        frames = play_episode(AgentActor(agent, epsilon=epsilon), config, seed + episode, max_steps)
+        episode_seed = seed + episode
+        actor = AgentActor(agent, deterministic=deterministic, epsilon=epsilon,
+                           rng=np.random.default_rng(episode_seed))
+        with separate_torch_rng(episode_seed, getattr(agent, "device", None)):
+            frames = play_episode(actor, config, episode_seed, max_steps)
         path = unique_path(Path(out_dir), f"{label}__step{step}__ep{episode}", ".gif" if gif else ".mp4")
         if gif:
             write_gif(frames, path, fps=30)

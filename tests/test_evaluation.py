@@ -111,6 +111,17 @@ def test_eval_json_schema_and_video_frames(trained_cartpole, capsys):
     assert len([f for f in imageio.get_reader(str(videos[0]))]) == length + 1
 
 
+def test_eval_of_a_checkpoint_outside_a_run_writes_beside_it(trained_cartpole, tmp_path):
+    import shutil
+
+    models = tmp_path / "a" / "models"
+    models.mkdir(parents=True)
+    shutil.copy(trained_cartpole / "checkpoints" / "last.safetensors", models / "cartpole.safetensors")
+    assert main(["eval", str(models / "cartpole.safetensors"), "--episodes", "1"]) == 0
+    assert (models / "cartpole_eval" / "eval.json").is_file()
+    assert not (tmp_path / "a" / "eval").exists()  # not in the grandparent, as if it were a run
+
+
 def test_videos_are_never_overwritten(trained_cartpole):
     out_dir = trained_cartpole / "eval-twice"
     for _ in range(2):
@@ -230,6 +241,96 @@ def test_concurrent_per_game_atari_evaluation_plays_the_same_episodes(monkeypatc
     assert concurrent.returns == one_vector_env.returns
     assert concurrent.lengths == one_vector_env.lengths
     assert len(set(concurrent.lengths)) > 1 and all(length > 100 for length in concurrent.lengths)
+
+
+class _NoopAgent:
+    """Never presses FIRE itself (as a greedy agent trained with the env pressing FIRE after a lost life), or,
+    with epsilon, acts uniformly at random from the generator it is given (or its own)."""
+
+    recurrent = False
+
+    def __init__(self, actions: int = 4) -> None:
+        self.rng = np.random.default_rng(0)
+        self.actions = actions
+        self.calls: list[dict] = []
+
+    def act(self, obs, deterministic=True, epsilon=None, rng=None):
+        self.calls.append({"deterministic": deterministic, "epsilon": epsilon})
+        rng = rng or self.rng
+        explore = rng.random(len(obs)) < (epsilon or 0.0)
+        return np.where(explore, rng.integers(0, self.actions, len(obs)), 0)
+
+
+def test_per_game_atari_evaluation_presses_fire_after_a_lost_life_as_one_vector_env_does():
+    from rlkit.evaluation import AgentActor, evaluate
+
+    capped = {"max_episode_frames": 4000}  # 1,000 agent steps: a stalled game ends there
+    per_game = evaluate(AgentActor(_NoopAgent()), "ALE/Breakout-v5", 2, seed=5, num_envs=2, workers=2,
+                        env_kwargs=capped)
+    one_vector_env = evaluate(AgentActor(_NoopAgent()), "ALE/Breakout-v5", 2, seed=5, num_envs=2, workers=1,
+                              env_kwargs=capped)
+    assert per_game.lengths == one_vector_env.lengths and per_game.returns == one_vector_env.returns
+    # game 1 loses its 5 lives in 118 steps because the env serves each new ball; game 0's first serve
+    # stalls (sticky actions at the reset's FIRE), so it runs into the cap on both paths
+    assert per_game.lengths == [1000, 118]
+
+
+def test_atari_evaluation_and_video_fold_the_largest_seed():
+    from types import SimpleNamespace
+
+    from rlkit.evaluation import AgentActor, evaluate
+    from rlkit.video import play_episode
+
+    seed, capped = 2**31 - 1, {"max_episode_frames": 2000}
+    per_game = evaluate(AgentActor(_NoopAgent()), "ALE/Pong-v5", 2, seed=seed, num_envs=2, workers=2,
+                        env_kwargs=capped)
+    one_vector_env = evaluate(AgentActor(_NoopAgent()), "ALE/Pong-v5", 2, seed=seed, num_envs=2, workers=1,
+                              env_kwargs=capped)
+    assert per_game.lengths == one_vector_env.lengths and per_game.returns == one_vector_env.returns
+    config = SimpleNamespace(env_id="ALE/Pong-v5", env_kwargs=capped)
+    assert len(play_episode(lambda obs: np.zeros(len(obs), np.int64), config, seed=seed)) == 501
+
+
+def test_atari_video_plays_the_fire_the_env_presses_after_a_lost_life():
+    from types import SimpleNamespace
+
+    from rlkit.video import play_episode
+
+    # Breakout seed 6 with a policy that never fires: the env serves each ball after a lost life; the colour
+    # twin must play that FIRE too (it used to play the agent's NOOP, diverge and raise)
+    config = SimpleNamespace(env_id="ALE/Breakout-v5", env_kwargs={})
+    assert len(play_episode(lambda obs: np.zeros(len(obs), np.int64), config, seed=6, max_steps=3000)) == 119
+
+
+def test_random_atari_evaluation_does_not_depend_on_the_core_count(monkeypatch):
+    import rlkit.evaluation as evaluation
+
+    results = []
+    for cores in (1, 2, 4):
+        monkeypatch.setattr(evaluation.os, "cpu_count", lambda cores=cores: cores)
+        result = evaluation.evaluate(evaluation.AgentActor(_NoopAgent(), epsilon=1.0), "ALE/Pong-v5", 4, seed=3,
+                                     num_envs=4, env_kwargs={"max_episode_frames": 2000})
+        results.append((result.returns, result.lengths))
+    assert results[0] == results[1] == results[2]
+    assert len(set(results[0][0])) > 1  # the games' random play differs
+
+
+def test_video_plays_the_evaluated_policy(tmp_path):
+    from types import SimpleNamespace
+
+    from rlkit.video import record_video
+
+    config = SimpleNamespace(env_id="CartPole-v1", env_kwargs={})
+    agent = _NoopAgent(actions=2)
+    record_video(agent, config, tmp_path, seed=0, epsilon=0.3, deterministic=False, episodes=2)
+    assert agent.calls and {(c["deterministic"], c["epsilon"]) for c in agent.calls} == {(False, 0.3)}
+    lengths = []
+    for earlier_draws in (0, 1000):  # the agent's own stream moved by what it played before
+        agent = _NoopAgent(actions=2)
+        agent.rng.random(earlier_draws)
+        record_video(agent, config, tmp_path, seed=0, epsilon=0.5, deterministic=False, episodes=1)
+        lengths.append(len(agent.calls))
+    assert lengths[0] == lengths[1]  # the episode's exploration is seeded by the episode
 
 
 def test_agent_actor_split_keeps_results_independent_of_threads():
