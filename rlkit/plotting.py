@@ -80,17 +80,20 @@ def plot_run(run_dir: str | Path, out: str | Path, title: str | None = None, smo
 def plot_groups(targets: list[str], out: str | Path, title: str | None = None, metric: str = "mean") -> Path:
     """Evaluation curves of runs or groups: mean across seeds with a 95% bootstrap CI band, x = env steps.
 
-    ``metric``: the evaluation record's key plotted (``mean`` return by default, or e.g. ``success``, ``spl``)."""
+    ``metric``: the evaluation record's key plotted (``mean`` return by default, or e.g. ``success``, ``spl``).
+    A group whose runs are of several envs is refused for a return metric (raw returns on different scales)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlkit.results import curve_band, load_group
+    from rlkit.results import check_one_scale, curve_band, load_group
 
+    groups = [(target, load_group(target, metric)) for target in targets]
+    for target, results in groups:
+        check_one_scale(target, results, metric, normalized=False, command="plot")
     fig, ax = plt.subplots(figsize=(7, 4))
-    for target in targets:
-        results = load_group(target, metric)
+    for target, results in groups:
         steps, mean, low, high = curve_band(results)
         line = ax.plot(steps, mean, label=f"{Path(target).name} ({len(results)} runs)")[0]
         if len(results) > 1:

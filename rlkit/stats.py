@@ -1,13 +1,16 @@
-"""Score statistics: IQM, human-normalised Atari scores, stratified bootstrap confidence intervals.
+"""Score statistics: IQM, human-normalised Atari scores, aggregates over tasks, stratified bootstrap CIs.
 
-The aggregate metrics and the stratified bootstrap follow Agarwal et al. 2021 ("Deep RL at the Edge of the
-Statistical Precipice", the rliable protocol): resample runs with replacement *within each task*, recompute
-the aggregate, and report percentile intervals.
+The aggregates over tasks are rliable's (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice";
+google-research/rliable, metrics.py): ``aggregate_mean`` and ``aggregate_median`` are the mean and median over
+tasks of each task's mean over runs, ``aggregate_iqm`` is the IQM of all runs' scores of all tasks together.
+The stratified bootstrap resamples runs with replacement *within each task*, recomputes the aggregate from the
+resamples and reports percentile intervals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,18 +67,36 @@ def summarize(returns: Sequence[float], lengths: Sequence[int] | None = None) ->
     return out
 
 
+def aggregate_mean(per_task: Sequence[np.ndarray]) -> float:
+    """rliable's ``aggregate_mean``: the mean over tasks of each task's mean over runs."""
+    return float(np.mean([np.mean(task) for task in per_task]))
+
+
+def aggregate_median(per_task: Sequence[np.ndarray]) -> float:
+    """rliable's ``aggregate_median``: the median over tasks of each task's mean over runs."""
+    return float(np.median([np.mean(task) for task in per_task]))
+
+
+def aggregate_iqm(per_task: Sequence[np.ndarray]) -> float:
+    """rliable's ``aggregate_iqm``: the IQM of every run's score of every task together (a task with more runs
+    weighs more)."""
+    return iqm(np.concatenate([np.ravel(task) for task in per_task]))
+
+
 def stratified_bootstrap_ci(
     scores: np.ndarray | Sequence[np.ndarray],
-    statistic: Callable[[np.ndarray], float],
+    statistic: Callable[[Any], float],
     reps: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    by_task: bool = False,
 ) -> tuple[float, float, float]:
     """Point estimate and percentile CI of ``statistic`` under the stratified bootstrap.
 
     ``scores`` is a (runs, tasks) matrix or a list with one array of run scores per task. Each replicate
-    resamples runs with replacement independently within every task and applies ``statistic`` to all the
-    resampled scores together.
+    resamples runs with replacement independently within every task and applies ``statistic`` to the resampled
+    scores: to all of them concatenated, or with ``by_task`` to the list of per-task resamples (for aggregates
+    over tasks such as ``aggregate_mean``). The point estimate is ``statistic`` of the scores themselves.
     """
     if isinstance(scores, np.ndarray):
         matrix = scores if scores.ndim == 2 else scores[:, None]
@@ -84,10 +105,14 @@ def stratified_bootstrap_ci(
         per_task = [np.asarray(task, dtype=np.float64).ravel() for task in scores]
     if not per_task or any(len(task) == 0 for task in per_task):
         raise ValueError("every task needs at least one run score")
+
+    def apply(tasks: list[np.ndarray]) -> float:
+        return float(statistic(tasks if by_task else np.concatenate(tasks)))
+
     rng = np.random.default_rng(seed)
     estimates = np.empty(reps)
     for k in range(reps):
-        estimates[k] = statistic(np.concatenate([task[rng.integers(0, len(task), len(task))] for task in per_task]))
+        estimates[k] = apply([task[rng.integers(0, len(task), len(task))] for task in per_task])
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(estimates, [alpha, 1 - alpha])
-    return float(statistic(np.concatenate(per_task))), float(low), float(high)
+    return apply(per_task), float(low), float(high)
