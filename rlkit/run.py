@@ -6,6 +6,7 @@ Layout: ``runs/<env>__<algo>__<seed>__<timestamp>/`` with ``config.yaml``, ``eve
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -81,12 +82,15 @@ class Progress:
 
 
 class SignalStop:
-    """SIGINT, SIGTERM and SIGHUP set ``stop_requested`` (the loop then saves and stops at the end of its step);
-    a second one raises KeyboardInterrupt. ``install_signal_handlers`` / ``restore_signal_handlers`` bracket
-    the work; subclasses provide ``print``."""
+    """SIGINT, SIGTERM and SIGHUP set ``stop_requested`` (the loop then saves and stops at the end of its step).
+    A second one only says that the checkpoint is on its way (the first is announced at the loop's next check,
+    which can be seconds later, so a second press is likely and must not lose the save); a third raises
+    KeyboardInterrupt, giving up on the checkpoint. ``install_signal_handlers`` / ``restore_signal_handlers``
+    bracket the work; subclasses provide ``print``."""
 
     def __init__(self) -> None:
         self._stop = False
+        self._signals = 0
         self._unannounced_signal: str | None = None
         self._previous_handlers: dict[int, Any] = {}
 
@@ -103,8 +107,13 @@ class SignalStop:
         return self._stop
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop:  # second Ctrl-C: give up on the clean stop
+        self._signals += 1
+        if self._signals >= 3:  # third Ctrl-C: give up on the clean stop
             raise KeyboardInterrupt
+        if self._stop:  # second: the stop is under way. os.write, not print: the handler may interrupt a print
+            os.write(2, b"stopping: finishing the step and saving a checkpoint; "
+                        b"a third Ctrl-C aborts without saving\n")
+            return
         self._stop = True
         self._unannounced_signal = signal.Signals(signum).name
 

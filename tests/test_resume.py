@@ -166,6 +166,55 @@ def test_sigint_saves_and_exits_cleanly(tmp_path):
     assert f"stopped at step {step}" in out
 
 
+def test_a_second_signal_during_the_save_does_not_lose_the_checkpoint(tmp_path, capfd):
+    """The first Ctrl-C is announced at the loop's next check, so users press again; only a third one aborts."""
+    from rlkit.run import SignalStop
+
+    stopper = SignalStop()
+    stopper._on_signal(signal.SIGINT, None)
+    assert stopper._stop
+    stopper._on_signal(signal.SIGINT, None)  # no KeyboardInterrupt: the save goes on
+    assert "a third Ctrl-C aborts without saving" in capfd.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        stopper._on_signal(signal.SIGTERM, None)
+
+    run = tmp_path / "twice"
+    marker = tmp_path / "saving"
+    slow_save = (  # the checkpoint write takes 3 s, so the second SIGINT lands inside it
+        "import sys, time, pathlib, rlkit.checkpoint as c\n"
+        "write = c._atomic_write\n"
+        "def slow(path, fn):\n"
+        f"    pathlib.Path({str(marker)!r}).touch(); time.sleep(3); write(path, fn)\n"
+        "c._atomic_write = slow\n"
+        "from rlkit.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-c", slow_save, "train", "dqn", "--env", "CartPole-v1", "--total-steps", "10000000",
+               "--set", "torch_threads=1", "--set", "eval_every=0", "--run-dir", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 60
+        log = run / "stdout.log"
+        while time.time() < deadline and not (log.is_file() and "dqn on CartPole-v1" in log.read_text()):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        while time.time() < deadline and not marker.exists():
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)  # during the save
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "a third Ctrl-C aborts without saving" in err and "Traceback" not in err
+    _, meta = last_checkpoint(run)
+    assert f"stopped at step {meta['counters']['global_step']}" in out
+
+
 def test_same_seed_same_weights(tmp_path):
     def final_weights(name: str, seed: int) -> dict[str, torch.Tensor]:
         run = tmp_path / name
