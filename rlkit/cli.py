@@ -240,8 +240,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         checkpoint = run_dir / "checkpoints" / "last.safetensors"
         if not checkpoint.is_file():
-            raise RLKitError(f"{run_dir} has no checkpoints/last.safetensors to resume from; start a new run.")
+            others = sorted(path.name for path in checkpoint.parent.glob("*.safetensors"))
+            if others:
+                raise RLKitError(f"{run_dir} has no checkpoints/last.safetensors to resume from (only "
+                                 f"{', '.join(others)}); start a new run in another --run-dir.")
+            raise RLKitError(f"{run_dir} has no checkpoints/last.safetensors to resume from (its run saved none); "
+                             f"start it again with the same command and --run-dir {run_dir}.")
         reached = checkpoint_step(read_metadata(checkpoint)) or 0
+        previous_config: str | None = (run_dir / "config.yaml").read_text()
         if reached >= config.total_steps:
             raise RLKitError(f"{run_dir} is already at step {reached} of total_steps {config.total_steps}; "
                              f"pass --total-steps above {reached} to train it further.")
@@ -268,9 +274,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.seeds:
             return train_group(algo, config, args)
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name(config.env_id, algo, config.seed)
-        if (run_dir / "config.yaml").exists():
+        saved_any = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.safetensors"))
+        if (run_dir / "config.yaml").exists() and saved_any:
             raise RLKitError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or use another --run-dir.")
-        checkpoint = None
+        checkpoint, reached, previous_config = None, 0, None
 
     _set_threads(config.torch_threads)
     try:
@@ -347,7 +354,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                                          for total in (saved_total, config.total_steps))
                 run.print(f"prioritized replay's beta anneals to 1 over total_steps, now {config.total_steps} (was "
                           f"{saved_total}): it moves from {beta_before:.3g} to {beta_now:.3g} at this step")
-        agent.learn(run)
+            if getattr(config, "anneal_clip", False) and config.clip_range > 0 and saved_total != config.total_steps:
+                from rlkit.agents.schedules import linear_schedule
+
+                clip_before, clip_now = (linear_schedule(config.clip_range, 0.0, total, agent.global_step)
+                                         for total in (saved_total, config.total_steps))
+                run.print(f"anneal_clip spans total_steps, now {config.total_steps} (was {saved_total}): the clip "
+                          f"range moves from {clip_before:.3g} to {clip_now:.3g} at this step")
+        try:
+            agent.learn(run)
+        except RLKitError:
+            if previous_config is not None and agent.global_step == reached:  # refused before training a step:
+                write_text_atomic(run_dir / "config.yaml", previous_config)  # the run keeps its own config
+            raise
         run.print(f"run directory: {run.dir}")
     return 0
 

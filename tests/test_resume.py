@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
+from test_cli import assert_user_error
 
 from rlkit.agents.dqn import DQN, DQNConfig
 from rlkit.checkpoint import load_checkpoint, optimizer_tensors
@@ -184,7 +186,9 @@ def test_a_second_signal_during_the_save_does_not_lose_the_checkpoint(tmp_path, 
         "import sys, time, pathlib, rlkit.checkpoint as c\n"
         "write = c._atomic_write\n"
         "def slow(path, fn):\n"
-        f"    pathlib.Path({str(marker)!r}).touch(); time.sleep(3); write(path, fn)\n"
+        "    if str(path).endswith('.safetensors'):\n"
+        f"        pathlib.Path({str(marker)!r}).touch(); time.sleep(3)\n"
+        "    write(path, fn)\n"
         "c._atomic_write = slow\n"
         "from rlkit.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
@@ -241,11 +245,27 @@ def test_resume_with_saved_buffer_of_another_size_is_a_user_error(tmp_path, caps
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "save_buffer=false" in lines[0]
+    # the refused resume left the run's own config: a plain resume (the run's buffer_size) restores its buffer
+    assert yaml.safe_load((run / "config.yaml").read_text())["config"]["total_steps"] == 600
+    assert main(["train", "--resume", str(run), "--total-steps", "700"]) == 0
+    assert "restored replay buffer" in capsys.readouterr().out
     # the hint works: without the saved buffer the run resumes and re-warms
     assert main(["train", "--resume", str(run), "--total-steps", "800", "--set", "buffer_size=500",
                  "--set", "save_buffer=false"]) == 0
     _, meta = last_checkpoint(run)
     assert meta["counters"]["global_step"] == 800
+
+
+def test_a_run_directory_whose_run_never_saved_can_be_used_again(tmp_path, capsys):
+    run = tmp_path / "unsaved"
+    # refused after the run directory was made (the replay does not fit in memory): nothing was saved
+    assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--set", "buffer_size=100000000000",
+                               "--total-steps", "100000000000", "--run-dir", str(run)], "lower it")
+    assert (run / "config.yaml").is_file()
+    assert_user_error(capsys, ["train", "--resume", str(run)], "start it again with the same command and --run-dir")
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--total-steps", "300", "--run-dir", str(run))  # the advice works
+    assert last_checkpoint(run)[1]["counters"]["global_step"] == 300
+    assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--run-dir", str(run)], "already holds a run")
 
 
 def test_reset_seed_of_a_late_resume_fits_ale_vector_env():
