@@ -263,10 +263,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         agent_cls = AGENTS.get(args.algo)
         require_output_dir(args.run_dir, "--run-dir")
         if args.help:
-            print(f"usage: rlkit train {args.algo} --env ID [--preset NAME] [--set key=value ...] [--seed N]")
-            print("       [--total-steps N] [--run-dir DIR] [--resume RUN_DIR] [--init-from RUN_DIR|CHECKPOINT]")
-            print(f"       [--encoder PATH [--freeze | --encoder-lr-scale X]]\n\n{args.algo} config fields:")
-            print(config_help(agent_cls.Config))
+            print(args.train_parser.format_help().rstrip())
+            if args.env:  # the fields as this env's preset (and any --set) resolve them
+                resolved, preset, _ = build_train_config(args.algo, args)
+                print(f"\n{args.algo} config fields for {args.env} (preset {preset or 'none'}, --set applied):")
+                print(config_help(agent_cls.Config, resolved))
+            else:
+                print(f"\n{args.algo} config fields (class defaults; the preset for --env overrides some of them: add "
+                      "--env ID to see them resolved, `rlkit presets` lists the presets):")
+                print(config_help(agent_cls.Config))
             return 0
         algo = args.algo
         config, preset, init_path = build_train_config(algo, args)
@@ -972,6 +977,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rlkit presets | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
 
 
 def _main(argv: list[str] | None) -> int:

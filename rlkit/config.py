@@ -344,8 +344,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_help(cls: type) -> str:
-    """Every field with its type, default and description, for ``--help``."""
+def config_help(cls: type, resolved: Any = None) -> str:
+    """Every field with its type, default and description, for ``--help``; with ``resolved`` (a config of
+    ``cls``, e.g. after a preset) each field shows its value there, and the class default where they differ."""
     docs = field_docs(cls)
     hints = get_type_hints(cls)
     lines = []
@@ -356,7 +357,11 @@ def config_help(cls: type) -> str:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = "required"
-        lines.append(f"  {f.name} ({type_name(hints[f.name])}, default {default!r})\n      {docs.get(f.name, '')}")
+        shown = f"default {default!r}"
+        if resolved is not None:
+            value = getattr(resolved, f.name)
+            shown = f"{value!r}" + (f", class default {default!r}" if value != default else "")
+        lines.append(f"  {f.name} ({type_name(hints[f.name])}, {shown})\n      {docs.get(f.name, '')}")
     return "\n".join(lines)
 
 

@@ -218,6 +218,10 @@ def test_train_help_lists_every_config_field(capsys):
     for field in dataclasses.fields(DQNConfig):
         assert f"  {field.name} (" in out, field.name
     assert "Learning rate (at the start of lr_schedule)." in out
+    assert "--seeds SEEDS" in out and "--workers WORKERS" in out  # the options too, not only the fields
+    code, out, _ = run_cli(capsys, "train", "dqn", "--env", "CartPole-v1", "--help")
+    assert code == 0  # the fields as the classic preset sets them for CartPole
+    assert "total_steps (int, 50000, class default 100000)" in out and "preset classic" in out
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

@@ -351,6 +351,17 @@ def test_extending_a_run_says_how_its_schedules_move(tmp_path, capsys, settings,
     assert message in capsys.readouterr().out
 
 
+def test_extending_a_ppo_run_says_how_its_clip_range_moves(tmp_path, capsys):
+    run = tmp_path / "clip"
+    train("ppo", "--env", "CartPole-v1", "--set", "anneal_clip=true", "--set", "clip_range=0.2",
+          "--set", "rollout_steps=64", "--set", "num_envs=4", "--set", "eval_episodes=1", "--total-steps", "512",
+          "--run-dir", str(run))
+    capsys.readouterr()
+    train("--resume", str(run), "--total-steps", "1024")
+    assert "anneal_clip spans total_steps, now 1024 (was 512): the clip range moves from 0 to 0.1" \
+        in capsys.readouterr().out
+
+
 def test_atomic_writes_keep_the_usual_file_permissions(tmp_path):
     """Temp file + rename must not leave results readable by the owner only (mkstemp's 0600)."""
     from rlkit.checkpoint import write_text_atomic
