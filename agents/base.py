@@ -237,6 +237,9 @@ class Agent:
         optim_tensors, optim_meta = optimizer_tensors(optimizer)
         tensors.update(optim_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
+        device = getattr(self, "device", None)
+        if device is not None and device.type == "cuda":  # a policy samples its actions on the GPU's generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         meta = {
             "algo": self.name,
             "config": dataclasses.asdict(self.config),
@@ -263,6 +266,9 @@ class Agent:
         module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         load_optimizer_tensors(optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
+        device = getattr(self, "device", None)
+        if "rng.cuda" in tensors and device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
         self.load_counters(meta["counters"])
         self.rng.bit_generator.state = meta["rng"]["numpy"]
 

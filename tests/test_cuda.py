@@ -91,3 +91,18 @@ def test_graph_agent_checkpoint_round_trip(tmp_path):
     for a, b in zip(agent.q_net.parameters(), restored.q_net.parameters()):
         assert torch.equal(a, b)
     restored.train_step(buffer)  # the restored (capturable) optimizer state is usable
+
+
+def test_policy_gradient_checkpoint_restores_the_gpu_generator(tmp_path):
+    """A PPO agent on a GPU samples its actions from the GPU's generator: a resume must continue its stream."""
+    from rlkit.agents.policy_gradient import PPO, PPOConfig
+
+    box = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    agent = PPO(PPOConfig(env_id="CartPole-v1", device="cuda"), box, gym.spaces.Discrete(2))
+    torch.cuda.manual_seed(5)
+    agent.save(tmp_path / "c.safetensors")
+    expected = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed(6)  # another stream in between, as a new process would have
+    restored = PPO(PPOConfig(env_id="CartPole-v1", device="cuda"), box, gym.spaces.Discrete(2))
+    restored.load_state_dict(*load_checkpoint(tmp_path / "c.safetensors"))
+    assert torch.equal(torch.rand(4, device="cuda"), expected)
