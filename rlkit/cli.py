@@ -653,7 +653,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_table(summary))
     if args.out:
         out_dir = Path(args.out)
-    elif args.sb3 or checkpoint.parent.name != "checkpoints":  # a model file outside a run: beside it
+    elif args.sb3 or not (checkpoint.parent.name == "checkpoints"
+                          and (checkpoint.parent.parent / "config.yaml").is_file()):  # not a run's: beside it
         out_dir = checkpoint.parent / f"{checkpoint.stem}_eval"
     else:  # a run's checkpoint: the run's eval/
         out_dir = checkpoint.parent.parent / "eval"

@@ -136,13 +136,13 @@ def evaluate(
     ``reset`` and after a step that follows an episode end (that step's action is ignored).
 
     Atari games (the standard pipeline) are played in ``workers`` groups at once (default: one per core, at least 2
-    games per group; for an actor that draws random actions, 2 games per group whatever the cores, since each group
-    draws from its own generator and the results must not depend on the machine), each group in its own thread with
-    one torch thread, each game in its own one-env ``AtariVecEnv``: ALE and torch release the GIL, so one group's
-    network runs while another's games step, and a game that has played its episodes stops stepping (a vector env
-    would step every game until the longest ends). The episodes are the same as with one vector env when ``act`` is
-    a greedy ``AgentActor`` that can be ``split``; other callables, recurrent or torch-sampling policies and other envs
-    use one vector env.
+    games per group; for an actor that draws random actions, ``RANDOM_ACTOR_WORKERS`` groups whatever the cores,
+    since each group draws from its own generator and the results must not depend on the machine), each group in its
+    own thread with one torch thread, each game in its own one-env ``AtariVecEnv``: ALE and torch release the GIL,
+    so one group's network runs while another's games step, and a game that has played its episodes stops stepping
+    (a vector env would step every game until the longest ends). The episodes are the same as with one vector env
+    when ``act`` is a greedy ``AgentActor`` that can be ``split``; other callables, recurrent or torch-sampling
+    policies and other envs use one vector env.
 
     ``should_stop`` is polled every step (every 0.2 s for Atari groups); when it returns True the evaluation
     ends at once with ``EvaluationStopped``, so a stop request never waits for whole games.
@@ -151,7 +151,7 @@ def evaluate(
     targets = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
     if workers is None:
         random_actor = isinstance(act, AgentActor) and act.draws_randomness
-        workers = num_envs // 2 if random_actor else min(os.cpu_count() or 1, num_envs // 2)
+        workers = min(RANDOM_ACTOR_WORKERS if random_actor else os.cpu_count() or 1, num_envs // 2)
     workers = max(1, min(workers, num_envs))
     actors = act.split(workers) if workers > 1 and isinstance(act, AgentActor) else None
     if actors is None or not _per_game_atari(env_id, env_kwargs):
@@ -172,6 +172,9 @@ def evaluate(
 
 
 SWITCH_INTERVAL = 1e-4  # seconds; Python's default is 5e-3
+RANDOM_ACTOR_WORKERS = 2
+"""groups of games for an actor that draws random actions, whatever the cores: each group draws from its own
+generator, so the number of groups is part of the result, and must not depend on the machine"""
 
 
 def _per_game_atari(env_id: str, env_kwargs: dict | None) -> bool:

@@ -6,6 +6,7 @@ Layout: ``runs/<env>__<algo>__<seed>__<timestamp>/`` with ``config.yaml``, ``eve
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
@@ -88,6 +89,9 @@ class SignalStop:
     KeyboardInterrupt, giving up on the checkpoint. ``install_signal_handlers`` / ``restore_signal_handlers``
     bracket the work; subclasses provide ``print``."""
 
+    quiet = False
+    """True where this process prints nothing (data-parallel ranks other than 0)"""
+
     def __init__(self) -> None:
         self._stop = False
         self._signals = 0
@@ -111,8 +115,9 @@ class SignalStop:
         if self._signals >= 3:  # third Ctrl-C: give up on the clean stop
             raise KeyboardInterrupt
         if self._stop:  # second: the stop is under way. os.write, not print: the handler may interrupt a print
-            os.write(2, b"stopping: finishing the step and saving a checkpoint; "
-                        b"a third Ctrl-C aborts without saving\n")
+            if not self.quiet:
+                os.write(2, b"stopping: finishing the step and saving a checkpoint; "
+                            b"a third Ctrl-C aborts without saving\n")
             return
         self._stop = True
         self._unannounced_signal = signal.Signals(signum).name
@@ -142,6 +147,13 @@ class Run(SignalStop):
         self.checkpoint_dir = self.dir / "checkpoints"
         self.eval_dir = self.dir / "eval"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.dir / ".lock", "w")  # held while this process owns the run directory
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RLKitError(f"{self.dir} is in use by another rlkit process; wait for it to end, or use another "
+                             "--run-dir.") from None
         self.checkpoint_dir.mkdir(exist_ok=True)
         self.eval_dir.mkdir(exist_ok=True)
         self.write_config()
@@ -179,3 +191,4 @@ class Run(SignalStop):
         self.restore_signal_handlers()
         self.writer.close()
         self._log.close()
+        self._lock.close()  # releases the lock

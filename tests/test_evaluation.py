@@ -120,6 +120,11 @@ def test_eval_of_a_checkpoint_outside_a_run_writes_beside_it(trained_cartpole, t
     assert main(["eval", str(models / "cartpole.safetensors"), "--episodes", "1"]) == 0
     assert (models / "cartpole_eval" / "eval.json").is_file()
     assert not (tmp_path / "a" / "eval").exists()  # not in the grandparent, as if it were a run
+    backup = tmp_path / "backup" / "checkpoints"  # named like a run's folder, but no run around it
+    backup.mkdir(parents=True)
+    shutil.copy(models / "cartpole.safetensors", backup / "cartpole.safetensors")
+    assert main(["eval", str(backup / "cartpole.safetensors"), "--episodes", "1"]) == 0
+    assert (backup / "cartpole_eval" / "eval.json").is_file() and not (tmp_path / "backup" / "eval").exists()
 
 
 def test_videos_are_never_overwritten(trained_cartpole):

@@ -179,6 +179,12 @@ def test_a_second_signal_during_the_save_does_not_lose_the_checkpoint(tmp_path, 
     assert "a third Ctrl-C aborts without saving" in capfd.readouterr().err
     with pytest.raises(KeyboardInterrupt):
         stopper._on_signal(signal.SIGTERM, None)
+    from rlkit.vision.pretrain import _Quiet
+
+    quiet = _Quiet()  # a data-parallel rank other than 0 says nothing (rank 0 speaks and saves)
+    quiet._on_signal(signal.SIGINT, None)
+    quiet._on_signal(signal.SIGINT, None)
+    assert quiet._stop and capfd.readouterr().err == ""
 
     run = tmp_path / "twice"
     marker = tmp_path / "saving"
@@ -266,6 +272,16 @@ def test_a_run_directory_whose_run_never_saved_can_be_used_again(tmp_path, capsy
     train("dqn", "--env", "CartPole-v1", *SMALL, "--total-steps", "300", "--run-dir", str(run))  # the advice works
     assert last_checkpoint(run)[1]["counters"]["global_step"] == 300
     assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--run-dir", str(run)], "already holds a run")
+
+
+def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
+    from rlkit.run import Run
+
+    run = tmp_path / "busy"
+    with Run(run, {"algo": "dqn"}):  # a run that has not saved yet, in this process standing in for another
+        assert_user_error(capsys, ["train", "dqn", "--env", "CartPole-v1", "--total-steps", "300", "--run-dir",
+                                   str(run)], "in use by another rlkit process")
+    train("dqn", "--env", "CartPole-v1", *SMALL, "--total-steps", "300", "--run-dir", str(run))  # free again
 
 
 def test_reset_seed_of_a_late_resume_fits_ale_vector_env():

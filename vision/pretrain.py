@@ -278,6 +278,7 @@ class _Quiet(SignalStop):
     a step, and rank 0 saves the checkpoint."""
 
     dir = None
+    quiet = True
 
     def print(self, message: str) -> None:
         pass
