@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -139,25 +141,34 @@ def test_resume_without_saved_buffer_rewarms(tmp_path, capsys):
     assert adam_steps(tensors, meta) == {252.0}
 
 
-def test_sigint_saves_and_exits_cleanly(tmp_path):
-    run = tmp_path / "interrupted"
+@contextlib.contextmanager
+def _training_process(run: Path, *launcher: str) -> Iterator[subprocess.Popen]:
+    """A long CartPole DQN run in a child process (``launcher``: Python's arguments that start the rlkit CLI),
+    given once it has started training, and killed on the way out if it still runs."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "rlkit.cli", "train", "dqn", "--env", "CartPole-v1", "--total-steps",
-               "10000000", "--set", "torch_threads=1", "--set", "eval_every=0", "--run-dir", str(run)]
+    command = [sys.executable, *launcher, "train", "dqn", "--env", "CartPole-v1", "--total-steps", "10000000",
+               "--set", "torch_threads=1", "--set", "eval_every=0", "--run-dir", str(run)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    log = run / "stdout.log"
     try:
-        deadline = time.time() + 60
-        log = run / "stdout.log"
         while time.time() < deadline and not (log.is_file() and "dqn on CartPole-v1" in log.read_text()):
-            assert process.poll() is None, process.communicate()
+            if process.poll() is not None:
+                raise AssertionError(process.communicate())
             time.sleep(0.2)
-        time.sleep(3)  # let it train for a moment
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_sigint_saves_and_exits_cleanly(tmp_path):
+    run = tmp_path / "interrupted"
+    with _training_process(run, "-m", "rlkit.cli") as process:
+        time.sleep(3)  # let it train for a moment
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "Traceback" not in err
     assert "received SIGINT" in out
@@ -199,26 +210,14 @@ def test_a_second_signal_during_the_save_does_not_lose_the_checkpoint(tmp_path, 
         "from rlkit.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-c", slow_save, "train", "dqn", "--env", "CartPole-v1", "--total-steps", "10000000",
-               "--set", "torch_threads=1", "--set", "eval_every=0", "--run-dir", str(run)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.time() + 60
-        log = run / "stdout.log"
-        while time.time() < deadline and not (log.is_file() and "dqn on CartPole-v1" in log.read_text()):
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.2)
+    with _training_process(run, "-c", slow_save) as process:
         time.sleep(1)
         process.send_signal(signal.SIGINT)
+        deadline = time.time() + 60
         while time.time() < deadline and not marker.exists():
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)  # during the save
         out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, err
     assert "a third Ctrl-C aborts without saving" in err and "Traceback" not in err
     _, meta = last_checkpoint(run)
