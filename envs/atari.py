@@ -199,8 +199,8 @@ class AtariVecEnv(VectorEnv):
         self._fire_after_life_loss = fire and not settings.episodic_life
         self._lives = np.zeros(num_envs, dtype=np.int64)
         self._fire_next = np.zeros(num_envs, dtype=bool)
+        # the ALE actions the last ``send`` played, after FIRE replaced the agent's where the env presses it
         self.played_actions = np.zeros(num_envs, dtype=np.int64)
-        """the ALE actions the last ``send`` played, after FIRE replaced the agent's where the env presses it"""
         # Frames are stacked along the first observation axis, newest last (for frame-deduplicating replay).
         self.frames_stacked = settings.frame_stack > 1
 

@@ -6,10 +6,12 @@ User mistakes raise ``RLKitError``; ``main`` prints them as one line and exits w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +153,6 @@ def load_agent_state(agent: Any, tensors: dict[str, Any], meta: dict[str, Any], 
 
 def build_train_config(algo: str, args: argparse.Namespace) -> tuple[Any, str | None, Path | None]:
     """(config, preset, the ``--init-from`` checkpoint or None) of a new run from the command line."""
-    import dataclasses
-
     from rlkit.config import apply_overrides, build_config, default_preset, load_preset
     from rlkit.envs import env_family, env_spec
     from rlkit.registry import AGENTS
@@ -201,8 +201,6 @@ def build_train_config(algo: str, args: argparse.Namespace) -> tuple[Any, str | 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from rlkit.checkpoint import load_checkpoint, read_metadata
     from rlkit.config import apply_overrides, build_config, config_help
     from rlkit.registry import AGENTS
@@ -279,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.seeds:
             return train_group(algo, config, args)
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name(config.env_id, algo, config.seed)
-        saved_any = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.safetensors"))
+        saved_any = any((run_dir / "checkpoints").glob("*.safetensors"))  # a run that never saved may start again
         if (run_dir / "config.yaml").exists() and saved_any:
             raise RLKitError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or use another --run-dir.")
         checkpoint, reached, previous_config = None, 0, None
@@ -343,29 +341,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
         else:
             run.print(f"resuming {run.dir} at step {agent.global_step}")
-            from rlkit.agents.optim import OptimizerConfig, scheduled_lr
-
-            saved_total = saved["config"].get("total_steps")
-            scheduled = isinstance(config, OptimizerConfig) and config.lr_schedule != "constant"
-            if scheduled and saved_total != config.total_steps:
-                before = scheduled_lr(dataclasses.replace(config, total_steps=saved_total), agent.global_step)
-                run.print(f"lr_schedule={config.lr_schedule} spans total_steps, now {config.total_steps} (was "
-                          f"{saved_total}): the learning rate moves from {before:.3g} to "
-                          f"{scheduled_lr(config, agent.global_step):.3g} at this step")
-            if getattr(config, "prioritized", False) and saved_total != config.total_steps:
-                from rlkit.agents.schedules import linear_schedule
-
-                beta_before, beta_now = (linear_schedule(config.per_beta_start, 1.0, total, agent.global_step)
-                                         for total in (saved_total, config.total_steps))
-                run.print(f"prioritized replay's beta anneals to 1 over total_steps, now {config.total_steps} (was "
-                          f"{saved_total}): it moves from {beta_before:.3g} to {beta_now:.3g} at this step")
-            if getattr(config, "anneal_clip", False) and config.clip_range > 0 and saved_total != config.total_steps:
-                from rlkit.agents.schedules import linear_schedule
-
-                clip_before, clip_now = (linear_schedule(config.clip_range, 0.0, total, agent.global_step)
-                                         for total in (saved_total, config.total_steps))
-                run.print(f"anneal_clip spans total_steps, now {config.total_steps} (was {saved_total}): the clip "
-                          f"range moves from {clip_before:.3g} to {clip_now:.3g} at this step")
+            report_schedule_jumps(run, config, saved["config"].get("total_steps"), agent.global_step)
         try:
             agent.learn(run)
         except RLKitError:
@@ -374,6 +350,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise
         run.print(f"run directory: {run.dir}")
     return 0
+
+
+def report_schedule_jumps(run: Any, config: Any, saved_total: int, step: int) -> None:
+    """Say how each schedule spanning ``total_steps`` moves at ``step`` when a resume changes ``total_steps``:
+    the learning rate (``lr_schedule``), prioritized replay's beta, PPO's annealed clip range."""
+    if saved_total == config.total_steps:
+        return
+    from rlkit.agents.optim import OptimizerConfig, scheduled_lr
+    from rlkit.agents.schedules import linear_schedule
+
+    def report(what: str, moving: str, value_at: Callable[[int], float]) -> None:
+        run.print(f"{what} total_steps, now {config.total_steps} (was {saved_total}): {moving} moves from "
+                  f"{value_at(saved_total):.3g} to {value_at(config.total_steps):.3g} at this step")
+
+    if isinstance(config, OptimizerConfig) and config.lr_schedule != "constant":
+        report(f"lr_schedule={config.lr_schedule} spans", "the learning rate",
+               lambda total: scheduled_lr(dataclasses.replace(config, total_steps=total), step))
+    if getattr(config, "prioritized", False):
+        report("prioritized replay's beta anneals to 1 over", "it",
+               lambda total: linear_schedule(config.per_beta_start, 1.0, total, step))
+    if getattr(config, "anneal_clip", False) and config.clip_range > 0:
+        report("anneal_clip spans", "the clip range",
+               lambda total: linear_schedule(config.clip_range, 0.0, total, step))
 
 
 def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -562,8 +561,6 @@ def _load_for_eval(args: argparse.Namespace) -> tuple[Any, Any, Path, dict]:
 def load_agent(target: str, which: str = "best", env_id: str | None = None) -> tuple[Any, Any, Path, dict]:
     """(agent, config, checkpoint path, description) of a run directory or checkpoint, built for its env in
     evaluation mode; ``env_id`` (if given) must be the env it was trained on."""
-    import dataclasses
-
     from rlkit.checkpoint import load_checkpoint
     from rlkit.config import build_config
     from rlkit.registry import AGENTS

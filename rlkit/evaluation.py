@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from rlkit.envs import env_family, episode_stats, make_vec_env
+from rlkit.envs.ale_pool import ale_seed
 from rlkit.stats import summarize
 
 
@@ -157,8 +158,6 @@ def evaluate(
     if actors is None or not _per_game_atari(env_id, env_kwargs):
         played, keys = _play_vector_env(act, env_id, targets, seed, env_kwargs, max_steps, should_stop)
     else:  # Atari has no episode metrics. The seeds folded as one vector env of all the games folds them.
-        from rlkit.envs.ale_pool import ale_seed
-
         base = ale_seed(seed, len(targets))
         played, keys = _play_groups(actors, env_id, targets, base, env_kwargs, max_steps, should_stop), ()
     played.sort(key=lambda episode: (episode.env_index, episode.number))
