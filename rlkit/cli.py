@@ -261,9 +261,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         agent_cls = AGENTS.get(args.algo)
         require_output_dir(args.run_dir, "--run-dir")
         if args.help:
+            resolved, preset, _ = build_train_config(args.algo, args) if args.env else (None, None, None)
             print(args.train_parser.format_help().rstrip())
-            if args.env:  # the fields as this env's preset (and any --set) resolve them
-                resolved, preset, _ = build_train_config(args.algo, args)
+            if resolved is not None:  # the fields as this env's preset (and any --set) resolve them
                 print(f"\n{args.algo} config fields for {args.env} (preset {preset or 'none'}, --set applied):")
                 print(config_help(agent_cls.Config, resolved))
             else:
